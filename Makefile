@@ -1,0 +1,50 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+STAMP   := $(VENV)/.installed
+# Debian packages the tests judge the output with.
+TEST_DEBS := skopeo umoci podman
+BENCH_DEBS := debootstrap umoci
+
+.PHONY: install run test lint bench debs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Installs the Debian packages named in $(DEBS) that are missing (needs root).
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+run: install
+	@echo "squashd: the HTTP service arrives with the export-service issue; today squashd exports:"
+	@echo
+	@$(VENV)/bin/squashd export --help
+	@echo
+	@echo "example:  $(VENV)/bin/squashd export oci:/path/to/layout:latest -o image.tar && docker load -i image.tar"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install
+	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
+	$(PY) bench/squash_bench.py
+
+clean:
+	rm -rf $(VENV) bench/work .pytest_cache .hypothesis

@@ -1,0 +1,185 @@
+"""The output archive: the layout `docker save` writes since Docker 25.
+
+One tar holding an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/...`)
+plus Docker's `manifest.json` and legacy `repositories`, all pointing at the same blobs.
+The squashed layer goes first, under a reserved header patched once its size and digest
+are known; the small files that depend on that digest follow it.
+"""
+
+import hashlib
+import json
+import tarfile
+from dataclasses import dataclass
+
+from squash.codec import Compressor
+from squash.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
+from squash.sinks import Sink
+from squash.tarindex import BLOCK
+
+LAYER_MEDIA_TYPES = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+_USTAR_SIZE_LIMIT = 8**11  # larger sizes need GNU base-256 in the same single block
+_BATCH = 1 << 20
+
+
+@dataclass
+class Blob:
+    digest: str
+    size: int
+    media_type: str
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _member_header(name: str, size: int, directory: bool = False) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o755 if directory else 0o644, 0
+    if directory:
+        info.type, info.size = tarfile.DIRTYPE, 0
+    fmt = tarfile.USTAR_FORMAT if size < _USTAR_SIZE_LIMIT else tarfile.GNU_FORMAT
+    header = info.tobuf(fmt, "utf-8", "strict")
+    assert len(header) == BLOCK, "a reserved header must be exactly one block"
+    return header
+
+
+class LayerWriter:
+    """Receives the merged layer tar, hashes and compresses it into the sink."""
+
+    def __init__(self, sink: Sink, compression: str) -> None:
+        self._sink = sink
+        self._compressor = Compressor(compression)
+        self._plain = compression == "none"
+        self._diff = hashlib.sha256()
+        self._blob = self._diff if self._plain else hashlib.sha256()
+        self._batch = bytearray()
+        self.uncompressed = 0
+        self.size = 0
+        self.media_type = LAYER_MEDIA_TYPES[compression]
+
+    def write(self, data: bytes | memoryview) -> None:
+        if len(data) < 65536:
+            self._batch += data
+            if len(self._batch) >= _BATCH:
+                self._push()
+            return
+        self._push()
+        self._process(data)
+
+    def _push(self) -> None:
+        if self._batch:
+            self._process(self._batch)
+            self._batch = bytearray()
+
+    def _process(self, data: bytes | memoryview) -> None:
+        self.uncompressed += len(data)
+        self._diff.update(data)
+        self._emit(self._compressor.compress(data))
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        if data:
+            if not self._plain:
+                self._blob.update(data)
+            self.size += len(data)
+            self._sink.write(data)
+
+    def close(self) -> tuple[str, Blob]:
+        """Finish; return the diff_id and the stored blob's descriptor."""
+        self._push()
+        self._emit(self._compressor.flush())
+        diff_id = "sha256:" + self._diff.hexdigest()
+        return diff_id, Blob("sha256:" + self._blob.hexdigest(), self.size, self.media_type)
+
+
+class ArchiveWriter:
+    """Writes the archive into a sink: the layer first, then the documents naming it."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._offset = 0
+
+    def _write(self, data: bytes) -> None:
+        self._sink.write(data)
+        self._offset += len(data)
+
+    def begin(self) -> None:
+        self._write(_member_header("blobs", 0, directory=True))
+        self._write(_member_header("blobs/sha256", 0, directory=True))
+
+    def layer(self, compression: str) -> "ReservedLayer":
+        token = self._sink.reserve(BLOCK)
+        return ReservedLayer(self, token, LayerWriter(self._sink, compression))
+
+    def add(self, name: str, data: bytes) -> None:
+        self._write(_member_header(name, len(data)))
+        self._write(data)
+        self._write(bytes(-len(data) % BLOCK))
+
+    def add_blob(self, data: bytes, media_type: str) -> Blob:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.add("blobs/sha256/" + digest.removeprefix("sha256:"), data)
+        return Blob(digest, len(data), media_type)
+
+    def finish(self) -> None:
+        self._write(bytes(2 * BLOCK))
+
+
+class ReservedLayer:
+    """The layer blob being streamed; `close` pads it and patches its header."""
+
+    def __init__(self, archive: ArchiveWriter, token: int, writer: LayerWriter) -> None:
+        self._archive, self._token, self.writer = archive, token, writer
+
+    def close(self) -> tuple[str, Blob]:
+        diff_id, blob = self.writer.close()
+        sink = self._archive._sink
+        sink.write(bytes(-blob.size % BLOCK))
+        name = "blobs/sha256/" + blob.digest.removeprefix("sha256:")
+        sink.patch(self._token, _member_header(name, blob.size))
+        return diff_id, blob
+
+
+def descriptor(blob: Blob, annotations: dict[str, str] | None = None) -> dict:
+    value: dict = {"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size}
+    if annotations:
+        value["annotations"] = annotations
+    return value
+
+
+def write_documents(
+    archive: ArchiveWriter, config: bytes, layer: Blob, repo_tag: str, full_name: str
+) -> Blob:
+    """Config, manifest and the index files of both layouts; returns the manifest blob."""
+    config_blob = archive.add_blob(config, OCI_CONFIG)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(config_blob),
+        "layers": [descriptor(layer)],
+    }
+    manifest_blob = archive.add_blob(_dumps(manifest), OCI_MANIFEST)
+    repository, _, tag = repo_tag.rpartition(":")
+    annotations = {"io.containerd.image.name": full_name, "org.opencontainers.image.ref.name": tag}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [descriptor(manifest_blob, annotations)],
+    }
+    archive.add("oci-layout", _dumps({"imageLayoutVersion": "1.0.0"}))
+    archive.add("index.json", _dumps(index))
+    layer_path = "blobs/sha256/" + layer.digest.removeprefix("sha256:")
+    docker_manifest = [
+        {
+            "Config": "blobs/sha256/" + config_blob.digest.removeprefix("sha256:"),
+            "RepoTags": [repo_tag],
+            "Layers": [layer_path],
+        }
+    ]
+    archive.add("manifest.json", _dumps(docker_manifest))
+    top_layer_id = layer.digest.removeprefix("sha256:")
+    archive.add("repositories", _dumps({repository: {tag: top_layer_id}}))
+    return manifest_blob

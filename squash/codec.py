@@ -1,0 +1,87 @@
+"""Layer codecs: recognise and undo gzip/zstd on the way in, apply them on the way out.
+
+Inputs are recognised by their magic bytes rather than trusted media types (registries
+and `docker save` archives label layers loosely). gzip uses isal, decompressing in a
+worker thread so it overlaps with hashing and merging.
+"""
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+import zstandard
+from isal import igzip_threaded, isal_zlib
+
+from squash.errors import InvalidLayer, SquashError
+from squash.verify import VerifyingReader
+
+CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+COMPRESSIONS = ("none", "gzip", "zstd")
+
+
+class _Guard(io.RawIOBase):
+    """Turns codec failures into one-line errors that name the layer.
+
+    A corrupt blob usually breaks the decompressor before its digest can be checked,
+    so on a codec error the rest of the blob is hashed first: a digest mismatch is the
+    more precise message.
+    """
+
+    def __init__(self, inner: BinaryIO, stored: VerifyingReader, label: str, codec: str):
+        self._inner, self._stored, self._label, self._codec = inner, stored, label, codec
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        try:
+            return self._inner.readinto(buffer)
+        except SquashError:
+            raise
+        except (EOFError, OSError, ValueError, zstandard.ZstdError) as exc:
+            self._inner.close()
+            self._stored.drain()
+            raise InvalidLayer(f"{self._label}: corrupt {self._codec} data: {exc}") from None
+
+
+@contextmanager
+def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[BinaryIO]:
+    """The layer's tar stream, whatever compression its stored bytes use."""
+    buffered = io.BufferedReader(stored, CHUNK)
+    magic = buffered.peek(4)[:4]
+    if magic.startswith(GZIP_MAGIC):
+        codec, inner = "gzip", igzip_threaded.open(buffered, "rb", threads=1, block_size=CHUNK)
+    elif magic.startswith(ZSTD_MAGIC):
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            buffered, read_size=CHUNK, read_across_frames=True, closefd=False
+        )
+        codec, inner = "zstd", reader
+    else:
+        yield buffered
+        return
+    try:
+        yield _Guard(inner, stored, label, codec)
+    finally:
+        inner.close()
+
+
+class Compressor:
+    """Streaming compressor for the squashed layer: none, gzip (isal) or zstd."""
+
+    def __init__(self, kind: str, level: int | None = None) -> None:
+        if kind not in COMPRESSIONS:
+            raise SquashError(f"unknown layer compression {kind!r} (use none, gzip or zstd)")
+        self.kind = kind
+        if kind == "gzip":
+            self._obj = isal_zlib.compressobj(1 if level is None else level, isal_zlib.DEFLATED, 31)
+        elif kind == "zstd":
+            self._obj = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
+
+    def compress(self, data: bytes | memoryview) -> bytes | memoryview:
+        return data if self.kind == "none" else self._obj.compress(data)
+
+    def flush(self) -> bytes:
+        return b"" if self.kind == "none" else self._obj.flush()

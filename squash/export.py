@@ -1,0 +1,53 @@
+"""One export: an image in, a squashed docker-loadable archive out, into a sink."""
+
+from dataclasses import dataclass
+
+from squash.archive import ArchiveWriter, write_documents
+from squash.config import squashed_config
+from squash.image import Image
+from squash.merge import Merger, MergeStats
+from squash.reference import check_repo_tag, full_name, squash_tag
+from squash.sinks import Sink
+
+
+@dataclass
+class ExportResult:
+    repo_tag: str  # as written into manifest.json, e.g. "alpine:3.19.squash"
+    manifest_digest: str  # of the squashed image
+    diff_id: str
+    layer_digest: str
+    layer_size: int
+    stats: MergeStats
+
+
+def output_tag(image: Image, tag: str | None) -> tuple[str, str]:
+    """(familiar NAME:TAG, full name) written into the archive; default <name>:<tag>.squash."""
+    name, out_tag = check_repo_tag(tag) if tag else (image.name, squash_tag(image.tag))
+    return f"{name}:{out_tag}", f"{full_name(name)}:{out_tag}"
+
+
+def export_image(
+    image: Image,
+    sink: Sink,
+    *,
+    tag: str | None = None,
+    compression: str = "none",
+    tmpdir: str | None = None,
+) -> ExportResult:
+    """Squash `image` into `sink`; the sink is committed on success, aborted on failure."""
+    try:
+        repo_tag, full = output_tag(image, tag)
+        archive = ArchiveWriter(sink)
+        archive.begin()
+        layer = archive.layer(compression)
+        stats = Merger(layer.writer.write, tmpdir).run(image.layers)
+        diff_id, blob = layer.close()
+        comment = f"squashed by squashd from {image.reference} ({image.manifest_digest})"
+        config = squashed_config(image.config, diff_id, comment)
+        manifest = write_documents(archive, config, blob, repo_tag, full)
+        archive.finish()
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    return ExportResult(repo_tag, manifest.digest, diff_id, blob.digest, blob.size, stats)

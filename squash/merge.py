@@ -1,0 +1,462 @@
+"""The streaming layer merger: many layer tars in, one squashed layer tar out.
+
+Layers are read from the top (newest) down. Each layer is decompressed once into a
+spool file while its members are indexed; then the members that survive the higher
+layers' decisions are copied out, mostly as long contiguous byte ranges. Memory holds
+path bookkeeping only; file contents stay in the spool (one layer at a time).
+
+The rules are DESIGN.md's "Merge rules"; comments name them by number.
+"""
+
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from squash.errors import InvalidLayer
+from squash.paths import parent, split_whiteout
+from squash.tarindex import BLOCK, DIR, LNK, Member, TarIndexer
+
+CHUNK = 1 << 20
+END_OF_ARCHIVE = bytes(2 * BLOCK)
+
+# What higher layers decided about a path (bit flags, they only accumulate).
+NONDIR = 1  # a non-directory is there: hides lower entries at and under it (rule 5)
+GONE = 2  # whited out: hides lower entries at and under it (rule 1)
+ISDIR = 4  # a directory entry is there: lower entries at it are hidden (rule 7)
+IMPLICIT = 8  # a directory only because something lives under it
+OPAQUE = 16  # opaque directory: lower children are hidden (rule 2)
+HIDES_SELF = NONDIR | GONE | ISDIR
+HIDES_BELOW = NONDIR | GONE | OPAQUE
+
+Write = Callable[[bytes | memoryview], None]
+
+
+class TarSource(Protocol):
+    """A layer as the merger needs it: a label for errors and its uncompressed tar."""
+
+    label: str
+
+    def open_tar(self) -> AbstractContextManager[BinaryIO]:
+        """The layer's tar stream; leaving the context verifies what was read."""
+        ...
+
+
+@dataclass
+class MergeStats:
+    members_read: int = 0
+    members_written: int = 0
+    bytes_written: int = 0
+
+
+# A piece of output: ("r", fd, start, end) copies a spool range, ("b", data) writes bytes,
+# ("f", fileobj, size) copies a stream (sparse members expanded by tarfile).
+Piece = tuple
+
+
+@dataclass(slots=True)
+class _Item:
+    """One output member: its key, the keys that must be written before it, its bytes."""
+
+    key: str
+    needs: tuple[str, ...]
+    pieces: list[Piece]
+
+
+@dataclass(slots=True)
+class _PendingLink:
+    """A hard link from a higher layer whose target lives in a lower layer (rule 8)."""
+
+    key: str
+    info: tarfile.TarInfo  # its own header, already renamed to its key
+    label: str
+
+
+class _Output:
+    """Writes pieces in order, merging adjacent spool ranges into large copies."""
+
+    def __init__(self, write: Write) -> None:
+        self._write = write
+        self._buf = bytearray(CHUNK)
+        self._fd = -1
+        self._start = self._end = 0
+        self.bytes = 0
+
+    def piece(self, piece: Piece) -> None:
+        kind = piece[0]
+        if kind == "r":
+            _, fd, start, end = piece
+            if fd == self._fd and start == self._end:
+                self._end = end
+                return
+            self.flush()
+            self._fd, self._start, self._end = fd, start, end
+            return
+        self.flush()
+        if kind == "b":
+            self._emit(piece[1])
+        else:
+            _, stream, size = piece
+            left = size
+            while left:
+                data = stream.read(min(CHUNK, left))
+                if not data:
+                    raise InvalidLayer("sparse member ends early")
+                self._emit(data)
+                left -= len(data)
+
+    def flush(self) -> None:
+        if self._fd < 0:
+            return
+        fd, pos, end = self._fd, self._start, self._end
+        self._fd = -1
+        view = memoryview(self._buf)
+        while pos < end:
+            n = os.preadv(fd, [view[: min(CHUNK, end - pos)]], pos)
+            if n <= 0:
+                raise OSError("spool file is shorter than its index")
+            self._emit(view[:n])
+            pos += n
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self._write(data)
+        self.bytes += len(data)
+
+
+def _padding(size: int) -> bytes:
+    return bytes(-size % BLOCK)
+
+
+def _strip_pax(info: tarfile.TarInfo) -> None:
+    """Drop PAX records that tarfile would let override the name, link or size we set."""
+    for key in list(info.pax_headers):
+        if key in ("path", "linkpath", "size") or key.startswith("GNU.sparse."):
+            del info.pax_headers[key]
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+class Merger:
+    """Merges layers (bottom first, as manifests list them) into one tar via `write`.
+
+    `write` is called with bytes-like chunks that are only valid during the call.
+    """
+
+    def __init__(self, write: Write, tmpdir: str | None = None) -> None:
+        self._out = _Output(write)
+        self._tmpdir = tmpdir
+        self._decided: dict[str, int] = {}
+        self._hidden_below: dict[str, bool] = {}  # per-layer cache over _decided
+        self._emitted: set[str] = {""}
+        self._deferred: list[_Item] = []
+        self._pending: dict[str, list[_PendingLink]] = {}
+        self._keep: BinaryIO | None = None  # holds deferred members across layers
+        self.stats = MergeStats()
+
+    def run(self, layers: Sequence[TarSource]) -> MergeStats:
+        try:
+            for layer in reversed(layers):
+                with tempfile.TemporaryFile(dir=self._tmpdir) as spool:
+                    members = self._index(layer, spool)
+                    self.stats.members_read += len(members)
+                    _LayerPass(self, layer.label, members, spool).run()
+                    self._flush_deferred()
+                    self._out.flush()
+                    self._keep_deferred(spool.fileno())
+            self._finish()
+            self._out.piece(("b", END_OF_ARCHIVE))
+            self._out.flush()
+        finally:
+            if self._keep is not None:
+                self._keep.close()
+        self.stats.bytes_written = self._out.bytes
+        return self.stats
+
+    # -- phase A: decompress once into the spool, indexing members as they pass
+
+    def _index(self, layer: TarSource, spool: BinaryIO) -> list[Member]:
+        indexer = TarIndexer(layer.label)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        with layer.open_tar() as stream:
+            while n := stream.readinto(buf):
+                if not indexer.ended:
+                    spool.write(view[:n])
+                    indexer.feed(view[:n])
+        indexer.finish()
+        spool.flush()
+        return indexer.members
+
+    # -- decisions of higher layers
+
+    def hidden(self, key: str, is_dir: bool) -> bool:
+        """Is a member at `key` of the current layer overruled by higher layers?"""
+        state = self._decided.get(key)
+        if state is not None and (state & HIDES_SELF or not is_dir):
+            return True
+        return bool(key) and self._below_hidden(parent(key))
+
+    def _below_hidden(self, directory: str) -> bool:
+        cached = self._hidden_below.get(directory)
+        if cached is None:
+            cached = bool(self._decided.get(directory, 0) & HIDES_BELOW) or (
+                directory != "" and self._below_hidden(parent(directory))
+            )
+            self._hidden_below[directory] = cached
+        return cached
+
+    def decide(self, flags: dict[str, int]) -> None:
+        decided = self._decided
+        for key, value in flags.items():
+            decided[key] = decided.get(key, 0) | value
+        self._hidden_below.clear()
+
+    # -- output, in an order where parents and link targets come first (rules 7, 8)
+
+    def offer(self, item: _Item) -> None:
+        emitted = self._emitted
+        if all(need in emitted for need in item.needs):
+            self._write_item(item)
+        else:
+            self._deferred.append(item)
+
+    def _write_item(self, item: _Item) -> None:
+        for piece in item.pieces:
+            self._out.piece(piece)
+        self._emitted.add(item.key)
+        self.stats.members_written += 1
+
+    def _flush_deferred(self) -> None:
+        progress = True
+        while progress and self._deferred:
+            progress = False
+            waiting = []
+            for item in self._deferred:
+                if all(need in self._emitted for need in item.needs):
+                    self._write_item(item)
+                    progress = True
+                else:
+                    waiting.append(item)
+            self._deferred = waiting
+
+    def _keep_deferred(self, spool_fd: int) -> None:
+        """Copy what deferred members need out of a layer spool that is about to go."""
+        for item in self._deferred:
+            for n, piece in enumerate(item.pieces):
+                if piece[0] == "r" and piece[1] == spool_fd:
+                    data = os.pread(spool_fd, piece[3] - piece[2], piece[2])
+                    item.pieces[n] = self._kept(data)
+                elif piece[0] == "f":
+                    item.pieces[n] = self._kept(piece[1], piece[2])
+
+    def _kept(self, data: bytes | BinaryIO, size: int | None = None) -> Piece:
+        """Append bytes (or `size` bytes of a stream) to the keep file; return its range."""
+        if self._keep is None:
+            self._keep = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - closed in run()
+        start = self._keep.seek(0, os.SEEK_END)
+        if isinstance(data, bytes):
+            self._keep.write(data)
+        else:
+            shutil.copyfileobj(data, self._keep, CHUNK)
+        end = self._keep.tell()
+        self._keep.flush()
+        if size is not None and end - start != size:
+            raise InvalidLayer("sparse member ends early")
+        return ("r", self._keep.fileno(), start, end)
+
+    def _finish(self) -> None:
+        if self._pending:
+            key, links = next(iter(self._pending.items()))
+            raise InvalidLayer(
+                f"{links[0].label}: hard link {links[0].key!r} points to {key!r}, "
+                "which no layer below it holds"
+            )
+        self._flush_deferred()
+        # Parents that no layer has as an entry: make plain directories for them.
+        for item in list(self._deferred):
+            missing = []
+            directory = item.needs[0]
+            while directory not in self._emitted:
+                missing.append(directory)
+                directory = parent(directory)
+            for key in reversed(missing):
+                info = tarfile.TarInfo(key)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                self._write_item(_Item(key, (), [("b", _header(info))]))
+        self._flush_deferred()
+        if self._deferred:
+            item = self._deferred[0]
+            raise InvalidLayer(f"member {item.key!r} needs {item.needs!r}, which no layer holds")
+
+    # -- hard links whose targets live in lower layers
+
+    def pending_for(self, key: str) -> list[_PendingLink]:
+        return self._pending.pop(key, [])
+
+    def add_pending(self, target: str, link: _PendingLink) -> None:
+        self._pending.setdefault(target, []).append(link)
+
+
+@dataclass
+class _LayerPass:
+    """Phase B for one layer: decide each member against the higher layers and emit it."""
+
+    merger: Merger
+    label: str
+    members: list[Member]
+    spool: BinaryIO
+    flags: dict[str, int] = field(default_factory=dict)
+    _visible: set[int] = field(default_factory=set)
+    _materialised: dict[int, str] = field(default_factory=dict)
+    _tar: tarfile.TarFile | None = None
+
+    def run(self) -> None:
+        members = self.members
+        last = {m.key: i for i, m in enumerate(members)}  # rule 6: the last one wins
+        seen: dict[str, int] = {}
+        resolved: dict[int, tuple[str, int | str]] = {}
+        merger = self.merger
+        flags = self.flags
+        for i, m in enumerate(members):
+            key = m.key
+            whiteout = split_whiteout(key, self.label)
+            if whiteout is not None:
+                kind, target = whiteout
+                if kind == "whiteout":  # rule 1: hides lower layers only
+                    flags[target] = flags.get(target, 0) | GONE
+                elif kind == "opaque":  # rule 2
+                    flags[target] = flags.get(target, 0) | OPAQUE
+                continue  # rule 3: markers are never written
+            if m.type == LNK:
+                j = seen.get(m.link)
+                resolved[i] = ("lower", m.link) if j is None else resolved.get(j, ("here", j))
+            seen[key] = i
+            if last[key] != i:
+                continue
+            is_dir = m.type == DIR
+            if merger.hidden(key, is_dir):
+                self._resolve_pending(key, i, resolved, visible=False)
+                continue
+            self._visible.add(i)
+            self._mark(key, is_dir)
+            if m.type == LNK:
+                self._emit_link(i, m, resolved[i])
+            else:
+                self._emit(m)
+            self._resolve_pending(key, i, resolved, visible=True)
+        merger.decide(flags)
+
+    def _mark(self, key: str, is_dir: bool) -> None:
+        flags = self.flags
+        flags[key] = flags.get(key, 0) | (ISDIR if is_dir else NONDIR)
+        directory = parent(key)
+        while directory and not flags.get(directory, 0) & (ISDIR | IMPLICIT):
+            flags[directory] = flags.get(directory, 0) | IMPLICIT
+            directory = parent(directory)
+
+    # -- building output items
+
+    def _info(self, m: Member) -> tarfile.TarInfo:
+        """Full header of a member, parsed by tarfile (the rare, slow path)."""
+        if self._tar is None:
+            self.spool.seek(0)
+            self._tar = tarfile.TarFile(
+                fileobj=self.spool, encoding="utf-8", errors="surrogateescape"
+            )
+        self.spool.seek(m.start)
+        try:
+            return tarfile.TarInfo.fromtarfile(self._tar)
+        except tarfile.TarError as exc:
+            raise InvalidLayer(f"{self.label}: malformed member {m.key!r}: {exc}") from None
+
+    def _content(self, m: Member, info: tarfile.TarInfo) -> list[Piece]:
+        """The data pieces of a member as a plain (never sparse) file."""
+        if not info.isreg() or info.size == 0:
+            return []
+        if info.sparse is not None:  # rule 9: GNU sparse becomes a regular file
+            assert self._tar is not None
+            stream = self._tar.extractfile(info)
+            info.sparse = None
+            info.type = tarfile.REGTYPE
+            return [("f", stream, info.size), ("b", _padding(info.size))]
+        fd = self.spool.fileno()
+        return [("r", fd, m.data, m.data + m.size), ("b", _padding(m.size))]
+
+    def _rewritten(self, source: Member, key: str) -> list[Piece]:
+        """`source`'s header and data under the name `key`."""
+        info = self._info(source)
+        content = self._content(source, info)
+        _strip_pax(info)
+        info.name = key or "."  # the root directory is written as "./"
+        return [("b", _header(info)), *content]
+
+    def _emit(self, m: Member) -> None:
+        if m.verbatim:
+            pieces: list[Piece] = [("r", self.spool.fileno(), m.start, m.end)]
+        else:
+            pieces = self._rewritten(m, m.key)
+        self.merger.offer(_Item(m.key, (parent(m.key),), pieces))
+
+    def _link_item(self, key: str, info: tarfile.TarInfo, target: str) -> _Item:
+        _strip_pax(info)
+        info.name, info.type, info.linkname, info.size = key, tarfile.LNKTYPE, target, 0
+        return _Item(key, (parent(key), target), [("b", _header(info))])
+
+    def _emit_link(self, i: int, m: Member, source: tuple[str, int | str]) -> None:
+        where, ref = source
+        if where == "lower":
+            assert isinstance(ref, str)
+            info = self._info(m)
+            info.name = m.key
+            self.merger.add_pending(ref, _PendingLink(m.key, info, self.label))
+            return
+        assert isinstance(ref, int)
+        target = self.members[ref]
+        if ref in self._visible:  # the target is in the output as it is: stay linked
+            if m.verbatim and m.link == target.key:
+                pieces: list[Piece] = [("r", self.spool.fileno(), m.start, m.end)]
+                self.merger.offer(_Item(m.key, (parent(m.key), target.key), pieces))
+            else:
+                self.merger.offer(self._link_item(m.key, self._info(m), target.key))
+        elif ref in self._materialised:  # the group already has a materialised member
+            self.merger.offer(self._link_item(m.key, self._info(m), self._materialised[ref]))
+        else:  # rule 8: the target was replaced or deleted, keep the content it had here
+            self._materialised[ref] = m.key
+            self.merger.offer(_Item(m.key, (parent(m.key),), self._rewritten(target, m.key)))
+
+    def _resolve_pending(
+        self, key: str, i: int, resolved: dict[int, tuple[str, int | str]], visible: bool
+    ) -> None:
+        """Links from higher layers to `key` get what `key` is after this layer (rule 8)."""
+        links = self.merger.pending_for(key)
+        if not links:
+            return
+        m = self.members[i]
+        if visible:  # `key` is in the output: the links join its group
+            for link in links:
+                self.merger.offer(self._link_item(link.key, link.info, key))
+            return
+        source: tuple[str, int | str] = resolved.get(i, ("here", i))
+        if source[0] == "lower":
+            for link in links:
+                self.merger.add_pending(str(source[1]), link)
+            return
+        ref = source[1]
+        assert isinstance(ref, int)
+        target = self.members[ref] if ref != i else m
+        first, rest = links[0], links[1:]
+        if ref in self._visible:
+            group = target.key
+            rest = links
+        else:
+            group = first.key
+            pieces = self._rewritten(target, first.key)
+            self.merger.offer(_Item(first.key, (parent(first.key),), pieces))
+        for link in rest:
+            self.merger.offer(self._link_item(link.key, link.info, group))

@@ -1,0 +1,124 @@
+"""Image references in skopeo's words: transports, repository names, tags, platforms."""
+
+import os
+import re
+from dataclasses import dataclass
+
+from squash.errors import BadReference
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?"
+_NAME_RE = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+DOCKER_HUB = "docker.io"
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Platform":
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise BadReference(f"platform {text!r} is not OS/ARCH[/VARIANT]")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    def matches(self, entry: dict) -> bool:
+        """Does an index entry's `platform` object describe this platform?"""
+        if entry.get("os") != self.os or entry.get("architecture") != self.architecture:
+            return False
+        if self.variant is None:
+            return True
+        variant = entry.get("variant")
+        if self.architecture == "arm64" and self.variant == "v8":
+            return variant in (None, "v8")
+        return variant == self.variant
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+DEFAULT_PLATFORM = Platform("linux", "amd64")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A parsed SOURCE argument: transport, local path or registry name, tag/reference."""
+
+    transport: str  # "oci", "docker-archive" or "docker"
+    path: str
+    ref: str | None
+    text: str
+
+
+def parse_source(text: str) -> SourceRef:
+    transport, sep, rest = text.partition(":")
+    if sep and transport in ("oci", "docker-archive"):
+        if not rest:
+            raise BadReference(f"{text!r}: no path after '{transport}:'")
+        path, ref = _split_path(rest)
+        return SourceRef(transport, path, ref, text)
+    if text.startswith("docker://") or (sep and "/" in text and transport not in ("oci",)):
+        raise BadReference(
+            f"{text!r}: registry sources (docker://) are not supported yet; "
+            "use oci:DIR[:TAG] or docker-archive:FILE"
+        )
+    raise BadReference(f"{text!r}: unknown transport (use oci:DIR[:TAG] or docker-archive:FILE)")
+
+
+def _split_path(rest: str) -> tuple[str, str | None]:
+    """Split `PATH[:REF]`; a path that exists as written wins over a split."""
+    if os.path.exists(rest) or ":" not in rest:
+        return rest, None
+    path, _, ref = rest.partition(":")
+    return path, ref or None
+
+
+def split_name_tag(reference: str) -> tuple[str, str | None]:
+    """'host:5000/a/b:tag' -> ('host:5000/a/b', 'tag'); digests are dropped."""
+    reference = reference.split("@", 1)[0]
+    colon = reference.rfind(":")
+    if colon > reference.rfind("/"):
+        return reference[:colon], reference[colon + 1 :]
+    return reference, None
+
+
+def full_name(name: str) -> str:
+    """'alpine' -> 'docker.io/library/alpine', as docker normalises names."""
+    first, _, rest = name.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        name = f"{DOCKER_HUB}/{name}" if rest else f"{DOCKER_HUB}/library/{name}"
+    return name
+
+
+def familiar_name(name: str) -> str:
+    """'docker.io/library/alpine' -> 'alpine', as `docker images` shows names."""
+    for prefix in (f"{DOCKER_HUB}/library/", f"{DOCKER_HUB}/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def check_repo_tag(text: str) -> tuple[str, str]:
+    """Validate NAME[:TAG] for the output; returns (familiar name, tag)."""
+    name, tag = split_name_tag(text)
+    tag = tag or "latest"
+    if not _NAME_RE.match(name) or not _TAG_RE.match(tag):
+        raise BadReference(f"{text!r} is not a valid NAME:TAG for an image")
+    return familiar_name(full_name(name)), tag
+
+
+def sanitize_name(text: str) -> str:
+    """A repository name made from arbitrary text (a directory or file name)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower())
+    name = re.sub(r"^[._-]+|[._-]+$", "", name)
+    name = re.sub(r"[._-]{2,}", "-", name)
+    return name or "image"
+
+
+def squash_tag(tag: str) -> str:
+    """The default output tag: '<tag>.squash', kept within docker's 128 characters."""
+    return f"{tag[:121]}.squash"

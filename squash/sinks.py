@@ -1,0 +1,89 @@
+"""Where an archive's bytes go. A sink can reserve a span and fill it in later.
+
+The writer reserves the layer's tar header, streams the layer, then patches the header
+with the real size and name: exact sizes in one pass. A sink commits atomically, so a
+half-written archive is never visible under its final name.
+"""
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from typing import BinaryIO, Protocol
+
+
+class Sink(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def reserve(self, size: int) -> int:
+        """Write `size` placeholder bytes; return a token for `patch`."""
+        ...
+
+    def patch(self, token: int, data: bytes) -> None:
+        """Replace the reserved bytes at `token` (same length)."""
+        ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class FileSink:
+    """Writes to a temporary file beside `path` and renames it into place on commit."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        directory, name = os.path.split(self.path)
+        fd, self._temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+        self._file: BinaryIO = os.fdopen(fd, "w+b", buffering=1 << 20)
+        self._position = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        self._position += len(data)
+
+    def reserve(self, size: int) -> int:
+        token = self._position
+        self.write(bytes(size))
+        return token
+
+    def patch(self, token: int, data: bytes) -> None:
+        self._file.flush()
+        os.pwrite(self._file.fileno(), data, token)
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fchmod(self._file.fileno(), 0o644 & ~_umask())
+        self._file.close()
+        os.replace(self._temp, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temp)
+
+
+class StreamSink(FileSink):
+    """For pipes (stdout), which cannot seek back: spool to a temporary file, then copy."""
+
+    def __init__(self, stream: BinaryIO | None = None, tmpdir: str | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        fd, self._temp = tempfile.mkstemp(prefix="squashd-", suffix=".tar", dir=tmpdir)
+        self._file = os.fdopen(fd, "w+b", buffering=1 << 20)
+        self._position = 0
+
+    def commit(self) -> None:
+        self._file.flush()
+        self._file.seek(0)
+        try:
+            shutil.copyfileobj(self._file, self._stream, 1 << 20)
+            self._stream.flush()
+        finally:
+            self.abort()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

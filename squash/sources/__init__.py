@@ -1,0 +1,22 @@
+"""Image sources: each turns a reference into the same small `Image`.
+
+`oci:` reads an OCI image layout directory, `docker-archive:` a `docker save` tar.
+"""
+
+from squash.errors import BadReference
+from squash.image import Image
+from squash.reference import Platform, SourceRef, parse_source
+
+
+def open_image(source: str | SourceRef, platform: Platform | None = None) -> Image:
+    """Resolve SOURCE to one image; `platform` picks from an index (default linux/amd64)."""
+    ref = parse_source(source) if isinstance(source, str) else source
+    if ref.transport == "oci":
+        from squash.sources.oci_layout import open_oci_layout
+
+        return open_oci_layout(ref, platform)
+    if ref.transport == "docker-archive":
+        from squash.sources.docker_archive import open_docker_archive
+
+        return open_docker_archive(ref, platform)
+    raise BadReference(f"{ref.text!r}: unsupported transport {ref.transport!r}")
