@@ -9,7 +9,6 @@ The rules are DESIGN.md's "Merge rules"; comments name them by number.
 """
 
 import os
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
@@ -65,6 +64,7 @@ class _Item:
     key: str
     needs: tuple[str, ...]
     pieces: list[Piece]
+    spool: BinaryIO | None  # the layer spool its pieces read from
 
 
 @dataclass(slots=True)
@@ -154,27 +154,26 @@ class Merger:
         self._decided: dict[str, int] = {}
         self._hidden_below: dict[str, bool] = {}  # per-layer cache over _decided
         self._emitted: set[str] = {""}
-        self._deferred: list[_Item] = []
+        self._waiting: dict[str, list[_Item]] = {}  # missing key -> items waiting for it
+        self._spools: dict[BinaryIO, int] = {}  # open layer spools -> items still waiting
         self._pending: dict[str, list[_PendingLink]] = {}
-        self._keep: BinaryIO | None = None  # holds deferred members across layers
         self.stats = MergeStats()
 
     def run(self, layers: Sequence[TarSource]) -> MergeStats:
         try:
             for layer in reversed(layers):
-                with tempfile.TemporaryFile(dir=self._tmpdir) as spool:
-                    members = self._index(layer, spool)
-                    self.stats.members_read += len(members)
-                    _LayerPass(self, layer.label, members, spool).run()
-                    self._flush_deferred()
-                    self._out.flush()
-                    self._keep_deferred(spool.fileno())
+                spool = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - see _release
+                self._spools[spool] = 0
+                members = self._index(layer, spool)
+                self.stats.members_read += len(members)
+                _LayerPass(self, layer.label, members, spool).run()
+                self._release()
             self._finish()
             self._out.piece(("b", END_OF_ARCHIVE))
             self._out.flush()
         finally:
-            if self._keep is not None:
-                self._keep.close()
+            for spool in self._spools:
+                spool.close()
         self.stats.bytes_written = self._out.bytes
         return self.stats
 
@@ -220,55 +219,38 @@ class Merger:
     # -- output, in an order where parents and link targets come first (rules 7, 8)
 
     def offer(self, item: _Item) -> None:
-        emitted = self._emitted
-        if all(need in emitted for need in item.needs):
-            self._write_item(item)
-        else:
-            self._deferred.append(item)
-
-    def _write_item(self, item: _Item) -> None:
-        for piece in item.pieces:
-            self._out.piece(piece)
-        self._emitted.add(item.key)
-        self.stats.members_written += 1
-
-    def _flush_deferred(self) -> None:
-        progress = True
-        while progress and self._deferred:
-            progress = False
-            waiting = []
-            for item in self._deferred:
-                if all(need in self._emitted for need in item.needs):
-                    self._write_item(item)
-                    progress = True
+        """Write `item` now if what it needs is written, else when that is."""
+        for need in item.needs:
+            if need not in self._emitted:
+                self._waiting.setdefault(need, []).append(item)
+                if item.spool is not None:
+                    self._spools[item.spool] += 1
+                return
+        ready = [item]
+        while ready:  # writing one member may release others waiting for it
+            item = ready.pop()
+            for piece in item.pieces:
+                self._out.piece(piece)
+            self._emitted.add(item.key)
+            self.stats.members_written += 1
+            for waiter in reversed(self._waiting.pop(item.key, ())):
+                if waiter.spool is not None:
+                    self._spools[waiter.spool] -= 1
+                missing = next((n for n in waiter.needs if n not in self._emitted), None)
+                if missing is None:
+                    ready.append(waiter)
                 else:
-                    waiting.append(item)
-            self._deferred = waiting
+                    self._waiting.setdefault(missing, []).append(waiter)
+                    if waiter.spool is not None:
+                        self._spools[waiter.spool] += 1
 
-    def _keep_deferred(self, spool_fd: int) -> None:
-        """Copy what deferred members need out of a layer spool that is about to go."""
-        for item in self._deferred:
-            for n, piece in enumerate(item.pieces):
-                if piece[0] == "r" and piece[1] == spool_fd:
-                    data = os.pread(spool_fd, piece[3] - piece[2], piece[2])
-                    item.pieces[n] = self._kept(data)
-                elif piece[0] == "f":
-                    item.pieces[n] = self._kept(piece[1], piece[2])
-
-    def _kept(self, data: bytes | BinaryIO, size: int | None = None) -> Piece:
-        """Append bytes (or `size` bytes of a stream) to the keep file; return its range."""
-        if self._keep is None:
-            self._keep = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - closed in run()
-        start = self._keep.seek(0, os.SEEK_END)
-        if isinstance(data, bytes):
-            self._keep.write(data)
-        else:
-            shutil.copyfileobj(data, self._keep, CHUNK)
-        end = self._keep.tell()
-        self._keep.flush()
-        if size is not None and end - start != size:
-            raise InvalidLayer("sparse member ends early")
-        return ("r", self._keep.fileno(), start, end)
+    def _release(self) -> None:
+        """Close the spools no waiting member reads from any more."""
+        self._out.flush()
+        for spool, users in list(self._spools.items()):
+            if not users:
+                spool.close()
+                del self._spools[spool]
 
     def _finish(self) -> None:
         if self._pending:
@@ -277,22 +259,28 @@ class Merger:
                 f"{links[0].label}: hard link {links[0].key!r} points to {key!r}, "
                 "which no layer below it holds"
             )
-        self._flush_deferred()
         # Parents that no layer has as an entry: make plain directories for them.
-        for item in list(self._deferred):
-            missing = []
-            directory = item.needs[0]
-            while directory not in self._emitted:
-                missing.append(directory)
-                directory = parent(directory)
-            for key in reversed(missing):
-                info = tarfile.TarInfo(key)
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                self._write_item(_Item(key, (), [("b", _header(info))]))
-        self._flush_deferred()
-        if self._deferred:
-            item = self._deferred[0]
-            raise InvalidLayer(f"member {item.key!r} needs {item.needs!r}, which no layer holds")
+        while self._waiting:
+            missing = sorted(
+                (
+                    key
+                    for key, items in self._waiting.items()
+                    if any(key == i.needs[0] for i in items)
+                ),
+                key=lambda k: k.count("/"),
+            )
+            if not missing:
+                key, items = next(iter(self._waiting.items()))
+                raise InvalidLayer(f"member {items[0].key!r} needs {key!r}, which no layer holds")
+            for key in missing:
+                chain = []
+                while key not in self._emitted:
+                    chain.append(key)
+                    key = parent(key)
+                for directory in reversed(chain):
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    self.offer(_Item(directory, (), [("b", _header(info))], None))
 
     # -- hard links whose targets live in lower layers
 
@@ -401,12 +389,12 @@ class _LayerPass:
             pieces: list[Piece] = [("r", self.spool.fileno(), m.start, m.end)]
         else:
             pieces = self._rewritten(m, m.key)
-        self.merger.offer(_Item(m.key, (parent(m.key),), pieces))
+        self.merger.offer(_Item(m.key, (parent(m.key),), pieces, self.spool))
 
     def _link_item(self, key: str, info: tarfile.TarInfo, target: str) -> _Item:
         _strip_pax(info)
         info.name, info.type, info.linkname, info.size = key, tarfile.LNKTYPE, target, 0
-        return _Item(key, (parent(key), target), [("b", _header(info))])
+        return _Item(key, (parent(key), target), [("b", _header(info))], None)
 
     def _emit_link(self, i: int, m: Member, source: tuple[str, int | str]) -> None:
         where, ref = source
@@ -421,14 +409,15 @@ class _LayerPass:
         if ref in self._visible:  # the target is in the output as it is: stay linked
             if m.verbatim and m.link == target.key:
                 pieces: list[Piece] = [("r", self.spool.fileno(), m.start, m.end)]
-                self.merger.offer(_Item(m.key, (parent(m.key), target.key), pieces))
+                self.merger.offer(_Item(m.key, (parent(m.key), target.key), pieces, self.spool))
             else:
                 self.merger.offer(self._link_item(m.key, self._info(m), target.key))
         elif ref in self._materialised:  # the group already has a materialised member
             self.merger.offer(self._link_item(m.key, self._info(m), self._materialised[ref]))
         else:  # rule 8: the target was replaced or deleted, keep the content it had here
             self._materialised[ref] = m.key
-            self.merger.offer(_Item(m.key, (parent(m.key),), self._rewritten(target, m.key)))
+            pieces = self._rewritten(target, m.key)
+            self.merger.offer(_Item(m.key, (parent(m.key),), pieces, self.spool))
 
     def _resolve_pending(
         self, key: str, i: int, resolved: dict[int, tuple[str, int | str]], visible: bool
@@ -457,6 +446,6 @@ class _LayerPass:
         else:
             group = first.key
             pieces = self._rewritten(target, first.key)
-            self.merger.offer(_Item(first.key, (parent(first.key),), pieces))
+            self.merger.offer(_Item(first.key, (parent(first.key),), pieces, self.spool))
         for link in rest:
             self.merger.offer(self._link_item(link.key, link.info, group))
