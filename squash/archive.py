@@ -8,7 +8,9 @@ are known; the small files that depend on that digest follow it.
 
 import hashlib
 import json
+import queue
 import tarfile
+import threading
 from dataclasses import dataclass
 
 from squash.codec import Compressor
@@ -23,6 +25,7 @@ LAYER_MEDIA_TYPES = {
 }
 _USTAR_SIZE_LIMIT = 8**11  # larger sizes need GNU base-256 in the same single block
 _BATCH = 1 << 20
+_QUEUE_DEPTH = 8  # chunks of about 1 MiB in flight to the writer thread
 
 
 @dataclass
@@ -48,7 +51,12 @@ def _member_header(name: str, size: int, directory: bool = False) -> bytes:
 
 
 class LayerWriter:
-    """Receives the merged layer tar, hashes and compresses it into the sink."""
+    """Receives the merged layer tar; hashes, compresses and writes it in a thread.
+
+    Hashing, compression and file writes release the GIL, so they overlap with the
+    merger's Python work. Chunks are queued (a bounded few MiB) and copied if the
+    caller may reuse them.
+    """
 
     def __init__(self, sink: Sink, compression: str) -> None:
         self._sink = sink
@@ -57,6 +65,10 @@ class LayerWriter:
         self._diff = hashlib.sha256()
         self._blob = self._diff if self._plain else hashlib.sha256()
         self._batch = bytearray()
+        self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(_QUEUE_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
+        self._thread.start()
         self.uncompressed = 0
         self.size = 0
         self.media_type = LAYER_MEDIA_TYPES[compression]
@@ -68,17 +80,28 @@ class LayerWriter:
                 self._push()
             return
         self._push()
-        self._process(data)
+        self._put(data if isinstance(data, bytes) else bytes(data))
 
     def _push(self) -> None:
         if self._batch:
-            self._process(self._batch)
+            self._put(self._batch)
             self._batch = bytearray()
 
-    def _process(self, data: bytes | memoryview) -> None:
-        self.uncompressed += len(data)
-        self._diff.update(data)
-        self._emit(self._compressor.compress(data))
+    def _put(self, data: bytes | bytearray | None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # keep draining so the producer never blocks
+            try:
+                self.uncompressed += len(data)
+                self._diff.update(data)
+                self._emit(self._compressor.compress(data))
+            except BaseException as exc:  # handed to the producer
+                self._error = exc
 
     def _emit(self, data: bytes | memoryview) -> None:
         if data:
@@ -87,9 +110,19 @@ class LayerWriter:
             self.size += len(data)
             self._sink.write(data)
 
+    def abort(self) -> None:
+        """Stop the thread after a failure elsewhere."""
+        self._error = self._error or RuntimeError("aborted")
+        self._queue.put(None)
+        self._thread.join()
+
     def close(self) -> tuple[str, Blob]:
         """Finish; return the diff_id and the stored blob's descriptor."""
         self._push()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
         self._emit(self._compressor.flush())
         diff_id = "sha256:" + self._diff.hexdigest()
         return diff_id, Blob("sha256:" + self._blob.hexdigest(), self.size, self.media_type)

@@ -40,7 +40,11 @@ def export_image(
         archive = ArchiveWriter(sink)
         archive.begin()
         layer = archive.layer(compression)
-        stats = Merger(layer.writer.write, tmpdir).run(image.layers)
+        try:
+            stats = Merger(layer.writer.write, tmpdir).run(image.layers)
+        except BaseException:
+            layer.writer.abort()
+            raise
         diff_id, blob = layer.close()
         comment = f"squashed by squashd from {image.reference} ({image.manifest_digest})"
         config = squashed_config(image.config, diff_id, comment)

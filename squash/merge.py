@@ -81,7 +81,6 @@ class _Output:
 
     def __init__(self, write: Write) -> None:
         self._write = write
-        self._buf = bytearray(CHUNK)
         self._fd = -1
         self._start = self._end = 0
         self.bytes = 0
@@ -114,13 +113,12 @@ class _Output:
             return
         fd, pos, end = self._fd, self._start, self._end
         self._fd = -1
-        view = memoryview(self._buf)
         while pos < end:
-            n = os.preadv(fd, [view[: min(CHUNK, end - pos)]], pos)
-            if n <= 0:
+            data = os.pread(fd, min(CHUNK, end - pos), pos)
+            if not data:
                 raise OSError("spool file is shorter than its index")
-            self._emit(view[:n])
-            pos += n
+            self._emit(data)
+            pos += len(data)
 
     def _emit(self, data: bytes | memoryview) -> None:
         self._write(data)
