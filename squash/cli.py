@@ -1,6 +1,7 @@
 """The `squashd` command line."""
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -63,8 +64,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> None:
-    image = open_image(args.source, args.platform)
     to_stdout = args.output == "-"
+    if to_stdout and sys.stdout.isatty():
+        raise SquashError(
+            "refusing to write an archive to a terminal; redirect -o - or name a file"
+        )
+    image = open_image(args.source, args.platform)
     sink: Sink = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
     show = not args.quiet and sys.stderr.isatty()
     with tqdm(
@@ -93,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse prints its own usage errors
         return int(exc.code or 0)
+    # SIGTERM unwinds like Ctrl-C, so the partial output is removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         _export(args)
     except SquashError as exc:

@@ -81,8 +81,12 @@ def run(
     check: bool = True,
     timeout: float = 120,
     stdout=subprocess.PIPE,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a command; with `check`, a non-zero exit fails with the command and its output."""
+    """Run a command; with `check`, a non-zero exit fails with the command and its output.
+
+    `env` adds to (does not replace) this process's environment.
+    """
     argv = [os.fspath(c) for c in cmd]
     proc = subprocess.run(
         argv,
@@ -91,6 +95,7 @@ def run(
         stderr=subprocess.PIPE,
         timeout=timeout,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
     if check and proc.returncode != 0:
         out = proc.stdout if isinstance(proc.stdout, bytes) else b""
@@ -108,9 +113,10 @@ def squashd_export(
     *args: str,
     check: bool = True,
     stdout=subprocess.PIPE,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """`squashd export SOURCE -o OUT [args...]`."""
-    return run([SQUASHD, "export", source, "-o", out, *args], check=check, stdout=stdout)
+    return run([SQUASHD, "export", source, "-o", out, *args], check=check, stdout=stdout, env=env)
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,7 +174,6 @@ class UmociImage:
         self.layout = root / name
         self.bundle = root / f"{name}.bundle"
         self.tag = tag
-        self.layers = 0
         run(["umoci", "init", "--layout", self.layout])
         run(["umoci", "new", "--image", self.ref])
         run(["umoci", "unpack", "--image", self.ref, self.bundle])
@@ -191,7 +196,6 @@ class UmociImage:
         if comment:
             cmd[2:2] = ["--history.comment", comment]
         run(cmd)
-        self.layers += 1
 
     def config(self, *args: str) -> None:
         """`umoci config --image REF ARGS...`, e.g. ("--config.env", "A=1")."""
@@ -362,9 +366,6 @@ class HandmadeImage:
     @property
     def ref(self) -> str:
         return f"{self.layout}:{self.tag}"
-
-    def layer_digests(self) -> list[str]:
-        return [layer["digest"] for layer in self.manifest["layers"]]
 
 
 def image_manifest(
@@ -549,6 +550,10 @@ def show_path(path: bytes) -> str:
     return repr(path.decode("utf-8", "backslashreplace")) if path != b"." else "'/' (root)"
 
 
+def _group(paths: frozenset[bytes]) -> str:
+    return "{" + ", ".join(show_path(p) for p in sorted(paths)) + "}"
+
+
 def _fmt_mtime(ns: int) -> str:
     return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
 
@@ -606,13 +611,12 @@ def compare_trees(
     common = ta.keys() & tb.keys()
     for path in sorted(ga.keys() & gb.keys()):
         group_a, group_b = ga[path], gb[path]
-        if group_a & common != group_b & common and group_a not in reported:
+        if (group_a & common) != (group_b & common) and group_a not in reported:
             reported.add(group_a)
             reported.add(group_b)
             diffs.append(
-                f"{show_path(path)}: hard links {a_name}="
-                f"{sorted(show_path(p) for p in group_a)} "
-                f"{b_name}={sorted(show_path(p) for p in group_b)}"
+                f"{show_path(path)}: hard links {a_name}={_group(group_a)} "
+                f"{b_name}={_group(group_b)}"
             )
     return diffs
 
@@ -696,15 +700,18 @@ class Roundtrip:
     squashed: Path  # umoci unpack of the squashed image (via skopeo): rootfs
     diffs: list[str]
 
-    def assert_ok(self) -> None:
+    def assert_ok(self, umoci_artifacts: Sequence[str] = ()) -> None:
         """The squashed image unpacks to the same tree as the original.
 
+        `umoci_artifacts`: starts of difference lines that come from umoci's unpack of the
+        original being wrong (the caller checks the squashed side for them by itself).
         (The squashed layer's own form, `layer_problems`, is judged in
         test_archive_format.py, so that one bug there does not fail every round trip.)
         """
-        assert not self.diffs, (
+        diffs = [d for d in self.diffs if not d.startswith(tuple(umoci_artifacts))]
+        assert not diffs, (
             f"`squashd export {self.source} --layer-compression {self.compression}` does "
-            f"not give the root filesystem of the original image; {format_diffs(self.diffs)}"
+            f"not give the root filesystem of the original image; {format_diffs(diffs)}"
         )
 
 
@@ -756,14 +763,13 @@ def handmade_roundtrip(
     reference is umoci's unpack of a twin layout holding the same tars gzip-compressed.
     """
     tars = [x.tar() if isinstance(x, LayerBuilder) else x for x in layers]
+    if isinstance(input_compression, str):
+        input_compression = [input_compression] * len(tars)
     img = write_oci_layout(work / "source", tars, compression=input_compression, config=config)
-    comps = [input_compression] if isinstance(input_compression, str) else input_compression
     reference = img.ref
-    if "zstd" in comps:
-        twin_comps = [
-            "gzip" if c == "zstd" else c for c in (comps * len(tars) if len(comps) == 1 else comps)
-        ]
-        reference = write_oci_layout(work / "twin", tars, compression=twin_comps).ref
+    if "zstd" in input_compression:
+        twin = ["gzip" if c == "zstd" else c for c in input_compression]
+        reference = write_oci_layout(work / "twin", tars, compression=twin).ref
     return roundtrip(img.source, work, reference=reference, compression=compression, check=check)
 
 
