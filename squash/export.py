@@ -46,7 +46,7 @@ def export_image(
             layer.writer.abort()
             raise
         diff_id, blob = layer.close()
-        comment = f"squashed by squashd from {image.reference} ({image.manifest_digest})"
+        comment = f"squashed by squashd from {image.manifest_digest}"
         config = squashed_config(image.config, diff_id, comment)
         manifest = write_documents(archive, config, blob, repo_tag, full)
         archive.finish()

@@ -8,6 +8,7 @@ path bookkeeping only; file contents stay in the spool (one layer at a time).
 The rules are DESIGN.md's "Merge rules"; comments name them by number.
 """
 
+import io
 import os
 import tarfile
 import tempfile
@@ -21,6 +22,7 @@ from squash.paths import parent, split_whiteout
 from squash.tarindex import BLOCK, DIR, LNK, Member, TarIndexer
 
 CHUNK = 1 << 20
+_PEEK = 64 << 10  # of each layer's start, to find its root entry
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
 # What higher layers decided about a path (bit flags, they only accumulate).
@@ -40,8 +42,8 @@ class TarSource(Protocol):
 
     label: str
 
-    def open_tar(self) -> AbstractContextManager[BinaryIO]:
-        """The layer's tar stream; leaving the context verifies what was read."""
+    def open_tar(self, verify: bool = True) -> AbstractContextManager[BinaryIO]:
+        """The layer's tar stream; leaving the context verifies it unless told not to."""
         ...
 
 
@@ -159,6 +161,7 @@ class Merger:
 
     def run(self, layers: Sequence[TarSource]) -> MergeStats:
         try:
+            self._root_first(layers)
             for layer in reversed(layers):
                 spool = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - see _release
                 self._spools[spool] = 0
@@ -174,6 +177,33 @@ class Merger:
                 spool.close()
         self.stats.bytes_written = self._out.bytes
         return self.stats
+
+    def _root_first(self, layers: Sequence[TarSource]) -> None:
+        """Write the root directory before anything else (rule 7).
+
+        Its attributes belong to the highest layer that has a root entry, which may be
+        read long after higher layers' members were written. Tar writers put "./" first,
+        so the first member of each layer, top down, tells.
+        """
+        for layer in reversed(layers):
+            with layer.open_tar(verify=False) as stream:
+                head = stream.read(_PEEK)
+                while len(head) < _PEEK and (more := stream.read(_PEEK - len(head))):
+                    head += more
+            indexer = TarIndexer(layer.label)
+            indexer.feed(memoryview(head))
+            if not indexer.members:
+                continue
+            first = indexer.members[0]
+            if first.key != "" or first.type != DIR or first.data > len(head):
+                continue
+            info = tarfile.TarFile(fileobj=io.BytesIO(head), errors="surrogateescape").next()
+            assert info is not None
+            _strip_pax(info)
+            info.name = "."
+            self.offer(_Item("", (), [("b", _header(info))], None))
+            self._decided[""] = ISDIR
+            return
 
     # -- phase A: decompress once into the spool, indexing members as they pass
 

@@ -55,7 +55,7 @@ class BytesLayer:
     data: bytes
 
     @contextmanager
-    def open_tar(self) -> Iterator[BinaryIO]:
+    def open_tar(self, verify: bool = True) -> Iterator[BinaryIO]:
         yield io.BytesIO(self.data)
 
 

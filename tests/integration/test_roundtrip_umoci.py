@@ -7,6 +7,7 @@ compression. See helpers.py for the round trip and the tree comparison.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -214,6 +215,29 @@ def test_docker_archive_source(tools, history, work: Path) -> None:
         ]
     )
     roundtrip(f"docker-archive:{archive}", work, reference=reference, compression="gzip")
+
+
+def test_docker_schema2_manifest_in_an_oci_layout(tools, history, work: Path) -> None:
+    """The same image with a Docker schema 2 manifest and Docker layer media types."""
+    img, reference = history
+    layout = work / "v2s2"
+    run(
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--format",
+            "v2s2",
+            f"oci:{img.ref}",
+            f"oci:{layout}:t",
+        ]
+    )
+    index = json.loads((layout / "index.json").read_bytes())
+    assert index["manifests"][0]["mediaType"] == (
+        "application/vnd.docker.distribution.manifest.v2+json"
+    )
+    roundtrip(f"oci:{layout}:t", work, reference=reference, compression="none")
 
 
 def test_squashing_a_squashed_archive_is_stable(tools, history, work: Path) -> None:

@@ -55,8 +55,13 @@ def test_whiteout_in_middle_layer_hides_only_below() -> None:
 
 def test_opaque_dir_hides_lower_children_keeps_dir_and_own_children() -> None:
     """Quay ignored opaque markers and leaked the lower children."""
-    base = layer(member("d", D, mode=0o700), member("d/old", data=b"o"), member("d/sub", D),
-                 member("d/sub/deep", data=b"d"), member("e", data=b"e"))
+    base = layer(
+        member("d", D, mode=0o700),
+        member("d/old", data=b"o"),
+        member("d/sub", D),
+        member("d/sub/deep", data=b"d"),
+        member("e", data=b"e"),
+    )
     top = layer(member("d", D, mode=0o750), member("d/.wh..wh..opq"), member("d/new", data=b"n"))
     out = tree(base, top)
     assert sorted(out) == ["d", "d/new", "e"]
@@ -88,9 +93,14 @@ def test_bare_whiteout_is_an_error() -> None:
 
 def test_aufs_metadata_is_skipped_and_no_marker_is_written() -> None:
     base = layer(member("d", D), member("d/x", data=b"x"))
-    top = layer(member(".wh..wh.plnk", D), member(".wh..wh.plnk/123.456", data=b"l"),
-                member(".wh..wh.aufs", data=b""), member("d", D), member("d/.wh..wh..opq"),
-                member(".wh.gone"))
+    top = layer(
+        member(".wh..wh.plnk", D),
+        member(".wh..wh.plnk/123.456", data=b"l"),
+        member(".wh..wh.aufs", data=b""),
+        member("d", D),
+        member("d/.wh..wh..opq"),
+        member(".wh.gone"),
+    )
     out_names = names(squash(base, top))
     assert out_names == ["d"]
 
@@ -99,8 +109,12 @@ def test_aufs_metadata_is_skipped_and_no_marker_is_written() -> None:
 
 
 def test_deleting_foo_never_hides_foobar() -> None:
-    base = layer(member("foo", data=b"1"), member("foobar", data=b"2"), member("foo.d", D),
-                 member("foo.d/x", data=b"3"))
+    base = layer(
+        member("foo", data=b"1"),
+        member("foobar", data=b"2"),
+        member("foo.d", D),
+        member("foo.d/x", data=b"3"),
+    )
     top = layer(member(".wh.foo"))
     assert sorted(tree(base, top)) == ["foo.d", "foo.d/x", "foobar"]
 
@@ -166,8 +180,12 @@ def test_directory_deleted_then_recreated_in_a_higher_layer() -> None:
 
 def test_last_entry_in_a_layer_wins_and_output_has_no_duplicates() -> None:
     base = layer(member("f", data=b"lower"))
-    top = layer(member("f", data=b"first"), member("g", D), member("f", data=b"second"),
-                member("g", D, mode=0o711))
+    top = layer(
+        member("f", data=b"first"),
+        member("g", D),
+        member("f", data=b"second"),
+        member("g", D, mode=0o711),
+    )
     out = squash(base, top)
     assert sorted(names(out)) == ["f", "g"]  # listing() also asserts no duplicates
     assert content(listing(out), "f") == b"second"
@@ -210,15 +228,23 @@ def test_missing_parent_everywhere_is_created_as_a_plain_directory() -> None:
 
 
 def test_link_to_visible_target_stays_a_link() -> None:
-    out = tree(layer(member("bin", D), member("bin/a", data=b"A"),
-                     member("bin/b", "hardlink", linkname="bin/a")))
+    out = tree(
+        layer(
+            member("bin", D),
+            member("bin/a", data=b"A"),
+            member("bin/b", "hardlink", linkname="bin/a"),
+        )
+    )
     assert out["bin/b"][0] == tarfile.LNKTYPE and out["bin/b"][1] == "bin/a"
 
 
 def test_link_whose_target_is_deleted_higher_keeps_the_content() -> None:
     """docker-squash and crane lose this link; Quay re-read the layer."""
-    base = layer(member("a", data=b"A", mode=0o4755), member("b", "hardlink", linkname="a"),
-                 member("c", "hardlink", linkname="a"))
+    base = layer(
+        member("a", data=b"A", mode=0o4755),
+        member("b", "hardlink", linkname="a"),
+        member("c", "hardlink", linkname="a"),
+    )
     top = layer(member(".wh.a"))
     out = squash(base, top)
     got = listing(out)
@@ -252,8 +278,13 @@ def test_cross_layer_link_whose_target_is_deleted_in_its_own_layer() -> None:
 
 
 def test_link_to_a_target_replaced_later_in_the_same_layer() -> None:
-    got = tree(layer(member("a", data=b"first"), member("b", "hardlink", linkname="a"),
-                     member("a", data=b"second")))
+    got = tree(
+        layer(
+            member("a", data=b"first"),
+            member("b", "hardlink", linkname="a"),
+            member("a", data=b"second"),
+        )
+    )
     assert content(got, "a") == b"second"
     assert got["b"][:2] == (tarfile.REGTYPE, b"first")
 
@@ -273,8 +304,11 @@ def test_link_names_are_written_clean() -> None:
 
 def test_attributes_are_kept() -> None:
     long_name = "d/" + "n" * 150
-    caps = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02 \x00\x00\x00\x00\x00\x00\x00"
-            "\x00\x00\x00\x00\x00\x00\x00\x00", "SCHILY.xattr.user.note": "hello"}
+    caps = {
+        "SCHILY.xattr.security.capability": "\x01\x00\x00\x02 \x00\x00\x00\x00\x00\x00\x00"
+        "\x00\x00\x00\x00\x00\x00\x00\x00",
+        "SCHILY.xattr.user.note": "hello",
+    }
     members = [
         member("d", D, mode=0o1777),
         member("d/suid", data=b"s", mode=0o6755, uid=2_000_000, gid=3_000_000, mtime=123),
@@ -294,11 +328,12 @@ def test_attributes_are_kept() -> None:
 def test_attributes_survive_a_rewrite_of_the_header() -> None:
     """A materialised hard link is written by tarfile: its xattrs and ids must survive."""
     xattr = {"SCHILY.xattr.user.k": "v"}
-    base = layer(member("a", data=b"A", uid=2_000_000, mtime=7, pax_headers=xattr),
-                 member("b", "hardlink", linkname="a"))
+    base = layer(
+        member("a", data=b"A", uid=2_000_000, mtime=7, pax_headers=xattr),
+        member("b", "hardlink", linkname="a"),
+    )
     got = tree(base, layer(member(".wh.a")))
-    assert got["b"] == (tarfile.REGTYPE, b"A", 0o644, 2_000_000, 0, 7,
-                        {"SCHILY.xattr.user.k": "v"})
+    assert got["b"] == (tarfile.REGTYPE, b"A", 0o644, 2_000_000, 0, 7, {"SCHILY.xattr.user.k": "v"})
 
 
 @pytest.mark.parametrize("fmt", ["gnu", "posix"])
@@ -310,8 +345,19 @@ def test_gnu_sparse_becomes_a_regular_file(tmp_path, fmt: str) -> None:
         f.seek(3 << 20)
         f.write(b"tail")
     archive = tmp_path / "layer.tar"
-    subprocess.run(["tar", "--sparse", f"--format={fmt}", "-cf", str(archive), "-C",
-                    str(sparse.parent), "sparse"], check=True)
+    subprocess.run(
+        [
+            "tar",
+            "--sparse",
+            f"--format={fmt}",
+            "-cf",
+            str(archive),
+            "-C",
+            str(sparse.parent),
+            "sparse",
+        ],
+        check=True,
+    )
     got = tree(archive.read_bytes())
     assert got["sparse"][0] == tarfile.REGTYPE
     assert got["sparse"][1] == sparse.read_bytes()
@@ -340,4 +386,16 @@ def test_garbage_is_not_a_tar() -> None:
 def test_output_ends_with_the_end_of_archive_blocks() -> None:
     out = squash(layer(member("a", data=b"A")))
     assert out.endswith(bytes(1024)) and len(out) % 512 == 0
-    assert tarfile.open(fileobj=io.BytesIO(out)).getnames() == ["a"]
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        assert tar.getnames() == ["a"]
+
+
+def test_root_entry_comes_first_with_the_highest_layers_attributes() -> None:
+    base = layer(member(".", D, mode=0o711, mtime=11), member("a", data=b"a"))
+    middle = layer(member("./", D, mode=0o755, mtime=22), member("b", data=b"b"))
+    top = layer(member("c", data=b"c"))
+    out = squash(base, middle, top)
+    assert names(out)[0] == "."
+    root = listing(out)["."]
+    assert (root[0], root[2], root[5]) == (tarfile.DIRTYPE, 0o755, 22)
+    assert sorted(names(out)) == [".", "a", "b", "c"]
