@@ -23,7 +23,7 @@ debs:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+		apt-get update -qq && apt-get install -y -qq $$missing; \
 	fi
 
 run: install

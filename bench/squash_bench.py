@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import stat
 import subprocess
@@ -140,6 +141,43 @@ def check_run(run: Run, cmd: list[str], log_path: Path) -> None:
     if run.rc != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise SystemExit(f"command failed (exit {run.rc}): {' '.join(cmd)}\n{tail}")
+
+
+# ---------------------------------------------------------------------------------------------
+# how busy the machine was
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, from /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU seconds used by this process and its waited-for children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Contention:
+    """Measures the CPU time other processes took while the benchmark ran."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.own0 = time.monotonic(), _busy_seconds(), _own_seconds()
+
+    def report(self) -> str:
+        wall = time.monotonic() - self.t0
+        others = max(0.0, (_busy_seconds() - self.busy0) - (_own_seconds() - self.own0))
+        cores = others / wall if wall > 0 else 0.0
+        text = f"other processes used {others:.1f} CPU-s during the timed steps ({cores:.2f} CPUs)"
+        if cores > 0.2:
+            text += ": the machine was not idle, times are noisy"
+        return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -536,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     repeat = max(1, args.repeat)
+    contention = Contention()
     log(f"floor, best of {repeat + 1}")
     # one extra (cheap) pass first warms the page cache for everybody
     floor = min(measure_floor(image, True) for _ in range(repeat + 1))
@@ -578,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     print_summary(image, rows, repeat, floor)
+    print(contention.report())
     return status
 
 
