@@ -57,7 +57,8 @@ class Layer:
     def open_tar(self, verify: bool = True) -> Iterator[BinaryIO]:
         """The uncompressed tar; leaving the context checks digest and size if `verify`."""
         with self.opener() as raw:
-            stored = VerifyingReader(raw, self.label, self.digest, self.size, self.progress)
+            progress = self.progress if verify else None  # a peek is not progress
+            stored = VerifyingReader(raw, self.label, self.digest, self.size, progress)
             with open_decompressed(stored, self.label) as tar:
                 if not verify:
                     yield tar

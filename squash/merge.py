@@ -12,7 +12,9 @@ import io
 import os
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
@@ -35,6 +37,10 @@ HIDES_SELF = NONDIR | GONE | ISDIR
 HIDES_BELOW = NONDIR | GONE | OPAQUE
 
 Write = Callable[[bytes | memoryview], None]
+
+
+class _Stopped(Exception):
+    """The merge failed elsewhere; a layer still being read gives up."""
 
 
 class TarSource(Protocol):
@@ -160,21 +166,34 @@ class Merger:
         self.stats = MergeStats()
 
     def run(self, layers: Sequence[TarSource]) -> MergeStats:
-        try:
-            self._root_first(layers)
-            for layer in reversed(layers):
-                spool = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - see _release
-                self._spools[spool] = 0
-                members = self._index(layer, spool)
-                self.stats.members_read += len(members)
-                _LayerPass(self, layer.label, members, spool).run()
-                self._release()
-            self._finish()
-            self._out.piece(("b", END_OF_ARCHIVE))
-            self._out.flush()
-        finally:
-            for spool in self._spools:
-                spool.close()
+        """Merge; while one layer's members are decided, the next one is decompressed."""
+        order = list(reversed(layers))
+        stop = threading.Event()
+        with ThreadPoolExecutor(1, thread_name_prefix="layer-reader") as reader:
+            upcoming = reader.submit(self._index, order[0], stop) if order else None
+            try:
+                self._root_first(layers)
+                for n, layer in enumerate(order):
+                    assert upcoming is not None
+                    members, spool = upcoming.result()
+                    self._spools[spool] = 0
+                    upcoming = (
+                        reader.submit(self._index, order[n + 1], stop)
+                        if n + 1 < len(order)
+                        else None
+                    )
+                    self.stats.members_read += len(members)
+                    _LayerPass(self, layer.label, members, spool).run()
+                    self._release()
+                self._finish()
+                self._out.piece(("b", END_OF_ARCHIVE))
+                self._out.flush()
+            finally:
+                stop.set()
+                if upcoming is not None and upcoming.exception() is None:
+                    upcoming.result()[1].close()
+                for spool in self._spools:
+                    spool.close()
         self.stats.bytes_written = self._out.bytes
         return self.stats
 
@@ -207,18 +226,26 @@ class Merger:
 
     # -- phase A: decompress once into the spool, indexing members as they pass
 
-    def _index(self, layer: TarSource, spool: BinaryIO) -> list[Member]:
-        indexer = TarIndexer(layer.label)
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        with layer.open_tar() as stream:
-            while n := stream.readinto(buf):
-                if not indexer.ended:
-                    spool.write(view[:n])
-                    indexer.feed(view[:n])
-        indexer.finish()
-        spool.flush()
-        return indexer.members
+    def _index(self, layer: TarSource, stop: threading.Event) -> tuple[list[Member], BinaryIO]:
+        """Decompress a layer into a new spool file, indexing its members on the way."""
+        spool = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - closed by run()
+        try:
+            indexer = TarIndexer(layer.label)
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            with layer.open_tar() as stream:
+                while n := stream.readinto(buf):
+                    if stop.is_set():
+                        raise _Stopped
+                    if not indexer.ended:
+                        spool.write(view[:n])
+                        indexer.feed(view[:n])
+            indexer.finish()
+            spool.flush()
+        except BaseException:
+            spool.close()
+            raise
+        return indexer.members, spool
 
     # -- decisions of higher layers
 
