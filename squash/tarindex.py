@@ -191,7 +191,14 @@ class TarIndexer:
         if kind == REG and raw_name.endswith("/"):
             kind = DIR  # pre-POSIX archives mark directories by the trailing slash
         key = clean(raw_name, self.where)
-        verbatim = not sparse and _is_verbatim_name(raw_name, key)
+        # GNU long names and base-256 numbers are rewritten as PAX, the portable form.
+        verbatim = (
+            not sparse
+            and self._long_name is None
+            and self._long_link is None
+            and not (header[108] | header[116] | header[124] | header[136]) & 0x80
+            and _is_verbatim_name(raw_name, key)
+        )
         link = None
         if kind == LNK:
             if "linkpath" in pax:

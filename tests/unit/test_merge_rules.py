@@ -399,3 +399,17 @@ def test_root_entry_comes_first_with_the_highest_layers_attributes() -> None:
     root = listing(out)["."]
     assert (root[0], root[2], root[5]) == (tarfile.DIRTYPE, 0o755, 22)
     assert sorted(names(out)) == [".", "a", "b", "c"]
+
+
+def test_gnu_long_names_and_base256_ids_are_written_as_pax() -> None:
+    long_name = "d/" + "g" * 200
+    gnu = layer(
+        member("d", D),
+        member(long_name, data=b"x", uid=10_000_000),
+        member("d/link", "symlink", linkname="t" * 150),
+        fmt=tarfile.GNU_FORMAT,
+    )
+    assert b"././@LongLink" in gnu
+    out = squash(gnu)
+    assert b"././@LongLink" not in out
+    assert listing(out) == listing(gnu)
