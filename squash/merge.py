@@ -163,6 +163,7 @@ class Merger:
         self._waiting: dict[str, list[_Item]] = {}  # missing key -> items waiting for it
         self._spools: dict[BinaryIO, int] = {}  # open layer spools -> items still waiting
         self._pending: dict[str, list[_PendingLink]] = {}
+        self.implied: set[str] = set()  # directories that exist only as parents
         self.stats = MergeStats()
 
     def run(self, layers: Sequence[TarSource]) -> MergeStats:
@@ -314,28 +315,15 @@ class Merger:
                 f"{links[0].label}: hard link {links[0].key!r} points to {key!r}, "
                 "which no layer below it holds"
             )
-        # Parents that no layer has as an entry: make plain directories for them.
-        while self._waiting:
-            missing = sorted(
-                (
-                    key
-                    for key, items in self._waiting.items()
-                    if any(key == i.needs[0] for i in items)
-                ),
-                key=lambda k: k.count("/"),
-            )
-            if not missing:
-                key, items = next(iter(self._waiting.items()))
-                raise InvalidLayer(f"member {items[0].key!r} needs {key!r}, which no layer holds")
-            for key in missing:
-                chain = []
-                while key not in self._emitted:
-                    chain.append(key)
-                    key = parent(key)
-                for directory in reversed(chain):
-                    info = tarfile.TarInfo(directory)
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    self.offer(_Item(directory, (), [("b", _header(info))], None))
+        # Directories that exist only as parents, never as an entry: plain ones.
+        for key in sorted(self.implied - self._emitted, key=lambda k: k.count("/")):
+            if key not in self._emitted:
+                info = tarfile.TarInfo(key)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                self.offer(_Item(key, (), [("b", _header(info))], None))
+        if self._waiting:
+            key, items = next(iter(self._waiting.items()))
+            raise InvalidLayer(f"member {items[0].key!r} needs {key!r}, which no layer holds")
 
     # -- hard links whose targets live in lower layers
 
@@ -357,50 +345,91 @@ class _LayerPass:
     flags: dict[str, int] = field(default_factory=dict)
     _visible: set[int] = field(default_factory=set)
     _materialised: dict[int, str] = field(default_factory=dict)
+    _new_pending: list[tuple[str, _PendingLink]] = field(default_factory=list)
     _tar: tarfile.TarFile | None = None
 
     def run(self) -> None:
         members = self.members
-        last = {m.key: i for i, m in enumerate(members)}  # rule 6: the last one wins
-        seen: dict[str, int] = {}
-        resolved: dict[int, tuple[str, int | str]] = {}
+        survivors, resolved, final = self._apply_in_order()
         merger = self.merger
         flags = self.flags
+        for i in survivors:
+            m = members[i]
+            key = m.key
+            is_dir = m.type == DIR
+            hidden = merger.hidden(key, is_dir)
+            self._imply_parents(key)
+            if not hidden:
+                self._visible.add(i)
+                if is_dir:
+                    flags[key] = flags.get(key, 0) | ISDIR
+                if m.type == LNK:
+                    self._emit_link(i, m, resolved[i])
+                else:
+                    self._emit(m)
+            if final.get(key) == i:
+                self._resolve_pending(key, i, resolved, visible=not hidden)
+        for target, link in self._new_pending:  # only lower layers may resolve these
+            merger.add_pending(target, link)
+        merger.decide(flags)
+
+    def _apply_in_order(self) -> tuple[list[int], dict[int, tuple[str, int | str]], dict[str, int]]:
+        """Which members are still there once the layer is unpacked in order.
+
+        A runtime unpacks member by member: a later member at the same path replaces an
+        earlier one (rule 6), a non-directory replaces a directory and what this layer
+        put under it (rule 5), and a member under a non-directory turns that into a
+        directory. Whiteouts and opaque markers only act on lower layers (rules 1-3).
+        Returns the surviving members in order, hard-link sources, and key -> member.
+        """
+        members, flags = self.members, self.flags
+        state: dict[str, int] = {}  # what this layer has at each path so far
+        below: set[str] = set()  # directories this layer has put something under
+        alive = [False] * len(members)
+        resolved: dict[int, tuple[str, int | str]] = {}
         for i, m in enumerate(members):
             key = m.key
             whiteout = split_whiteout(key, self.label)
             if whiteout is not None:
                 kind, target = whiteout
-                if kind == "whiteout":  # rule 1: hides lower layers only
+                if kind == "whiteout":
                     flags[target] = flags.get(target, 0) | GONE
-                elif kind == "opaque":  # rule 2
+                elif kind == "opaque":
                     flags[target] = flags.get(target, 0) | OPAQUE
                 continue  # rule 3: markers are never written
-            if m.type == LNK:
-                j = seen.get(m.link)
+            if m.type == LNK:  # the target as it is at this moment (rule 8)
+                j = state.get(m.link)
                 resolved[i] = ("lower", m.link) if j is None else resolved.get(j, ("here", j))
-            seen[key] = i
-            if last[key] != i:
-                continue
-            is_dir = m.type == DIR
-            if merger.hidden(key, is_dir):
-                self._resolve_pending(key, i, resolved, visible=False)
-                continue
-            self._visible.add(i)
-            self._mark(key, is_dir)
-            if m.type == LNK:
-                self._emit_link(i, m, resolved[i])
-            else:
-                self._emit(m)
-            self._resolve_pending(key, i, resolved, visible=True)
-        merger.decide(flags)
+            directory = parent(key)
+            while directory and directory not in below:
+                j = state.get(directory)
+                if j is not None and members[j].type != DIR:
+                    alive[j] = False  # a file with children becomes a directory
+                    del state[directory]
+                below.add(directory)
+                directory = parent(directory)
+            j = state.get(key)
+            if j is not None:
+                alive[j] = False
+            if m.type != DIR and key in below:  # replaces a directory and all under it
+                prefix = key + "/"
+                for k in [k for k in state if k.startswith(prefix)]:
+                    alive[state.pop(k)] = False
+                below -= {d for d in below if d == key or d.startswith(prefix)}
+            if m.type != DIR:  # whatever lower layers had at and under `key` is replaced
+                flags[key] = flags.get(key, 0) | NONDIR
+            state[key] = i
+            alive[i] = True
+        return [i for i, keep in enumerate(alive) if keep], resolved, state
 
-    def _mark(self, key: str, is_dir: bool) -> None:
+    def _imply_parents(self, key: str) -> None:
+        """Parents of a member exist as directories unless higher layers removed them."""
         flags = self.flags
-        flags[key] = flags.get(key, 0) | (ISDIR if is_dir else NONDIR)
         directory = parent(key)
         while directory and not flags.get(directory, 0) & (ISDIR | IMPLICIT):
             flags[directory] = flags.get(directory, 0) | IMPLICIT
+            if not self.merger.hidden(directory, True):
+                self.merger.implied.add(directory)
             directory = parent(directory)
 
     # -- building output items
@@ -457,7 +486,7 @@ class _LayerPass:
             assert isinstance(ref, str)
             info = self._info(m)
             info.name = m.key
-            self.merger.add_pending(ref, _PendingLink(m.key, info, self.label))
+            self._new_pending.append((ref, _PendingLink(m.key, info, self.label)))
             return
         assert isinstance(ref, int)
         target = self.members[ref]

@@ -32,6 +32,8 @@ def parent(key: str) -> str:
 
 def split_whiteout(key: str, where: str) -> tuple[str, str] | None:
     """For a whiteout member return ('whiteout'|'opaque'|'meta', target key), else None."""
+    if key == OPAQUE_MARKER:  # the root itself is opaque
+        return "opaque", ""
     if key.startswith(AUFS_META_PREFIX):  # aufs bookkeeping at the root, and all under it
         return "meta", key
     slash = key.rfind("/")
