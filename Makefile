@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
 # Debian packages the tests judge the output with.
-TEST_DEBS := skopeo umoci podman
+TEST_DEBS := skopeo umoci podman docker-registry
 BENCH_DEBS := debootstrap umoci
 
 .PHONY: install run test lint bench debs clean

@@ -1,6 +1,7 @@
 """The `squashd` command line."""
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,10 +12,14 @@ from squash.codec import COMPRESSIONS
 from squash.errors import SquashError
 from squash.export import export_image
 from squash.reference import Platform
+from squash.registry.client import RegistryOptions
+from squash.registry.credentials import Credentials
 from squash.sinks import FileSink, Sink, StreamSink
 from squash.sources import open_image
 
 EXAMPLES = """examples:
+  squashd export docker://registry.example.com/team/app:1.4 -o app.tar
+  squashd export alpine:3.19 -o - | docker load
   squashd export oci:./layout:latest -o app.tar
   squashd export docker-archive:saved.tar -o - | docker load
   squashd export oci:./layout:1.2 -o app.tar --layer-compression gzip --tag app:flat
@@ -31,7 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("source", metavar="SOURCE", help="oci:DIR[:TAG] or docker-archive:FILE")
+    export.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="docker://HOST/NAME[:TAG|@DIGEST] (or HOST/NAME:TAG), oci:DIR[:TAG], "
+        "docker-archive:FILE",
+    )
     export.add_argument(
         "-o",
         "--output",
@@ -60,7 +70,40 @@ def _parser() -> argparse.ArgumentParser:
         "--tmpdir", metavar="DIR", help="where layers are spooled while merging (default $TMPDIR)"
     )
     export.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    registry = export.add_argument_group("registry sources")
+    registry.add_argument(
+        "--creds",
+        metavar="USER:PASS",
+        type=_credentials,
+        help="registry credentials (default: REGISTRY_AUTH_FILE, ~/.docker/config.json)",
+    )
+    registry.add_argument(
+        "--plain-http", action="store_true", help="use http:// (loopback registries always do)"
+    )
+    registry.add_argument(
+        "--tls-verify",
+        type=_boolean,
+        default=True,
+        metavar="BOOL",
+        help="check the registry's TLS certificate (default true)",
+    )
+    registry.add_argument("--ca-file", metavar="PEM", help="CA bundle for the registry's TLS")
     return parser
+
+
+def _credentials(text: str) -> Credentials:
+    try:
+        return Credentials.parse(text)
+    except SquashError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -69,7 +112,13 @@ def _export(args: argparse.Namespace) -> None:
         raise SquashError(
             "refusing to write an archive to a terminal; redirect -o - or name a file"
         )
-    image = open_image(args.source, args.platform)
+    options = RegistryOptions(
+        plain_http=args.plain_http,
+        tls_verify=args.tls_verify,
+        ca_file=args.ca_file,
+        credentials=args.creds,
+    )
+    image = open_image(args.source, args.platform, options)
     sink: Sink = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
     show = not args.quiet and sys.stderr.isatty()
     with tqdm(
@@ -111,6 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get("SQUASHD_DEBUG"):
+            raise
+        print(
+            f"squashd: internal error: {type(exc).__name__}: {exc} (SQUASHD_DEBUG=1 shows where)",
+            file=sys.stderr,
+        )
+        return 70
     return 0
 
 

@@ -49,9 +49,51 @@ class SourceRef:
     """A parsed SOURCE argument: transport, local path or registry name, tag/reference."""
 
     transport: str  # "oci", "docker-archive" or "docker"
-    path: str
-    ref: str | None
+    path: str  # a directory or file; for "docker", the full repository name
+    ref: str | None  # tag (oci), NAME:TAG (docker-archive), tag or digest (docker)
     text: str
+
+
+_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
+
+
+@dataclass(frozen=True)
+class DockerRef:
+    """A registry image: `registry/repository` plus a tag or a digest."""
+
+    registry: str  # as docker names it: "docker.io", "quay.io", "127.0.0.1:5000"
+    repository: str  # "library/alpine"
+    tag: str | None
+    digest: str | None
+
+    @property
+    def api_host(self) -> str:
+        """Where the distribution API lives (Docker Hub's is not docker.io)."""
+        return "registry-1.docker.io" if self.registry == DOCKER_HUB else self.registry
+
+    @property
+    def reference(self) -> str:
+        """What to ask the manifests endpoint for."""
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        tail = f"@{self.digest}" if self.digest else f":{self.tag or 'latest'}"
+        return f"{self.registry}/{self.repository}{tail}"
+
+
+def parse_docker_ref(text: str) -> DockerRef:
+    """Parse `[HOST[:PORT]/]NAME[:TAG][@DIGEST]` as docker does (Docker Hub by default)."""
+    name, _, digest = text.partition("@")
+    if digest and not _DIGEST_RE.match(digest):
+        raise BadReference(f"{text!r}: malformed digest {digest!r}")
+    name, tag = split_name_tag(name)
+    if tag is not None and not _TAG_RE.match(tag):
+        raise BadReference(f"{text!r}: malformed tag {tag!r}")
+    full = full_name(name)
+    if not _NAME_RE.match(full):
+        raise BadReference(f"{text!r} is not a valid image name (lowercase NAME[:TAG])")
+    registry, _, repository = full.partition("/")
+    return DockerRef(registry, repository, tag, digest or None)
 
 
 def parse_source(text: str) -> SourceRef:
@@ -61,12 +103,11 @@ def parse_source(text: str) -> SourceRef:
             raise BadReference(f"{text!r}: no path after '{transport}:'")
         path, ref = _split_path(rest)
         return SourceRef(transport, path, ref, text)
-    if text.startswith("docker://") or (sep and "/" in text and transport not in ("oci",)):
-        raise BadReference(
-            f"{text!r}: registry sources (docker://) are not supported yet; "
-            "use oci:DIR[:TAG] or docker-archive:FILE"
-        )
-    raise BadReference(f"{text!r}: unknown transport (use oci:DIR[:TAG] or docker-archive:FILE)")
+    name = text.removeprefix("docker://")
+    if name != text and not name:
+        raise BadReference(f"{text!r}: no image name after 'docker://'")
+    parsed = parse_docker_ref(name)
+    return SourceRef("docker", f"{parsed.registry}/{parsed.repository}", parsed.reference, text)
 
 
 def _split_path(rest: str) -> tuple[str, str | None]:

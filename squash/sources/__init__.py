@@ -1,16 +1,26 @@
 """Image sources: each turns a reference into the same small `Image`.
 
-`oci:` reads an OCI image layout directory, `docker-archive:` a `docker save` tar.
+`oci:` reads an OCI image layout directory, `docker-archive:` a `docker save` tar,
+`docker://` (or a bare NAME[:TAG]) an image in a registry.
 """
 
 from squash.errors import BadReference
 from squash.image import Image
 from squash.reference import Platform, SourceRef, parse_source
+from squash.registry.client import RegistryOptions
 
 
-def open_image(source: str | SourceRef, platform: Platform | None = None) -> Image:
+def open_image(
+    source: str | SourceRef,
+    platform: Platform | None = None,
+    registry: RegistryOptions | None = None,
+) -> Image:
     """Resolve SOURCE to one image; `platform` picks from an index (default linux/amd64)."""
     ref = parse_source(source) if isinstance(source, str) else source
+    if ref.transport == "docker":
+        from squash.sources.registry import open_registry_image
+
+        return open_registry_image(ref, platform, registry)
     if ref.transport == "oci":
         from squash.sources.oci_layout import open_oci_layout
 

@@ -1,0 +1,320 @@
+"""Talking to one registry: authentication, retries, redirects and resumable blobs."""
+
+import hashlib
+import io
+import ipaddress
+import json
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from squash.errors import SquashError
+from squash.registry.credentials import Credentials, lookup
+
+ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        # asked for so that an old image gets a clear "schema 1" error, not a 404
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    )
+)
+MAX_MANIFEST = 4 << 20
+_REDIRECTS = (301, 302, 303, 307, 308)
+_CHUNK = 1 << 20
+
+
+class RegistryError(SquashError):
+    """The registry refused or failed; the message says which registry and why."""
+
+
+class TransientError(RegistryError):
+    """Worth retrying: connection trouble, 429, 5xx."""
+
+
+@dataclass
+class RegistryOptions:
+    plain_http: bool = False  # http:// even for registries that are not on loopback
+    tls_verify: bool = True
+    ca_file: str | None = None
+    credentials: Credentials | None = None  # else looked up in auth files
+    attempts: int = 5  # per request, for transient failures
+    backoff: float = 0.5  # seconds, doubled each retry
+    timeout: float = 60.0
+
+
+def is_loopback(host: str) -> bool:
+    name = urlsplit(f"//{host}").hostname or host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+_PARAM = re.compile(r'([\w-]+)=(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    """Parse `Bearer realm="...",service="...",scope="..."` (RFC 7235 auth-params)."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {
+        key.lower(): re.sub(r"\\(.)", r"\1", quoted) if quoted else bare
+        for key, quoted, bare in _PARAM.findall(rest)
+    }
+    return scheme.lower(), params
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The registry's own words from an error body, if it sent any."""
+    try:
+        errors = json.loads(response.read()[:65536]).get("errors") or []
+        return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
+    except (ValueError, AttributeError, httpx.HTTPError):
+        return ""
+
+
+class Registry:
+    """A session with one registry (connections pooled, tokens reused until expiry)."""
+
+    def __init__(self, name: str, api_host: str, options: RegistryOptions | None = None) -> None:
+        self.name = name
+        self.options = options or RegistryOptions()
+        plain = self.options.plain_http or is_loopback(api_host)
+        self.base = f"{'http' if plain else 'https'}://{api_host}"
+        verify: bool | str = self.options.ca_file or self.options.tls_verify
+        timeout = httpx.Timeout(self.options.timeout, connect=15.0)
+        self._http = httpx.Client(verify=verify, timeout=timeout, follow_redirects=False)
+        self._credentials = self.options.credentials or lookup(name)
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (Authorization, expiry)
+        self._basic = False  # the registry asked for basic auth
+        self.token_requests = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- requests
+
+    def get(
+        self, repository: str, path: str, headers: dict[str, str] | None = None, what: str = ""
+    ) -> httpx.Response:
+        """GET /v2/<repository>/<path>, authenticated, retried; the response is streamed."""
+        scope = f"repository:{repository}:pull"
+        url = f"{self.base}/v2/{repository}/{path}"
+        what = what or f"{self.name}/{repository}"
+        authenticated = False
+        for attempt in range(self.options.attempts):
+            try:
+                response = self._send(url, {**(headers or {}), **self._authorization(scope)})
+            except httpx.TransportError as exc:
+                self.pause(attempt, None, f"{what}: {self._describe(exc)}")
+                continue
+            status = response.status_code
+            if status == 401 and not authenticated:
+                challenge = response.headers.get("www-authenticate", "")
+                response.close()
+                self._authenticate(challenge, scope, what)
+                authenticated = True
+                continue
+            if status == 429 or status >= 500:
+                retry_after = response.headers.get("retry-after")
+                response.close()
+                self.pause(attempt, retry_after, f"{what}: registry answered {status}")
+                continue
+            if status >= 400:
+                detail = _error_text(response)
+                response.close()
+                raise RegistryError(self._refusal(status, what, detail))
+            return response
+        raise AssertionError("unreachable")  # _pause raises on the last attempt
+
+    def _send(self, url: str, headers: dict[str, str]) -> httpx.Response:
+        """Send, following redirects; Authorization never goes to another host."""
+        for _ in range(8):
+            request = self._http.build_request("GET", url, headers=headers)
+            response = self._http.send(request, stream=True)
+            if response.status_code not in _REDIRECTS or "location" not in response.headers:
+                return response
+            target = urljoin(url, response.headers["location"])
+            response.close()
+            if urlsplit(target).netloc != urlsplit(url).netloc:
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            url = target
+        raise RegistryError(f"{self.name}: too many redirects")
+
+    def pause(self, attempt: int, retry_after: str | None, message: str) -> None:
+        if attempt + 1 >= self.options.attempts:
+            raise TransientError(f"{message} (gave up after {self.options.attempts} attempts)")
+        delay = self.options.backoff * 2**attempt
+        if retry_after and retry_after.isdigit():
+            delay = max(delay, min(float(retry_after), 60.0))
+        time.sleep(delay)
+
+    @staticmethod
+    def _describe(exc: httpx.TransportError) -> str:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    def _refusal(self, status: int, what: str, detail: str) -> str:
+        said = f" ({detail})" if detail else ""
+        if status == 401:
+            who = "with the given credentials" if self._credentials else "without credentials"
+            return f"{what}: authentication failed {who} (401){said}"
+        if status == 403:
+            return f"{what}: access denied (403){said}"
+        if status == 404:
+            return f"{what}: not found (404){said}"
+        return f"{what}: registry answered {status}{said}"
+
+    # -- authentication
+
+    def _authorization(self, scope: str) -> dict[str, str]:
+        token = self._tokens.get(scope)
+        if token and token[1] > time.monotonic():
+            return {"Authorization": token[0]}
+        if self._basic and self._credentials:
+            return {"Authorization": self._credentials.basic()}
+        return {}
+
+    def _authenticate(self, challenge: str, scope: str, what: str) -> None:
+        scheme, params = _challenge(challenge)
+        if scheme == "basic":
+            if not self._credentials:
+                raise RegistryError(f"{what}: authentication required (401); pass --creds")
+            self._basic = True
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise RegistryError(f"{what}: unsupported authentication challenge {challenge!r}")
+        query = {"scope": params.get("scope") or scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        headers = {"Authorization": self._credentials.basic()} if self._credentials else {}
+        self.token_requests += 1
+        try:
+            response = self._http.get(params["realm"], params=query, headers=headers)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{what}: token server: {self._describe(exc)}") from None
+        if response.status_code in (401, 403):
+            who = "wrong username or password" if self._credentials else "credentials needed"
+            raise RegistryError(f"{what}: authentication failed ({who}, {response.status_code})")
+        if response.status_code != 200:
+            raise RegistryError(f"{what}: token server answered {response.status_code}")
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if not token:
+            raise RegistryError(f"{what}: token server sent no token")
+        lifetime = body.get("expires_in") if isinstance(body.get("expires_in"), int) else 60
+        expiry = time.monotonic() + max(lifetime - 10, 1)  # renew a little early
+        self._tokens[query["scope"]] = (f"Bearer {token}", expiry)
+
+    # -- the API
+
+    def manifest(self, repository: str, reference: str, what: str) -> tuple[bytes, str, str]:
+        """(body, media type, digest) of a manifest or index; a digest reference is checked."""
+        for attempt in range(self.options.attempts):
+            response = self.get(repository, f"manifests/{reference}", {"Accept": ACCEPT}, what)
+            try:
+                body = b""
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_MANIFEST:
+                        raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
+                break
+            except httpx.TransportError as exc:
+                self.pause(attempt, None, f"{what}: {self._describe(exc)}")
+            finally:
+                response.close()
+        algorithm = reference.partition(":")[0] if ":" in reference else "sha256"
+        if algorithm not in ("sha256", "sha512"):
+            algorithm = "sha256"
+        digest = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+        if ":" in reference and digest != reference:
+            raise RegistryError(
+                f"{what}: manifest digest mismatch: asked {reference}, got {digest}"
+            )
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        return body, media_type, digest
+
+    def blob(self, repository: str, digest: str, size: int | None, what: str) -> "BlobStream":
+        return BlobStream(self, repository, digest, size, what)
+
+
+class BlobStream(io.RawIOBase):
+    """A blob's bytes; a connection lost mid-way resumes with a Range request."""
+
+    def __init__(
+        self, registry: Registry, repository: str, digest: str, size: int | None, what: str
+    ) -> None:
+        self._registry, self._repository, self._digest = registry, repository, digest
+        self._size, self._what = size, what
+        self._position = 0
+        self._response: httpx.Response | None = None
+        self._chunks = iter(())
+        self._pending = b""
+        self._failures = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _open(self) -> None:
+        headers = {"Range": f"bytes={self._position}-"} if self._position else {}
+        response = self._registry.get(
+            self._repository, f"blobs/{self._digest}", headers, self._what
+        )
+        self._response = response
+        self._chunks = response.iter_raw(_CHUNK)
+        if self._position and response.status_code != 206:
+            self._skip(self._position)  # the server ignored Range: read past what we have
+
+    def _skip(self, count: int) -> None:
+        while count > 0:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                raise TransientError(f"{self._what}: blob ended before the resume point")
+            if len(chunk) > count:
+                self._pending = chunk[count:]
+            count -= len(chunk)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        while not self._pending:
+            if self._response is None:
+                self._open()
+            try:
+                self._pending = next(self._chunks, b"")
+            except httpx.TransportError as exc:
+                self._lost(f"{Registry._describe(exc)}")
+                continue
+            if not self._pending:
+                if self._size is not None and self._position < self._size:
+                    self._lost("connection closed early")
+                    continue
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        self._position += n
+        self._failures = 0
+        return n
+
+    def _lost(self, why: str) -> None:
+        """Drop the connection and resume after a pause; give up after repeated failures."""
+        self._failures += 1
+        self.close_response()
+        self._registry.pause(self._failures - 1, None, f"{self._what}: {why}")
+
+    def close_response(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    def close(self) -> None:
+        self.close_response()
+        super().close()
