@@ -1,19 +1,18 @@
 """The `squashd` command line."""
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 from collections.abc import Sequence
 
-from tqdm import tqdm
-
 from squash.codec import COMPRESSIONS
 from squash.errors import SquashError
 from squash.export import export_image
 from squash.reference import Platform
-from squash.registry.client import RegistryOptions
 from squash.registry.credentials import Credentials
+from squash.registry.options import RegistryOptions
 from squash.sinks import FileSink, Sink, StreamSink
 from squash.sources import open_image
 
@@ -106,6 +105,14 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="squashing", file=sys.stderr
+    )
+
+
 def _export(args: argparse.Namespace) -> None:
     to_stdout = args.output == "-"
     if to_stdout and sys.stdout.isatty():
@@ -121,16 +128,9 @@ def _export(args: argparse.Namespace) -> None:
     image = open_image(args.source, args.platform, options)
     sink: Sink = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
     show = not args.quiet and sys.stderr.isatty()
-    with tqdm(
-        total=image.total_size,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc="squashing",
-        disable=not show,
-        file=sys.stderr,
-    ) as bar:
-        image.set_progress(bar.update)
+    with _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar:
+        if bar is not None:
+            image.set_progress(bar.update)
         result = export_image(
             image, sink, tag=args.tag, compression=args.layer_compression, tmpdir=args.tmpdir
         )

@@ -6,13 +6,13 @@ import ipaddress
 import json
 import re
 import time
-from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from squash.errors import SquashError
-from squash.registry.credentials import Credentials, lookup
+from squash.registry.credentials import lookup
+from squash.registry.options import RegistryOptions
 
 ACCEPT = ", ".join(
     (
@@ -35,17 +35,6 @@ class RegistryError(SquashError):
 
 class TransientError(RegistryError):
     """Worth retrying: connection trouble, 429, 5xx."""
-
-
-@dataclass
-class RegistryOptions:
-    plain_http: bool = False  # http:// even for registries that are not on loopback
-    tls_verify: bool = True
-    ca_file: str | None = None
-    credentials: Credentials | None = None  # else looked up in auth files
-    attempts: int = 5  # per request, for transient failures
-    backoff: float = 0.5  # seconds, doubled each retry
-    timeout: float = 60.0
 
 
 def is_loopback(host: str) -> bool:

@@ -7,7 +7,7 @@
 from squash.errors import BadReference
 from squash.image import Image
 from squash.reference import Platform, SourceRef, parse_source
-from squash.registry.client import RegistryOptions
+from squash.registry.options import RegistryOptions
 
 
 def open_image(

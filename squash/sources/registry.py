@@ -6,7 +6,8 @@ from squash.errors import SquashError
 from squash.image import Image, Layer, parse_json
 from squash.manifest import check_supported, choose_platform, is_index, media_type, parse_manifest
 from squash.reference import DEFAULT_PLATFORM, Platform, SourceRef, familiar_name, parse_docker_ref
-from squash.registry.client import Registry, RegistryOptions
+from squash.registry.client import Registry
+from squash.registry.options import RegistryOptions
 from squash.sources.blobs import (
     MAX_DOCUMENT,
     check_digest,
