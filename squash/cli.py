@@ -128,7 +128,10 @@ def _export(args: argparse.Namespace) -> None:
     image = open_image(args.source, args.platform, options)
     sink: Sink = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
     show = not args.quiet and sys.stderr.isatty()
-    with _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar:
+    with (
+        contextlib.closing(image),
+        _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar,
+    ):
         if bar is not None:
             image.set_progress(bar.update)
         result = export_image(

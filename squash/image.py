@@ -84,6 +84,11 @@ class Image:
     manifest_digest: str
     config: dict
     layers: list[Layer] = field(default_factory=list)
+    on_close: Callable[[], None] | None = None  # releases what the source holds open
+
+    def close(self) -> None:
+        if self.on_close is not None:
+            self.on_close()
 
     def set_progress(self, progress: Progress | None) -> None:
         for layer in self.layers:

@@ -49,7 +49,7 @@ def open_registry_image(
         f"digest-{docker.digest.partition(':')[2][:12]}" if docker.digest else "latest"
     )
     name = familiar_name(f"{docker.registry}/{repository}")
-    image = Image(ref.text, name, tag, digest, config)
+    image = Image(ref.text, name, tag, digest, config, on_close=registry.close)
     for n, desc in enumerate(layer_descs):
         layer_digest = check_digest(desc.get("digest"), what)
         label = layer_label(str(docker), n, len(layer_descs), layer_digest)
