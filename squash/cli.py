@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     registry.add_argument(
         "--tls-verify",
         type=_boolean,
-        default=True,
+        default=None,
         metavar="BOOL",
         help="check the registry's TLS certificate (default true)",
     )

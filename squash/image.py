@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import BinaryIO
 
 from squash.codec import open_decompressed
@@ -40,6 +41,7 @@ LAYER_TYPES = {
 }
 
 Progress = Callable[[int], None]
+PEEK_BYTES = 256 << 10  # stored bytes read when only a layer's start is wanted
 
 
 @dataclass
@@ -52,11 +54,15 @@ class Layer:
     size: int | None  # of the stored bytes, when known
     diff_id: str | None  # of the uncompressed tar (checked when there is no digest)
     progress: Progress | None = None
+    head: Callable[..., BinaryIO] | None = None  # head(limit=N): the first N bytes, if cheaper
 
     @contextmanager
     def open_tar(self, verify: bool = True) -> Iterator[BinaryIO]:
         """The uncompressed tar; leaving the context checks digest and size if `verify`."""
-        with self.opener() as raw:
+        opener = (
+            self.opener if verify or self.head is None else partial(self.head, limit=PEEK_BYTES)
+        )
+        with opener() as raw:
             progress = self.progress if verify else None  # a peek is not progress
             stored = VerifyingReader(raw, self.label, self.digest, self.size, progress)
             with open_decompressed(stored, self.label) as tar:

@@ -63,10 +63,15 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
 def _error_text(response: httpx.Response) -> str:
     """The registry's own words from an error body, if it sent any."""
     try:
-        errors = json.loads(response.read()[:65536]).get("errors") or []
-        return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
-    except (ValueError, AttributeError, httpx.HTTPError):
+        body = response.read()[:65536]
+    except httpx.HTTPError:
         return ""
+    try:
+        errors = json.loads(body).get("errors") or []
+        return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
+    except (ValueError, AttributeError):
+        line = body.decode("utf-8", "replace").strip().splitlines()
+        return line[0][:200] if line else ""
 
 
 class Registry:
@@ -75,11 +80,19 @@ class Registry:
     def __init__(self, name: str, api_host: str, options: RegistryOptions | None = None) -> None:
         self.name = name
         self.options = options or RegistryOptions()
-        plain = self.options.plain_http or is_loopback(api_host)
+        # Loopback registries speak plain HTTP, as Docker assumes, unless TLS was asked for.
+        wants_tls = self.options.ca_file is not None or self.options.tls_verify is False
+        plain = self.options.plain_http or (is_loopback(api_host) and not wants_tls)
         self.base = f"{'http' if plain else 'https'}://{api_host}"
-        verify: bool | str = self.options.ca_file or self.options.tls_verify
+        verify: bool | str = self.options.ca_file or self.options.tls_verify is not False
         timeout = httpx.Timeout(self.options.timeout, connect=15.0)
-        self._http = httpx.Client(verify=verify, timeout=timeout, follow_redirects=False)
+        self._http = httpx.Client(
+            verify=verify,
+            timeout=timeout,
+            follow_redirects=False,
+            # blobs must arrive exactly as stored, or their digests cannot match
+            headers={"Accept-Encoding": "identity", "User-Agent": "squashd"},
+        )
         self._credentials = self.options.credentials or lookup(name)
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (Authorization, expiry)
         self._basic = False  # the registry asked for basic auth
@@ -232,18 +245,27 @@ class Registry:
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         return body, media_type, digest
 
-    def blob(self, repository: str, digest: str, size: int | None, what: str) -> "BlobStream":
-        return BlobStream(self, repository, digest, size, what)
+    def blob(
+        self, repository: str, digest: str, size: int | None, what: str, limit: int | None = None
+    ) -> "BlobStream":
+        """A blob's bytes; with `limit`, only its first bytes (a Range request)."""
+        return BlobStream(self, repository, digest, size, what, limit)
 
 
 class BlobStream(io.RawIOBase):
     """A blob's bytes; a connection lost mid-way resumes with a Range request."""
 
     def __init__(
-        self, registry: Registry, repository: str, digest: str, size: int | None, what: str
+        self,
+        registry: Registry,
+        repository: str,
+        digest: str,
+        size: int | None,
+        what: str,
+        limit: int | None = None,
     ) -> None:
         self._registry, self._repository, self._digest = registry, repository, digest
-        self._size, self._what = size, what
+        self._size, self._what, self._limit = size, what, limit
         self._position = 0
         self._response: httpx.Response | None = None
         self._chunks = iter(())
@@ -254,12 +276,13 @@ class BlobStream(io.RawIOBase):
         return True
 
     def _open(self) -> None:
-        headers = {"Range": f"bytes={self._position}-"} if self._position else {}
+        end = "" if self._limit is None else self._limit - 1
+        headers = {"Range": f"bytes={self._position}-{end}"} if self._position or end else {}
         response = self._registry.get(
             self._repository, f"blobs/{self._digest}", headers, self._what
         )
         self._response = response
-        self._chunks = response.iter_raw(_CHUNK)
+        self._chunks = response.iter_raw()  # as bytes arrive: a cut loses nothing
         if self._position and response.status_code != 206:
             self._skip(self._position)  # the server ignored Range: read past what we have
 
@@ -273,6 +296,10 @@ class BlobStream(io.RawIOBase):
             count -= len(chunk)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
+        if self._limit is not None:
+            buffer = memoryview(buffer)[: max(self._limit - self._position, 0)]
+            if not len(buffer):
+                return 0
         while not self._pending:
             if self._response is None:
                 self._open()
@@ -282,7 +309,7 @@ class BlobStream(io.RawIOBase):
                 self._lost(f"{Registry._describe(exc)}")
                 continue
             if not self._pending:
-                if self._size is not None and self._position < self._size:
+                if self._position < self._expected():
                     self._lost("connection closed early")
                     continue
                 return 0
@@ -292,6 +319,11 @@ class BlobStream(io.RawIOBase):
         self._position += n
         self._failures = 0
         return n
+
+    def _expected(self) -> int:
+        """How many bytes this stream should deliver (0 when unknown)."""
+        ends = [n for n in (self._size, self._limit) if n is not None]
+        return min(ends) if ends else 0
 
     def _lost(self, why: str) -> None:
         """Drop the connection and resume after a pause; give up after repeated failures."""

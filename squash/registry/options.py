@@ -8,7 +8,7 @@ from squash.registry.credentials import Credentials
 @dataclass
 class RegistryOptions:
     plain_http: bool = False  # http:// even for registries that are not on loopback
-    tls_verify: bool = True
+    tls_verify: bool | None = None  # None: verify; False also means TLS on loopback
     ca_file: str | None = None
     credentials: Credentials | None = None  # else looked up in auth files
     attempts: int = 5  # per request, for transient failures

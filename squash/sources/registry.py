@@ -56,5 +56,5 @@ def open_registry_image(
         layer_compression(desc, label)
         size = desc.get("size") if isinstance(desc.get("size"), int) else None
         opener = functools.partial(registry.blob, repository, layer_digest, size, label)
-        image.layers.append(Layer(label, opener, layer_digest, size, None))
+        image.layers.append(Layer(label, opener, layer_digest, size, None, head=opener))
     return image
