@@ -5,7 +5,7 @@ PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
 # Debian packages the tests judge the output with.
 TEST_DEBS := skopeo umoci podman docker-registry
-BENCH_DEBS := debootstrap umoci
+BENCH_DEBS := debootstrap umoci skopeo docker-registry
 
 .PHONY: install run test lint bench debs clean
 

@@ -68,6 +68,18 @@ def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[BinaryIO]
         inner.close()
 
 
+def decompress_prefix(stored: bytes) -> bytes:
+    """Whatever the first bytes of a (possibly cut-off) layer blob decompress to."""
+    try:
+        if stored.startswith(GZIP_MAGIC):
+            return isal_zlib.decompressobj(wbits=31).decompress(stored)
+        if stored.startswith(ZSTD_MAGIC):
+            return zstandard.ZstdDecompressor().decompressobj().decompress(stored)
+    except (isal_zlib.error, zstandard.ZstdError):
+        return b""  # the full read reports the corruption, with the digest
+    return stored
+
+
 class Compressor:
     """Streaming compressor for the squashed layer: none, gzip (isal) or zstd."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import BinaryIO
 
-from squash.codec import open_decompressed
+from squash.codec import decompress_prefix, open_decompressed
 from squash.verify import VerifyingReader
 
 # Media types we read (Docker and OCI names).
@@ -57,18 +57,11 @@ class Layer:
     head: Callable[..., BinaryIO] | None = None  # head(limit=N): the first N bytes, if cheaper
 
     @contextmanager
-    def open_tar(self, verify: bool = True) -> Iterator[BinaryIO]:
-        """The uncompressed tar; leaving the context checks digest and size if `verify`."""
-        opener = (
-            self.opener if verify or self.head is None else partial(self.head, limit=PEEK_BYTES)
-        )
-        with opener() as raw:
-            progress = self.progress if verify else None  # a peek is not progress
-            stored = VerifyingReader(raw, self.label, self.digest, self.size, progress)
+    def open_tar(self) -> Iterator[BinaryIO]:
+        """The uncompressed tar; leaving the context checks digest and size."""
+        with self.opener() as raw:
+            stored = VerifyingReader(raw, self.label, self.digest, self.size, self.progress)
             with open_decompressed(stored, self.label) as tar:
-                if not verify:
-                    yield tar
-                    return
                 if self.digest is None and self.diff_id is not None:
                     checked = VerifyingReader(tar, self.label, self.diff_id, None, None)
                     yield checked
@@ -78,6 +71,15 @@ class Layer:
                     while tar.read(1 << 20):
                         pass  # to the end, so the digest covers bytes past the tar's end
             stored.drain()
+
+    def peek(self) -> bytes:
+        """The start of the uncompressed tar, from the first stored bytes only (unchecked)."""
+        opener = partial(self.head, limit=PEEK_BYTES) if self.head else self.opener
+        with opener() as raw:
+            stored = b""
+            while len(stored) < PEEK_BYTES and (chunk := raw.read(PEEK_BYTES - len(stored))):
+                stored += chunk
+        return decompress_prefix(stored)
 
 
 @dataclass

@@ -48,8 +48,12 @@ class TarSource(Protocol):
 
     label: str
 
-    def open_tar(self, verify: bool = True) -> AbstractContextManager[BinaryIO]:
-        """The layer's tar stream; leaving the context verifies it unless told not to."""
+    def open_tar(self) -> AbstractContextManager[BinaryIO]:
+        """The layer's tar stream; leaving the context verifies what was read."""
+        ...
+
+    def peek(self) -> bytes:
+        """The first bytes of the layer's tar, cheaply and unverified."""
         ...
 
 
@@ -206,10 +210,7 @@ class Merger:
         so the first member of each layer, top down, tells.
         """
         for layer in reversed(layers):
-            with layer.open_tar(verify=False) as stream:
-                head = stream.read(_PEEK)
-                while len(head) < _PEEK and (more := stream.read(_PEEK - len(head))):
-                    head += more
+            head = layer.peek()[:_PEEK]
             indexer = TarIndexer(layer.label)
             indexer.feed(memoryview(head))
             if not indexer.members:
@@ -516,19 +517,20 @@ class _LayerPass:
                 self.merger.offer(self._link_item(link.key, link.info, key))
             return
         source: tuple[str, int | str] = resolved.get(i, ("here", i))
-        if source[0] == "lower":
-            for link in links:
-                self.merger.add_pending(str(source[1]), link)
+        if source[0] == "lower":  # `key` is itself a link to a lower layer's file
+            self._new_pending.extend((str(source[1]), link) for link in links)
             return
         ref = source[1]
         assert isinstance(ref, int)
         target = self.members[ref] if ref != i else m
-        first, rest = links[0], links[1:]
-        if ref in self._visible:
+        rest = links
+        if ref in self._visible:  # the target is in the output: join its group
             group = target.key
-            rest = links
-        else:
-            group = first.key
+        elif ref in self._materialised:  # a link of this layer already holds the content
+            group = self._materialised[ref]
+        else:  # the first link becomes the file, the others link to it
+            first, rest = links[0], links[1:]
+            group = self._materialised[ref] = first.key
             pieces = self._rewritten(target, first.key)
             self.merger.offer(_Item(first.key, (parent(first.key),), pieces, self.spool))
         for link in rest:

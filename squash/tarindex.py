@@ -17,6 +17,7 @@ REG, LNK, SYM, CHR, BLK, DIR, FIFO = b"0", b"1", b"2", b"3", b"4", b"5", b"6"
 _REGULAR_ALIASES = {b"\0": REG, b"7": REG, b"0": REG}
 _EXTENSIONS = {b"x", b"g", b"L", b"K"}
 _KNOWN = {REG, LNK, SYM, CHR, BLK, DIR, FIFO, b"S"}
+_SIMPLE = {b"0": REG, b"\0": REG, b"5": DIR, b"2": SYM}  # types the fast path takes
 MAX_EXTENSION = 16 << 20  # PAX / GNU long-name data we are willing to hold in memory
 
 
@@ -72,6 +73,11 @@ def _parse_pax(data: bytes, where: str) -> dict[str, bytes]:
         records[key.decode("utf-8", "surrogateescape")] = value
         pos += length
     return records
+
+
+def _names_or_sizes(pax: dict[str, bytes]) -> bool:
+    """Do PAX records override what the fast path reads from the ustar header?"""
+    return any(k in ("path", "linkpath", "size") or k.startswith("GNU.sparse.") for k in pax)
 
 
 def _text(raw: bytes) -> str:
@@ -165,6 +171,32 @@ class TarIndexer:
         return 0
 
     def _add(self, header: bytes, typeflag: bytes, size: int) -> None:
+        if (
+            typeflag in _SIMPLE
+            and self._long_name is None
+            and self._long_link is None
+            and not (self._pax and _names_or_sizes(self._pax))
+            and not (header[108] | header[116] | header[124] | header[136]) & 0x80
+            and (header[345] == 0 or header[257:263] != b"ustar\0")
+        ):  # the common case: the name is in the ustar header and needs no cleaning
+            nul = header.find(0, 0, 100)
+            raw = header[: nul if nul >= 0 else 100].decode("utf-8", "surrogateescape")
+            if raw and raw[0] not in "./" and "//" not in raw and "/." not in raw:
+                kind = _SIMPLE[typeflag]
+                if kind == REG and raw[-1] == "/":
+                    kind = DIR
+                if kind != REG:
+                    size = 0
+                data = self._next + BLOCK
+                end = data + (size + BLOCK - 1) // BLOCK * BLOCK
+                start = self._next if self._start is None else self._start
+                self.members.append(
+                    Member(raw.rstrip("/"), kind, start, data, size, end, None, True)
+                )
+                self._next = end
+                self._start = None
+                self._pax = {}
+                return
         pax = self._pax
         start = self._start if self._start is not None else self._next
         if "GNU.sparse.name" in pax:  # PAX sparse 1.0 keeps the real name here

@@ -55,8 +55,11 @@ class BytesLayer:
     data: bytes
 
     @contextmanager
-    def open_tar(self, verify: bool = True) -> Iterator[BinaryIO]:
+    def open_tar(self) -> Iterator[BinaryIO]:
         yield io.BytesIO(self.data)
+
+    def peek(self) -> bytes:
+        return self.data[:65536]
 
 
 def squash(*layers: bytes) -> bytes:

@@ -85,6 +85,8 @@ class Registry:
         plain = self.options.plain_http or (is_loopback(api_host) and not wants_tls)
         self.base = f"{'http' if plain else 'https'}://{api_host}"
         verify: bool | str = self.options.ca_file or self.options.tls_verify is not False
+        if plain:
+            verify = False  # no TLS: skip loading a CA bundle
         timeout = httpx.Timeout(self.options.timeout, connect=15.0)
         self._http = httpx.Client(
             verify=verify,
@@ -269,7 +271,7 @@ class BlobStream(io.RawIOBase):
         self._position = 0
         self._response: httpx.Response | None = None
         self._chunks = iter(())
-        self._pending = b""
+        self._pending = memoryview(b"")
         self._failures = 0
 
     def readable(self) -> bool:
@@ -292,7 +294,7 @@ class BlobStream(io.RawIOBase):
             if not chunk:
                 raise TransientError(f"{self._what}: blob ended before the resume point")
             if len(chunk) > count:
-                self._pending = chunk[count:]
+                self._pending = memoryview(chunk)[count:]
             count -= len(chunk)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
@@ -304,7 +306,7 @@ class BlobStream(io.RawIOBase):
             if self._response is None:
                 self._open()
             try:
-                self._pending = next(self._chunks, b"")
+                self._pending = memoryview(next(self._chunks, b""))
             except httpx.TransportError as exc:
                 self._lost(f"{Registry._describe(exc)}")
                 continue
@@ -315,7 +317,7 @@ class BlobStream(io.RawIOBase):
                 return 0
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+        self._pending = self._pending[n:]  # a memoryview: no copy
         self._position += n
         self._failures = 0
         return n
