@@ -69,7 +69,6 @@ class LayerWriter:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
         self._thread.start()
-        self.uncompressed = 0
         self.size = 0
         self.media_type = LAYER_MEDIA_TYPES[compression]
 
@@ -97,7 +96,6 @@ class LayerWriter:
             if self._error is not None:
                 continue  # keep draining so the producer never blocks
             try:
-                self.uncompressed += len(data)
                 self._diff.update(data)
                 self._emit(self._compressor.compress(data))
             except BaseException as exc:  # handed to the producer
@@ -133,11 +131,9 @@ class ArchiveWriter:
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
-        self._offset = 0
 
     def _write(self, data: bytes) -> None:
         self._sink.write(data)
-        self._offset += len(data)
 
     def begin(self) -> None:
         self._write(_member_header("blobs", 0, directory=True))

@@ -139,7 +139,8 @@ def _export(args: argparse.Namespace) -> None:
         )
     if not to_stdout and not args.quiet:
         print(
-            f"{args.output}: {result.repo_tag}, layer {result.layer_digest} "
+            f"{args.output}: {result.repo_tag}, {result.stats.members_written} of "
+            f"{result.stats.members_read} members kept, layer {result.layer_digest} "
             f"({result.layer_size} bytes)",
             file=sys.stderr,
         )
