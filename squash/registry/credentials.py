@@ -1,4 +1,5 @@
-"""Registry credentials: --creds, REGISTRY_AUTH_FILE and docker's config.json."""
+"""Registry credentials: --creds, the service's environment, REGISTRY_AUTH_FILE and
+docker's config.json."""
 
 import base64
 import json
@@ -61,8 +62,23 @@ def _entry(entry: dict, where: Path) -> Credentials | None:
     return None
 
 
+def from_environment(registry: str) -> Credentials | None:
+    """The service's own credentials: SQUASHD_REGISTRY_USERNAME/PASSWORD, for the
+    upstream named by SQUASHD_REGISTRY only, so they never reach another registry."""
+    upstream = os.environ.get("SQUASHD_REGISTRY", "").removeprefix("https://")
+    upstream = upstream.removeprefix("http://").rstrip("/")
+    username = os.environ.get("SQUASHD_REGISTRY_USERNAME")
+    if not username or not upstream or upstream.split("/")[0] != registry:
+        return None
+    return Credentials(username, os.environ.get("SQUASHD_REGISTRY_PASSWORD", ""))
+
+
 def lookup(registry: str) -> Credentials | None:
-    """Credentials stored for `registry` (host[:port], docker.io for Docker Hub)."""
+    """Credentials for `registry` (host[:port], docker.io for Docker Hub): the service's
+    environment first, then the auth files."""
+    found = from_environment(registry)
+    if found is not None:
+        return found
     for path in auth_files():
         try:
             config = json.loads(path.read_text())

@@ -100,3 +100,13 @@ def test_credentials_from_auth_files(tmp_path, monkeypatch) -> None:
     path.write_text("{not json")
     with pytest.raises(SquashError, match="cannot read credentials"):
         lookup("quay.io")
+
+
+def test_service_credentials_go_only_to_the_upstream(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "none.json"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    monkeypatch.setenv("SQUASHD_REGISTRY", "https://registry.example.com:5000/")
+    monkeypatch.setenv("SQUASHD_REGISTRY_USERNAME", "svc")
+    monkeypatch.setenv("SQUASHD_REGISTRY_PASSWORD", "pw")
+    assert lookup("registry.example.com:5000") == Credentials("svc", "pw")
+    assert lookup("evil.example.com") is None
