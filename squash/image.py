@@ -13,6 +13,7 @@ from functools import partial
 from typing import BinaryIO
 
 from squash.codec import decompress_prefix, open_decompressed
+from squash.errors import InvalidLayer, SquashError
 from squash.verify import VerifyingReader
 
 # Media types we read (Docker and OCI names).
@@ -62,14 +63,18 @@ class Layer:
         with self.opener() as raw:
             stored = VerifyingReader(raw, self.label, self.digest, self.size, self.progress)
             with open_decompressed(stored, self.label) as tar:
+                checked = tar
                 if self.digest is None and self.diff_id is not None:
                     checked = VerifyingReader(tar, self.label, self.diff_id, None, None)
+                try:
                     yield checked
-                    checked.drain()
-                else:
-                    yield tar
-                    while tar.read(1 << 20):
-                        pass  # to the end, so the digest covers bytes past the tar's end
+                except InvalidLayer:
+                    # A malformed tar is most often a corrupt blob: if the digest
+                    # says so, that is the error to report.
+                    _drain(checked)
+                    stored.drain()
+                    raise
+                _drain(checked)  # to the end, so the digest covers bytes past the tar's end
             stored.drain()
 
     def peek(self) -> bytes:
@@ -80,6 +85,11 @@ class Layer:
             while len(stored) < PEEK_BYTES and (chunk := raw.read(PEEK_BYTES - len(stored))):
                 stored += chunk
         return decompress_prefix(stored)
+
+
+def _drain(stream: BinaryIO) -> None:
+    while stream.read(1 << 20):
+        pass
 
 
 @dataclass
@@ -109,8 +119,6 @@ class Image:
 
 def parse_json(data: bytes, what: str) -> dict:
     """Decode a JSON document, naming it in the error."""
-    from squash.errors import SquashError
-
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -212,7 +212,10 @@ class Merger:
         for layer in reversed(layers):
             head = layer.peek()[:_PEEK]
             indexer = TarIndexer(layer.label)
-            indexer.feed(memoryview(head))
+            try:
+                indexer.feed(memoryview(head))
+            except InvalidLayer:
+                continue  # the full, digest-checked read says what is wrong
             if not indexer.members:
                 continue
             first = indexer.members[0]

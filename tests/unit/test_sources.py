@@ -246,3 +246,15 @@ def test_stream_sink_writes_the_same_bytes_as_a_file(tmp_path) -> None:
     export_image(open_image(f"oci:{layout}:v1"), StreamSink(stream, str(tmp_path)))
     assert stream.getvalue() == (tmp_path / "file.tar").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.tar", "layout"]
+
+
+def test_a_flipped_byte_in_a_plain_layer_is_reported_as_a_digest_error(tmp_path) -> None:
+    """The tar breaks before the digest is complete; the digest is the better message."""
+    layout = oci_layout(tmp_path, "none")
+    manifest = manifest_of(layout, "v1")
+    blob = layout / "blobs/sha256" / manifest["layers"][0]["digest"].removeprefix("sha256:")
+    data = bytearray(blob.read_bytes())
+    data[512 + 124 + 4] = 0xCF  # inside the second member's size field
+    blob.write_bytes(bytes(data))
+    with pytest.raises(DigestMismatch, match="layer 1/2"):
+        export(f"oci:{layout}:v1", tmp_path / "o.tar")
