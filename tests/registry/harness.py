@@ -813,6 +813,16 @@ class Seen:
         return self.headers.get("range")
 
     @property
+    def is_head(self) -> bool:
+        """A request for a blob's first bytes only (`Range: bytes=0-N`)."""
+        return bool(self.range and re.fullmatch(r"bytes=0-\d+", self.range.strip()))
+
+    @property
+    def is_resume(self) -> bool:
+        """A request that continues a download (`Range: bytes=N-` with N > 0)."""
+        return bool(self.range) and not self.is_head
+
+    @property
     def bare_path(self) -> str:
         return self.path.split("?", 1)[0]
 
@@ -1005,7 +1015,8 @@ class FaultProxy:
         ]
 
     def range_requests(self, digest: str | None = None) -> list[Seen]:
-        return [s for s in self.blob_gets(digest) if s.range]
+        """Requests that resumed a download (a peek at a blob's start is not one)."""
+        return [s for s in self.blob_gets(digest) if s.is_resume]
 
     def describe(self) -> str:
         """Every request seen, one line each, for assertion messages."""
@@ -1160,7 +1171,8 @@ class FaultProxy:
             and status in (200, 206)
             and BLOB_PATH.match(path)
             and length_text is not None
-        ):
+            and not seen.is_head
+        ):  # faults hit downloads, not a client's look at a blob's first bytes
             cut = self._take_rule(("cut",), method, path)
             flip = self._take_rule(("flip",), method, path)
 
