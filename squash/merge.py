@@ -13,6 +13,7 @@ import os
 import tarfile
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -21,9 +22,10 @@ from typing import BinaryIO, Protocol
 
 from squash.errors import InvalidLayer
 from squash.paths import parent, split_whiteout
-from squash.tarindex import BLOCK, DIR, LNK, Member, TarIndexer
+from squash.tarindex import BLOCK, DIR, LNK, REG, Member, TarIndexer
 
 CHUNK = 1 << 20
+_HOLE_MIN = 64 << 10  # hidden files at least this large are not spooled
 _PEEK = 64 << 10  # of each layer's start, to find its root entry
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 
@@ -137,6 +139,24 @@ class _Output:
         self.bytes += len(data)
 
 
+def _write_around(spool: BinaryIO, chunk: memoryview, base: int, holes: deque) -> None:
+    """Write the stream bytes [base, base+len(chunk)) to the spool, except the holes."""
+    end = base + len(chunk)
+    while holes and holes[0][1] <= base:
+        holes.popleft()
+    position = base
+    for start, stop in holes:
+        if start >= end:
+            break
+        if start > position:
+            spool.seek(position)
+            spool.write(chunk[position - base : start - base])
+        position = max(position, min(stop, end))
+    if position < end:
+        spool.seek(position)
+        spool.write(chunk[position - base :])
+
+
 def _padding(size: int) -> bytes:
     return bytes(-size % BLOCK)
 
@@ -152,6 +172,39 @@ def _header(info: tarfile.TarInfo) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
+class Decisions:
+    """What the layers read so far decided about paths; they only ever add."""
+
+    def __init__(self, flags: dict[str, int] | None = None) -> None:
+        self.flags: dict[str, int] = flags or {}
+        self._hidden_below: dict[str, bool] = {}  # cache, valid until the next add
+
+    def hidden(self, key: str, is_dir: bool) -> bool:
+        """Is a member at `key` of a lower layer overruled?"""
+        state = self.flags.get(key)
+        if state is not None and (state & HIDES_SELF or not is_dir):
+            return True
+        return bool(key) and self._below_hidden(parent(key))
+
+    def _below_hidden(self, directory: str) -> bool:
+        cached = self._hidden_below.get(directory)
+        if cached is None:
+            cached = bool(self.flags.get(directory, 0) & HIDES_BELOW) or (
+                directory != "" and self._below_hidden(parent(directory))
+            )
+            self._hidden_below[directory] = cached
+        return cached
+
+    def add(self, flags: dict[str, int]) -> None:
+        current = self.flags
+        for key, value in flags.items():
+            current[key] = current.get(key, 0) | value
+        self._hidden_below.clear()
+
+    def snapshot(self) -> "Decisions":
+        return Decisions(dict(self.flags))
+
+
 class Merger:
     """Merges layers (bottom first, as manifests list them) into one tar via `write`.
 
@@ -161,8 +214,7 @@ class Merger:
     def __init__(self, write: Write, tmpdir: str | None = None) -> None:
         self._out = _Output(write)
         self._tmpdir = tmpdir
-        self._decided: dict[str, int] = {}
-        self._hidden_below: dict[str, bool] = {}  # per-layer cache over _decided
+        self.decisions = Decisions()
         self._emitted: set[str] = {""}
         self._waiting: dict[str, list[_Item]] = {}  # missing key -> items waiting for it
         self._spools: dict[BinaryIO, int] = {}  # open layer spools -> items still waiting
@@ -175,20 +227,27 @@ class Merger:
         order = list(reversed(layers))
         stop = threading.Event()
         with ThreadPoolExecutor(1, thread_name_prefix="layer-reader") as reader:
-            upcoming = reader.submit(self._index, order[0], stop) if order else None
+            upcoming = reader.submit(self._index, order[0], stop, None) if order else None
             try:
                 self._root_first(layers)
                 for n, layer in enumerate(order):
                     assert upcoming is not None
                     members, spool = upcoming.result()
                     self._spools[spool] = 0
-                    upcoming = (
-                        reader.submit(self._index, order[n + 1], stop)
-                        if n + 1 < len(order)
-                        else None
-                    )
+                    if n + 1 < len(order):  # what is decided by now stays decided below
+                        snapshot = self.decisions.snapshot()
+                        upcoming = reader.submit(self._index, order[n + 1], stop, snapshot)
+                    else:
+                        upcoming = None
+                    layer_pass = _LayerPass(self, layer.label, members, spool)
+                    if layer_pass.needs_skipped():  # rare: read the layer again, whole
+                        del self._spools[spool]
+                        spool.close()
+                        members, spool = self._index(layer, stop, None)
+                        self._spools[spool] = 0
+                        layer_pass = _LayerPass(self, layer.label, members, spool)
                     self.stats.members_read += len(members)
-                    _LayerPass(self, layer.label, members, spool).run()
+                    layer_pass.run()
                     self._release()
                 self._finish()
                 self._out.piece(("b", END_OF_ARCHIVE))
@@ -226,55 +285,50 @@ class Merger:
             _strip_pax(info)
             info.name = "."
             self.offer(_Item("", (), [("b", _header(info))], None))
-            self._decided[""] = ISDIR
+            self.decisions.add({"": ISDIR})
             return
 
     # -- phase A: decompress once into the spool, indexing members as they pass
 
-    def _index(self, layer: TarSource, stop: threading.Event) -> tuple[list[Member], BinaryIO]:
-        """Decompress a layer into a new spool file, indexing its members on the way."""
+    def _index(
+        self, layer: TarSource, stop: threading.Event, above: Decisions | None
+    ) -> tuple[list[Member], BinaryIO]:
+        """Decompress a layer into a new spool file, indexing its members on the way.
+
+        Data of large files that `above` (decisions of higher layers) already hides is
+        not written: the spool gets a hole there. Decisions only add, so such a file
+        stays hidden; `_LayerPass.needs_skipped` catches the rare link that wants it.
+        """
         spool = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - closed by run()
         try:
             indexer = TarIndexer(layer.label)
+            members = indexer.members
+            holes: deque[tuple[int, int]] = deque()
             buf = bytearray(CHUNK)
             view = memoryview(buf)
+            base = known = 0
             with layer.open_tar() as stream:
                 while n := stream.readinto(buf):
                     if stop.is_set():
                         raise _Stopped
-                    if not indexer.ended:
-                        spool.write(view[:n])
-                        indexer.feed(view[:n])
+                    if indexer.ended:
+                        continue
+                    indexer.feed(view[:n])
+                    if above is not None:
+                        for m in members[known:]:
+                            if m.type == REG and m.size >= _HOLE_MIN and above.hidden(m.key, False):
+                                m.skipped = True
+                                holes.append((m.data, m.data + m.size))
+                        known = len(members)
+                    _write_around(spool, view[:n], base, holes)
+                    base += n
             indexer.finish()
+            spool.truncate(base)
             spool.flush()
         except BaseException:
             spool.close()
             raise
-        return indexer.members, spool
-
-    # -- decisions of higher layers
-
-    def hidden(self, key: str, is_dir: bool) -> bool:
-        """Is a member at `key` of the current layer overruled by higher layers?"""
-        state = self._decided.get(key)
-        if state is not None and (state & HIDES_SELF or not is_dir):
-            return True
-        return bool(key) and self._below_hidden(parent(key))
-
-    def _below_hidden(self, directory: str) -> bool:
-        cached = self._hidden_below.get(directory)
-        if cached is None:
-            cached = bool(self._decided.get(directory, 0) & HIDES_BELOW) or (
-                directory != "" and self._below_hidden(parent(directory))
-            )
-            self._hidden_below[directory] = cached
-        return cached
-
-    def decide(self, flags: dict[str, int]) -> None:
-        decided = self._decided
-        for key, value in flags.items():
-            decided[key] = decided.get(key, 0) | value
-        self._hidden_below.clear()
+        return members, spool
 
     # -- output, in an order where parents and link targets come first (rules 7, 8)
 
@@ -331,6 +385,9 @@ class Merger:
 
     # -- hard links whose targets live in lower layers
 
+    def pending_keys(self) -> list[str]:
+        return list(self._pending)
+
     def pending_for(self, key: str) -> list[_PendingLink]:
         return self._pending.pop(key, [])
 
@@ -352,16 +409,33 @@ class _LayerPass:
     _new_pending: list[tuple[str, _PendingLink]] = field(default_factory=list)
     _tar: tarfile.TarFile | None = None
 
+    def __post_init__(self) -> None:
+        self._plan = self._apply_in_order()
+
+    def needs_skipped(self) -> bool:
+        """Would this pass read the data of a member the spool left out?
+
+        Only hard links do: to a target replaced or deleted higher up, from this layer
+        or from a higher one waiting for it.
+        """
+        members = self.members
+        _, resolved, final = self._plan
+        sources = list(resolved.values())
+        for key in self.merger.pending_keys():
+            if key in final:
+                sources.append(resolved.get(final[key], ("here", final[key])))
+        return any(where == "here" and members[ref].skipped for where, ref in sources)
+
     def run(self) -> None:
         members = self.members
-        survivors, resolved, final = self._apply_in_order()
+        survivors, resolved, final = self._plan
         merger = self.merger
         flags = self.flags
         for i in survivors:
             m = members[i]
             key = m.key
             is_dir = m.type == DIR
-            hidden = merger.hidden(key, is_dir)
+            hidden = merger.decisions.hidden(key, is_dir)
             self._imply_parents(key)
             if not hidden:
                 self._visible.add(i)
@@ -375,7 +449,7 @@ class _LayerPass:
                 self._resolve_pending(key, i, resolved, visible=not hidden)
         for target, link in self._new_pending:  # only lower layers may resolve these
             merger.add_pending(target, link)
-        merger.decide(flags)
+        merger.decisions.add(flags)
 
     def _apply_in_order(self) -> tuple[list[int], dict[int, tuple[str, int | str]], dict[str, int]]:
         """Which members are still there once the layer is unpacked in order.
@@ -432,7 +506,7 @@ class _LayerPass:
         directory = parent(key)
         while directory and not flags.get(directory, 0) & (ISDIR | IMPLICIT):
             flags[directory] = flags.get(directory, 0) | IMPLICIT
-            if not self.merger.hidden(directory, True):
+            if not self.merger.decisions.hidden(directory, True):
                 self.merger.implied.add(directory)
             directory = parent(directory)
 

@@ -33,6 +33,7 @@ class Member:
     end: int  # first byte after its padded data
     link: str | None  # cleaned hard-link target, raw symlink target is not kept
     verbatim: bool  # its header blocks can be copied as they are
+    skipped: bool = False  # its data was not kept (hidden by higher layers)
 
 
 def _number(field: bytes, where: str) -> int:

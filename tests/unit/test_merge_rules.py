@@ -413,3 +413,31 @@ def test_gnu_long_names_and_base256_ids_are_written_as_pax() -> None:
     out = squash(gnu)
     assert b"././@LongLink" not in out
     assert listing(out) == listing(gnu)
+
+
+# -- large files hidden by higher layers are not spooled; links that need them still work
+
+BIG_A, BIG_B = os.urandom(200_000), os.urandom(150_000)
+
+
+def test_hidden_large_files_leave_the_rest_intact() -> None:
+    base = layer(member("a", data=BIG_A), member("b", data=BIG_B), member("c", data=b"c"))
+    middle = layer(member("m", data=b"m"))
+    top = layer(member(".wh.a"))
+    got = tree(base, middle, top)
+    assert sorted(got) == ["b", "c", "m"]
+    assert content(got, "b") == BIG_B and content(got, "c") == b"c"
+
+
+def test_link_to_a_hidden_large_file_in_its_own_layer() -> None:
+    base = layer(member("a", data=BIG_A), member("l", "hardlink", linkname="a"))
+    got = tree(base, layer(member("m", data=b"m")), layer(member(".wh.a")))
+    assert got["l"][:2] == (tarfile.REGTYPE, BIG_A)
+
+
+def test_link_from_a_higher_layer_to_a_hidden_large_file() -> None:
+    base = layer(member("a", data=BIG_A), member("b", data=BIG_B))
+    top = layer(member("l", "hardlink", linkname="a"), member(".wh.a"))
+    got = tree(base, layer(member("m", data=b"m")), top)
+    assert got["l"][:2] == (tarfile.REGTYPE, BIG_A)
+    assert content(got, "b") == BIG_B
