@@ -60,17 +60,17 @@ class LayerWriter:
 
     def __init__(self, sink: Sink, compression: str) -> None:
         self._sink = sink
-        self._compressor = Compressor(compression)
         self._plain = compression == "none"
         self._diff = hashlib.sha256()
         self._blob = self._diff if self._plain else hashlib.sha256()
         self._batch = bytearray()
         self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(_QUEUE_DEPTH)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
-        self._thread.start()
         self.size = 0
         self.media_type = LAYER_MEDIA_TYPES[compression]
+        self._compressor = Compressor(compression, self._emit)  # may emit a header at once
+        self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
+        self._thread.start()
 
     def write(self, data: bytes | memoryview) -> None:
         if len(data) < 65536:
@@ -97,7 +97,7 @@ class LayerWriter:
                 continue  # keep draining so the producer never blocks
             try:
                 self._diff.update(data)
-                self._emit(self._compressor.compress(data))
+                self._compressor.write(data)
             except BaseException as exc:  # handed to the producer
                 self._error = exc
 
@@ -121,7 +121,7 @@ class LayerWriter:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        self._emit(self._compressor.flush())
+        self._compressor.close()
         diff_id = "sha256:" + self._diff.hexdigest()
         return diff_id, Blob("sha256:" + self._blob.hexdigest(), self.size, self.media_type)
 

@@ -6,7 +6,7 @@ worker thread so it overlaps with hashing and merging.
 """
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -80,20 +80,48 @@ def decompress_prefix(stored: bytes) -> bytes:
     return stored
 
 
-class Compressor:
-    """Streaming compressor for the squashed layer: none, gzip (isal) or zstd."""
+class _Output(io.RawIOBase):
+    """The file the threaded gzip writer writes to: hands each block on."""
 
-    def __init__(self, kind: str, level: int | None = None) -> None:
+    def __init__(self, out: Callable[[bytes], None]) -> None:
+        self._out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._out(bytes(data))
+        return len(data)
+
+
+class Compressor:
+    """Streaming compressor for the squashed layer: none, gzip (isal) or zstd.
+
+    Compressed bytes go to `out`, in order. gzip compresses blocks on two threads the
+    way pigz does (deterministic output: it does not depend on the thread count).
+    """
+
+    def __init__(self, kind: str, out: Callable[[bytes], None], level: int | None = None) -> None:
         if kind not in COMPRESSIONS:
             raise SquashError(f"unknown layer compression {kind!r} (use none, gzip or zstd)")
-        self.kind = kind
+        self.kind, self._out = kind, out
         if kind == "gzip":
-            self._obj = isal_zlib.compressobj(1 if level is None else level, isal_zlib.DEFLATED, 31)
+            self._gzip = igzip_threaded.open(
+                _Output(out), "wb", compresslevel=1 if level is None else level, threads=2
+            )
         elif kind == "zstd":
-            self._obj = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
+            self._zstd = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
 
-    def compress(self, data: bytes | memoryview) -> bytes | memoryview:
-        return data if self.kind == "none" else self._obj.compress(data)
+    def write(self, data: bytes | memoryview) -> None:
+        if self.kind == "gzip":
+            self._gzip.write(data)
+        elif self.kind == "zstd":
+            self._out(self._zstd.compress(data))
+        else:
+            self._out(data)
 
-    def flush(self) -> bytes:
-        return b"" if self.kind == "none" else self._obj.flush()
+    def close(self) -> None:
+        if self.kind == "gzip":
+            self._gzip.close()
+        elif self.kind == "zstd":
+            self._out(self._zstd.flush())
