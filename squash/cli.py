@@ -2,15 +2,19 @@
 
 import argparse
 import contextlib
+import dataclasses
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 
 from squash.codec import COMPRESSIONS
 from squash.errors import SquashError
 from squash.export import export_image
-from squash.reference import Platform
+from squash.image import Image
+from squash.reference import Platform, SourceRef, parse_source
 from squash.registry.credentials import Credentials
 from squash.registry.options import RegistryOptions
 from squash.sinks import FileSink, Sink, StreamSink
@@ -20,7 +24,7 @@ EXAMPLES = """examples:
   squashd export docker://registry.example.com/team/app:1.4 -o app.tar
   squashd export alpine:3.19 -o - | docker load
   squashd export oci:./layout:latest -o app.tar
-  squashd export docker-archive:saved.tar -o - | docker load
+  docker save app:1 | squashd export docker-archive:- -o - | docker load
   squashd export oci:./layout:1.2 -o app.tar --layer-compression gzip --tag app:flat
 """
 
@@ -125,7 +129,27 @@ def _export(args: argparse.Namespace) -> None:
         ca_file=args.ca_file,
         credentials=args.creds,
     )
-    image = open_image(args.source, args.platform, options)
+    with _source_file(args.source, args.tmpdir) as source:
+        image = open_image(source, args.platform, options)
+        _write(args, image, to_stdout)
+
+
+@contextlib.contextmanager
+def _source_file(source: str, tmpdir: str | None) -> Iterator[SourceRef]:
+    """The source; `docker-archive:-` (docker save piped in) is spooled to a file first."""
+    ref = parse_source(source)
+    if ref.transport != "docker-archive" or ref.path != "-":
+        yield ref
+        return
+    if sys.stdin.isatty():
+        raise SquashError("docker-archive:- reads a docker save archive from standard input")
+    with tempfile.NamedTemporaryFile(prefix="squashd-stdin-", suffix=".tar", dir=tmpdir) as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        f.flush()
+        yield dataclasses.replace(ref, path=f.name)
+
+
+def _write(args: argparse.Namespace, image: Image, to_stdout: bool) -> None:
     sink: Sink = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
     show = not args.quiet and sys.stderr.isatty()
     with (

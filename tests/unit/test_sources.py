@@ -4,6 +4,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -258,3 +260,22 @@ def test_a_flipped_byte_in_a_plain_layer_is_reported_as_a_digest_error(tmp_path)
     blob.write_bytes(bytes(data))
     with pytest.raises(DigestMismatch, match="layer 1/2"):
         export(f"oci:{layout}:v1", tmp_path / "o.tar")
+
+
+def test_docker_save_piped_through_squashd(tmp_path) -> None:
+    """`docker save app | squashd export docker-archive:- -o - | docker load`."""
+    archive = tmp_path / "saved.tar"
+    _docker_archive(archive, [BASE, TOP], True, "app:1")
+    squashd = [sys.executable, "-m", "squash.cli", "export"]
+    with open(archive, "rb") as stdin:
+        piped = subprocess.run(
+            [*squashd, "docker-archive:-", "-o", "-", "--tmpdir", str(tmp_path)],
+            stdin=stdin,
+            capture_output=True,
+            check=True,
+        )
+    subprocess.run(
+        [*squashd, f"docker-archive:{archive}", "-o", str(tmp_path / "f.tar")], check=True
+    )
+    assert piped.stdout == (tmp_path / "f.tar").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.tar", "saved.tar"]
