@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import BinaryIO
 
-from squash.codec import decompress_prefix, open_decompressed
+from squash.codec import GZIP_MAGIC, ZSTD_MAGIC, decompress_prefix, open_decompressed
 from squash.errors import InvalidLayer, SquashError
 from squash.verify import VerifyingReader
 
@@ -56,6 +56,7 @@ class Layer:
     diff_id: str | None  # of the uncompressed tar (checked when there is no digest)
     progress: Progress | None = None
     head: Callable[..., BinaryIO] | None = None  # head(limit=N): the first N bytes, if cheaper
+    location: tuple[str, int] | None = None  # (file, offset) of the stored bytes, if local
 
     @contextmanager
     def open_tar(self) -> Iterator[BinaryIO]:
@@ -76,6 +77,17 @@ class Layer:
                     raise
                 _drain(checked)  # to the end, so the digest covers bytes past the tar's end
             stored.drain()
+
+    def plain_file(self) -> tuple[str, int] | None:
+        """(file, offset) where the uncompressed tar can be read in place, if it can."""
+        if self.location is None:
+            return None
+        path, offset = self.location
+        with open(path, "rb") as f:
+            f.seek(offset)
+            magic = f.read(4)
+        compressed = magic.startswith(GZIP_MAGIC) or magic.startswith(ZSTD_MAGIC)
+        return None if compressed else self.location
 
     def peek(self) -> bytes:
         """The start of the uncompressed tar, from the first stored bytes only (unchecked)."""

@@ -58,6 +58,10 @@ class TarSource(Protocol):
         """The first bytes of the layer's tar, cheaply and unverified."""
         ...
 
+    def plain_file(self) -> tuple[str, int] | None:
+        """(file, offset) of the uncompressed tar if it lies in a local file as it is."""
+        ...
+
 
 @dataclass
 class MergeStats:
@@ -299,9 +303,14 @@ class Merger:
         not written: the spool gets a hole there. Decisions only add, so such a file
         stays hidden; `_LayerPass.needs_skipped` catches the rare link that wants it.
         """
-        spool = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - closed by run()
+        in_place = layer.plain_file()
+        if in_place is not None:  # an uncompressed local layer is its own spool
+            spool = open(in_place[0], "rb")  # noqa: SIM115 - closed by run()
+            above = None
+        else:
+            spool = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - closed by run()
         try:
-            indexer = TarIndexer(layer.label)
+            indexer = TarIndexer(layer.label, in_place[1] if in_place else 0)
             members = indexer.members
             holes: deque[tuple[int, int]] = deque()
             buf = bytearray(CHUNK)
@@ -314,6 +323,8 @@ class Merger:
                     if indexer.ended:
                         continue
                     indexer.feed(view[:n])
+                    if in_place is not None:
+                        continue
                     if above is not None:
                         for m in members[known:]:
                             if m.type == REG and m.size >= _HOLE_MIN and above.hidden(m.key, False):
@@ -323,8 +334,9 @@ class Merger:
                     _write_around(spool, view[:n], base, holes)
                     base += n
             indexer.finish()
-            spool.truncate(base)
-            spool.flush()
+            if in_place is None:
+                spool.truncate(base)
+                spool.flush()
         except BaseException:
             spool.close()
             raise

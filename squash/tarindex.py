@@ -93,12 +93,13 @@ def _is_verbatim_name(raw: str, key: str) -> bool:
 class TarIndexer:
     """Feed it a tar stream in chunks; `members` lists what it holds, in stream order."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, offset: int = 0) -> None:
+        """`offset`: where the stream starts in the file members will be read from."""
         self.where = where
         self.members: list[Member] = []
         self.ended = False  # saw the end-of-archive block
-        self._base = 0  # stream offset of the chunk being fed
-        self._next = 0  # stream offset of the next header block
+        self._base = offset  # stream offset of the chunk being fed
+        self._next = offset  # stream offset of the next header block
         self._want = BLOCK  # bytes from _next needed to parse the header there
         self._held: bytearray | None = None  # bytes from _next on, while they straddle chunks
         self._start: int | None = None  # start of the current member's extension headers

@@ -61,6 +61,9 @@ class BytesLayer:
     def peek(self) -> bytes:
         return self.data[:65536]
 
+    def plain_file(self) -> None:
+        return None
+
 
 def squash(*layers: bytes) -> bytes:
     """Merge layer tars (bottom first) and return the squashed tar."""

@@ -133,5 +133,6 @@ def open_docker_archive(ref: SourceRef, platform: Platform | None) -> Image:
         diff_id = check_digest(diff_ids[n], what)
         label = layer_label(ref.text, n, len(layer_paths), digest or diff_id)
         opener = functools.partial(FileSlice, ref.path, info.offset_data, info.size)
-        image.layers.append(Layer(label, opener, digest, info.size, diff_id))
+        location = (ref.path, info.offset_data)
+        image.layers.append(Layer(label, opener, digest, info.size, diff_id, location=location))
     return image

@@ -125,5 +125,5 @@ def open_oci_layout(ref: SourceRef, platform: Platform | None) -> Image:
             raise SquashError(f"{label}: blob is missing from the layout")
         size = desc.get("size") if isinstance(desc.get("size"), int) else None
         opener = functools.partial(open, path, "rb", buffering=0)
-        image.layers.append(Layer(label, opener, digest, size, None))
+        image.layers.append(Layer(label, opener, digest, size, None, location=(path, 0)))
     return image
