@@ -29,13 +29,11 @@ class Sink(Protocol):
     def abort(self) -> None: ...
 
 
-class FileSink:
-    """Writes to a temporary file beside `path` and renames it into place on commit."""
+class _TempFile:
+    """A sink into a new temporary file; subclasses say where its bytes end up."""
 
-    def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(path)
-        directory, name = os.path.split(self.path)
-        fd, self._temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+    def __init__(self, directory: str | None, prefix: str, suffix: str) -> None:
+        fd, self._temp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
         self._file: BinaryIO = os.fdopen(fd, "w+b", buffering=1 << 20)
         self._position = 0
 
@@ -52,26 +50,33 @@ class FileSink:
         self._file.flush()
         os.pwrite(self._file.fileno(), data, token)
 
-    def commit(self) -> None:
-        self._file.flush()
-        os.fchmod(self._file.fileno(), 0o644 & ~_umask())
-        self._file.close()
-        os.replace(self._temp, self.path)
-
     def abort(self) -> None:
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
 
 
-class StreamSink(FileSink):
+class FileSink(_TempFile):
+    """Writes to a temporary file beside `path` and renames it into place on commit."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        directory, name = os.path.split(self.path)
+        super().__init__(directory, f".{name}.", ".part")
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fchmod(self._file.fileno(), 0o666 & ~_umask())  # as a plain open() would
+        self._file.close()
+        os.replace(self._temp, self.path)
+
+
+class StreamSink(_TempFile):
     """For pipes (stdout), which cannot seek back: spool to a temporary file, then copy."""
 
     def __init__(self, stream: BinaryIO | None = None, tmpdir: str | None = None) -> None:
+        super().__init__(tmpdir, "squashd-", ".tar")
         self._stream = stream if stream is not None else sys.stdout.buffer
-        fd, self._temp = tempfile.mkstemp(prefix="squashd-", suffix=".tar", dir=tmpdir)
-        self._file = os.fdopen(fd, "w+b", buffering=1 << 20)
-        self._position = 0
 
     def commit(self) -> None:
         self._file.flush()
@@ -84,6 +89,12 @@ class StreamSink(FileSink):
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process umask, read without changing it (threads may be creating files)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
