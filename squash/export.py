@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from squash.archive import ArchiveWriter, write_documents
 from squash.config import squashed_config
+from squash.errors import BadReference
 from squash.image import Image
 from squash.merge import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
@@ -22,7 +23,13 @@ class ExportResult:
 
 def output_tag(image: Image, tag: str | None) -> tuple[str, str]:
     """(familiar NAME:TAG, full name) written into the archive; default <name>:<tag>.squash."""
-    name, out_tag = check_repo_tag(tag) if tag else (image.name, squash_tag(image.tag))
+    if tag is None:
+        tag = f"{image.name}:{squash_tag(image.tag)}"
+        try:
+            check_repo_tag(tag)
+        except BadReference:
+            raise BadReference(f"no valid default tag from {image.reference}; pass --tag") from None
+    name, out_tag = check_repo_tag(tag)
     return f"{name}:{out_tag}", f"{full_name(name)}:{out_tag}"
 
 

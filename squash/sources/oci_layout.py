@@ -3,7 +3,7 @@
 import functools
 import os
 
-from squash.errors import SquashError
+from squash.errors import BadReference, SquashError
 from squash.image import Image, Layer, parse_json
 from squash.manifest import (
     check_supported,
@@ -17,9 +17,8 @@ from squash.reference import (
     Platform,
     SourceRef,
     familiar_name,
-    full_name,
+    parse_docker_ref,
     sanitize_name,
-    split_name_tag,
 )
 from squash.sources.blobs import (
     MAX_DOCUMENT,
@@ -77,19 +76,20 @@ def _select(index: dict, tag: str | None, platform: Platform, what: str) -> dict
 
 
 def _name_and_tag(root: str, top: dict, tag: str | None) -> tuple[str, str]:
+    """Repository and tag for the default output tag: containerd's name annotation or a
+    full reference in ref.name if there is one, else the directory's name."""
     annotations = top.get("annotations") or {}
-    full = annotations.get(CONTAINERD_NAME)
-    if isinstance(full, str) and full:
-        name, found = split_name_tag(full)
-        return familiar_name(full_name(name)), tag or found or "latest"
     ref_name = annotations.get(REF_NAME)
-    if tag is None and isinstance(ref_name, str) and ("/" in ref_name or ":" in ref_name):
-        name, found = split_name_tag(ref_name)
-        return familiar_name(full_name(sanitize_name(name) if "/" not in name else name)), (
-            found or "latest"
-        )
-    base = sanitize_name(os.path.basename(os.path.abspath(root)))
-    return base, tag or (ref_name if isinstance(ref_name, str) and ref_name else "latest")
+    ref_name = ref_name if isinstance(ref_name, str) and ref_name else None
+    for candidate in (annotations.get(CONTAINERD_NAME), ref_name):
+        if isinstance(candidate, str) and ("/" in candidate or ":" in candidate):
+            try:
+                parsed = parse_docker_ref(candidate)
+            except BadReference:
+                continue
+            name = familiar_name(f"{parsed.registry}/{parsed.repository}")
+            return name, tag or parsed.tag or "latest"
+    return sanitize_name(os.path.basename(os.path.abspath(root))), tag or ref_name or "latest"
 
 
 def open_oci_layout(ref: SourceRef, platform: Platform | None) -> Image:
