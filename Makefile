@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
 # Debian packages the tests judge the output with.
-TEST_DEBS := skopeo umoci podman docker-registry
+TEST_DEBS := skopeo umoci podman docker-registry redis-server
 BENCH_DEBS := debootstrap umoci skopeo docker-registry
 
 .PHONY: install run test lint bench debs clean
@@ -40,6 +40,7 @@ lint: install
 test: install
 	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
