@@ -1,0 +1,75 @@
+"""Fixtures of the export-service tests; the servers themselves live in harness.py.
+
+Redis and moto's S3 server start once per session (moto takes about a second to import);
+every test gets an empty Redis (`redis_db`) and a bucket of its own (`bucket`). A test
+that stops either server leaves it to the next test's fixture to start it again, on the
+same port for Redis.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import MotoS3, RedisServer
+
+
+def _rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """redis-server on 127.0.0.1:free port, no persistence; `url` = redis://127.0.0.1:PORT/0."""
+    root = tmp_path_factory.mktemp("redis")
+    server = RedisServer(root)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        _rmtree(root)
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> RedisServer:
+    """The session's Redis, running (started again if an earlier test stopped it) and
+    empty: every database flushed before the test."""
+    redis_server.start()
+    redis_server.flush()
+    return redis_server
+
+
+# ---------------------------------------------------------------------------------------
+# S3
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory) -> Iterator[MotoS3]:
+    """moto's S3 server on 127.0.0.1:free port; S3's 5 MiB minimum part size."""
+    root = tmp_path_factory.mktemp("moto")
+    server = MotoS3(root)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        _rmtree(root)
+
+
+@pytest.fixture
+def bucket(moto_s3: MotoS3) -> Iterator[str]:
+    """A new, empty bucket (its name); emptied and deleted after the test."""
+    moto_s3.start()  # again, if an earlier test stopped it
+    name = moto_s3.create_bucket(f"squashd-test-{secrets.token_hex(6)}")
+    yield name
+    if moto_s3.running:
+        moto_s3.delete_bucket(name)

@@ -1,0 +1,384 @@
+"""Real servers for the export-service tests: Redis (the Celery broker and the build
+locks) and moto's S3 server (the artifact store).
+
+Everything listens on 127.0.0.1 on a free port, is started by a fixture (conftest.py)
+and stopped, with its files removed, when the fixture ends. The machine's own Redis on
+6379 is never used: every URL here names the port the harness chose.
+
+- `RedisServer`: Debian's `redis-server` with no persistence (`--save "" --appendonly
+  no`) and a working directory of its own. `stop()` and `start()` again keep the port,
+  so a web or worker process started with `url` reconnects to the same URL when Redis
+  comes back (the /readyz and 503 tests).
+- `MotoS3`: moto's S3 server over HTTP (`python -m moto.server`), a separate process as
+  a real S3 would be; `env()` is the boto3 environment a service process is given,
+  `client()` a boto3 S3 client for the test itself, `reset()` forgets every bucket.
+
+What moto does and does not check (tests/service/test_harness.py shows each):
+
+- multipart: parts may be uploaded in any order; every part but the last must be at
+  least 5 MiB (`EntityTooSmall` at completion, as on S3; `min_part_size=` lowers it);
+  a wrong part ETag is `InvalidPart`. Unlike S3, a CompleteMultipartUpload part list
+  that is not in ascending order is accepted and joined in the listed order (S3 says
+  `InvalidPartOrder`): the code under test must sort its parts itself.
+- `list_multipart_uploads` reports every upload as initiated on 2010-11-10: an age
+  check against `Initiated` sees every upload as ancient (a janitor test must not
+  rely on it).
+- presigned URLs point at the endpoint (`http://127.0.0.1:PORT/BUCKET/KEY`, path
+  style); moto does not check their signature or expiry for an existing key (a
+  tampered or expired URL still answers 200), so a test of the lifetime reads
+  `X-Amz-Expires` from the URL. Without `signature_version="s3v4"`, boto3 presigns
+  with SigV2 (`AWSAccessKeyId=..&Signature=..&Expires=..`).
+- tags: at most 10 per object, keys <= 128 and values <= 256 characters (as on S3).
+  User metadata: keys come back lower-cased; the 2 KB size limit of S3 is not enforced.
+- `If-None-Match: *` on PutObject and CompleteMultipartUpload answers 412
+  `PreconditionFailed` when the key exists (the upload stays listed).
+
+Missing tools fail loudly (`require_tool`, `_require_module`), nothing here skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import require_tool
+from tests.registry.harness import HOST, free_port, http_get
+
+#: The port of the machine's own Redis: never ours.
+SYSTEM_REDIS_PORT = 6379
+
+
+def _log_tail(path: Path, limit: int = 4000) -> str:
+    try:
+        return path.read_text("utf-8", "replace")[-limit:]
+    except OSError as e:
+        return f"<no log: {e}>"
+
+
+def _require_module(module: str, package: str) -> None:
+    """Fails (never skips) when a Python test dependency is not installed."""
+    if importlib.util.find_spec(module) is None:
+        pytest.fail(
+            f"the Python package {package!r} is missing (module {module!r}); "
+            "run `make install` (it installs the `test` extras of pyproject.toml)",
+            pytrace=False,
+        )
+
+
+def _terminate(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it lingers; waits for the process either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+# ---------------------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """`redis-server` on 127.0.0.1, a free port chosen at the first `start()` and kept
+    across `stop()` / `start()`; files (log, working directory) under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.binary = require_tool("redis-server")
+        self.root = root
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = root / "redis.log"
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:PORT/0`."""
+        return self.url_for(0)
+
+    def url_for(self, db: int) -> str:
+        return f"redis://{HOST}:{self.port}/{db}"
+
+    def env(self) -> dict[str, str]:
+        """The Celery variables of a service process: broker in DB 0, results in DB 1."""
+        return {"CELERY_BROKER_URL": self.url_for(0), "CELERY_RESULT_BACKEND": self.url_for(1)}
+
+    def log(self) -> str:
+        return _log_tail(self.log_path)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- life -----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 20) -> RedisServer:
+        """Starts the server (a no-op when it runs). The first start picks a free port;
+        later ones reuse it, and fail loudly if someone else took it meanwhile."""
+        if self.running:
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "data").mkdir(exist_ok=True)
+        fixed = self.port != 0
+        for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
+            if not fixed:
+                self.port = free_port()
+            assert self.port != SYSTEM_REDIS_PORT
+            self._spawn()
+            if self._wait_ready(timeout):
+                return self
+            if fixed or "Address already in use" not in self.log():
+                break
+        self.stop()
+        pytest.fail(
+            f"redis-server did not start on {HOST}:{self.port}; log:\n{self.log()}",
+            pytrace=False,
+        )
+
+    def _spawn(self) -> None:
+        argv = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.root / "data"),
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError):
+                if self.command("PING") == b"+PONG":
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """Shuts the server down (SIGTERM; nothing is saved). Its port is kept for the
+        next `start()`; clients see connection errors until then."""
+        if self.proc is None:
+            return
+        _terminate(self.proc)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash rather than a shutdown."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
+    # -- use ------------------------------------------------------------------------------
+
+    def command(self, *args: str, timeout: float = 5) -> bytes:
+        """One command in RESP over a new connection; the first line of the reply
+        (`+PONG`, `+OK`, `-ERR ...`, `:1` ...). For anything richer use `client()`."""
+        request = f"*{len(args)}\r\n".encode()
+        for arg in args:
+            data = arg.encode()
+            request += b"$%d\r\n%s\r\n" % (len(data), data)
+        with socket.create_connection((HOST, self.port), timeout=timeout) as sock:
+            sock.sendall(request)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError(f"redis on port {self.port} closed the connection")
+                reply += chunk
+        return reply.split(b"\r\n", 1)[0]
+
+    def flush(self) -> None:
+        """Empties every database (the broker's, the result backend's, the locks)."""
+        reply = self.command("FLUSHALL")
+        if reply != b"+OK":
+            raise AssertionError(f"FLUSHALL answered {reply!r}; log:\n{self.log()}")
+
+    def client(self, db: int = 0, **kwargs):
+        """A `redis.Redis` client of this server (redis-py)."""
+        _require_module("redis", "redis")
+        import redis
+
+        return redis.Redis.from_url(self.url_for(db), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# S3 (moto)
+# ---------------------------------------------------------------------------------------
+
+
+class MotoS3:
+    """moto's S3 server (`python -m moto.server -H 127.0.0.1 -p PORT`) in its own process.
+
+    `min_part_size`: the smallest multipart part but the last (moto's
+    `S3_UPLOAD_PART_MIN_SIZE`); default S3's own 5 MiB.
+    """
+
+    ACCESS_KEY = "squashd-test-key"
+    SECRET_KEY = "squashd-test-secret"
+    REGION = "us-east-1"
+
+    def __init__(self, root: Path, *, min_part_size: int | None = None) -> None:
+        _require_module("moto.server", "moto[server]")
+        _require_module("flask", "moto[server]")
+        _require_module("boto3", "boto3")
+        self.root = root
+        self.min_part_size = min_part_size
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = root / "moto.log"
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment a service process needs to use this S3 with boto3's own
+        variables (no instance metadata lookups either)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+            "AWS_DEFAULT_REGION": self.REGION,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def log(self) -> str:
+        return _log_tail(self.log_path)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- life -----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30) -> MotoS3:
+        """Starts the server (a no-op when it runs). The first start picks a free port;
+        later ones reuse it (same `endpoint_url`), with no buckets: moto keeps nothing."""
+        if self.running:
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.min_part_size is not None:
+            env["S3_UPLOAD_PART_MIN_SIZE"] = str(self.min_part_size)
+        fixed = self.port != 0
+        for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
+            if not fixed:
+                self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                )
+            if self._wait_ready(timeout):
+                return self
+            if fixed or "Address already in use" not in self.log():
+                break
+        self.stop()
+        pytest.fail(
+            f"moto's S3 server did not start on {HOST}:{self.port}; log:\n{self.log()}",
+            pytrace=False,
+        )
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                return False
+            try:
+                status, _, _ = http_get(f"{self.endpoint_url}/moto-api/", timeout=2)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if status == 200:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        _terminate(self.proc)
+        self.proc = None
+
+    def reset(self) -> None:
+        """Forgets every bucket, object and upload (moto's `POST /moto-api/reset`)."""
+        status, _, body = http_get(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        if status != 200:
+            raise AssertionError(f"moto reset answered {status}: {body[:200]!r}")
+
+    # -- use ------------------------------------------------------------------------------
+
+    def client(self, **config):
+        """A boto3 S3 client of this server, SigV4 (`config`: more botocore Config)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.ACCESS_KEY,
+            aws_secret_access_key=self.SECRET_KEY,
+            region_name=self.REGION,
+            config=Config(signature_version="s3v4", **config),
+        )
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every object key in `bucket` under `prefix`, sorted."""
+        paginator = self.client().get_paginator("list_objects_v2")
+        return sorted(
+            obj["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        )
+
+    def uploads(self, bucket: str) -> list[dict]:
+        """The multipart uploads in progress in `bucket` (`Key`, `UploadId`, ...)."""
+        return self.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+    def delete_bucket(self, name: str) -> None:
+        """Aborts the bucket's uploads, deletes its objects, then the bucket."""
+        s3 = self.client()
+        for upload in self.uploads(name):
+            s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+        for key in self.keys(name):
+            s3.delete_object(Bucket=name, Key=key)
+        s3.delete_bucket(Bucket=name)
