@@ -1,5 +1,10 @@
-"""Artifact stores (S3 via boto3, a local directory) behind one small interface.
+"""Artifact stores behind one small interface: S3 (boto3) and a local directory.
 
-Not built yet: it arrives with the export-service issue. The engine in `squash/`
-already writes through a sink (see `squash.sinks`), which is what a store will provide.
+`open_store(SQUASHD_STORAGE_URL)` picks one. A store hands out sinks (see
+`squash.sinks`) that commit atomically: an artifact is visible, with its size and
+sha256, only once it is complete.
 """
+
+from storage.base import Artifact, ArtifactSink, ArtifactStore, open_store
+
+__all__ = ["Artifact", "ArtifactSink", "ArtifactStore", "open_store"]

@@ -1,0 +1,168 @@
+"""Artifacts in S3, uploaded in one streaming pass with exact sizes.
+
+The archive goes up as a multipart upload whose parts may arrive in any order: parts
+2..N stream as the archive is written, while part 1 (the archive's start, holding the
+layer's tar header that is patched last) waits in memory and goes up last. Completing
+the upload is atomic, so a half-built artifact is never visible; any failure aborts it.
+
+S3 metadata is fixed when an upload starts, but the archive's sha256 is known only at
+the end, and only over the final bytes (part 1 changes last, and sha256 cannot be
+prepended). So the bytes are also kept in a local temporary file, hashed at commit and
+recorded as a tag; `stat` counts an object as an artifact only once it has that tag.
+"""
+
+import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from storage.base import Artifact, check_key, now, sha256_of
+
+FIRST_PART = 8 << 20  # at least S3's 5 MiB minimum for all parts but the last
+PART = 8 << 20
+IN_FLIGHT = 2  # parts being uploaded at once (memory: FIRST_PART + (IN_FLIGHT + 1) * PART)
+
+
+def _client():
+    import boto3
+    from botocore.config import Config
+
+    # SigV4 explicitly: botocore presigns with SigV2 in some regions otherwise.
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
+class S3Sink:
+    """A sink that is a multipart upload; see the module's docstring."""
+
+    def __init__(self, store: "S3Store", key: str, source_digest: str) -> None:
+        self._s3, self._bucket, self._key = store.client, store.bucket, store.object_key(key)
+        self._artifact_key, self._source, self._created = key, source_digest, now()
+        self._upload = self._s3.create_multipart_upload(
+            Bucket=self._bucket,
+            Key=self._key,
+            ContentType="application/x-tar",
+            Metadata={"source-digest": source_digest, "created": repr(self._created)},
+        )["UploadId"]
+        self._first = bytearray()
+        self._buffer = bytearray()
+        self._parts: dict[int, Future] = {}
+        self._slots = threading.Semaphore(IN_FLIGHT)
+        self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="s3-part")
+        self._copy = tempfile.TemporaryFile()  # noqa: SIM115 - closed by commit/abort
+        self._position = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._copy.write(data)
+        self._position += len(data)
+        if len(self._first) < FIRST_PART:
+            room = FIRST_PART - len(self._first)
+            self._first += data[:room]
+            data = data[room:]
+        self._buffer += data
+        while len(self._buffer) >= PART:
+            self._send(bytes(self._buffer[:PART]))
+            del self._buffer[:PART]
+
+    def reserve(self, size: int) -> int:
+        token = self._position
+        self.write(bytes(size))
+        return token
+
+    def patch(self, token: int, data: bytes) -> None:
+        if token + len(data) > len(self._first):
+            raise ValueError("a patch must fall in the archive's first part")
+        self._first[token : token + len(data)] = data
+        self._copy.flush()
+        self._copy.seek(token)
+        self._copy.write(data)
+        self._copy.seek(0, 2)
+
+    def _send(self, body: bytes) -> None:
+        self._slots.acquire()  # bounds the parts in memory and in flight
+        number = len(self._parts) + 2
+        future = self._pool.submit(self._put, number, body)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._parts[number] = future
+
+    def _put(self, number: int, body: bytes) -> str:
+        return self._s3.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload, PartNumber=number, Body=body
+        )["ETag"]
+
+    def commit(self) -> Artifact:  # type: ignore[override]
+        try:
+            if self._buffer:
+                self._send(bytes(self._buffer))
+            etags = {number: future.result() for number, future in self._parts.items()}
+            etags[1] = self._put(1, bytes(self._first))
+            sha256 = sha256_of(self._copy)
+            self._s3.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+                },
+            )
+        except BaseException:
+            self.abort()
+            raise
+        self._pool.shutdown()
+        self._copy.close()
+        self._s3.put_object_tagging(
+            Bucket=self._bucket,
+            Key=self._key,
+            Tagging={"TagSet": [{"Key": "sha256", "Value": sha256}]},
+        )
+        return Artifact(self._artifact_key, self._position, sha256, self._source, self._created)
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._copy.close()
+        self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload)
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str = "", client=None) -> None:
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = client or _client()
+
+    def object_key(self, key: str) -> str:
+        name = f"{check_key(key)}.tar"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def create(self, key: str, source_digest: str) -> S3Sink:
+        return S3Sink(self, key, source_digest)
+
+    def stat(self, key: str) -> Artifact | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+            tags = self.client.get_object_tagging(Bucket=self.bucket, Key=self.object_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        sha256 = {t["Key"]: t["Value"] for t in tags["TagSet"]}.get("sha256")
+        if sha256 is None:
+            return None  # completed a moment ago, not recorded yet
+        metadata = head.get("Metadata", {})
+        return Artifact(
+            key,
+            head["ContentLength"],
+            sha256,
+            metadata.get("source-digest", ""),
+            float(metadata.get("created", "0")),
+        )
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
+    def url(self, key: str, method: str = "GET", expires: int = 300) -> str:
+        """A presigned URL to download (GET) or check (HEAD) the artifact."""
+        operation = "head_object" if method == "HEAD" else "get_object"
+        return self.client.generate_presigned_url(
+            operation,
+            Params={"Bucket": self.bucket, "Key": self.object_key(key)},
+            ExpiresIn=expires,
+        )

@@ -1,0 +1,149 @@
+"""Artifact stores against moto's S3 server and a local directory."""
+
+import hashlib
+import io
+import os
+import tarfile
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from squash.export import export_image
+from squash.sources import open_image
+from storage.base import check_key
+from storage.local import LocalStore
+from storage.s3 import FIRST_PART, IN_FLIGHT, PART, S3Store
+from tests.integration.helpers import image_manifest, write_index
+from tests.layertar import layer, member
+
+pytestmark = pytest.mark.integration
+
+
+def _write_with_patch(sink, size: int) -> bytes:
+    """Write `size` bytes through a sink the way the archive writer does: reserve a block
+    near the start, stream the rest, patch the block last. Returns the final bytes."""
+    head = os.urandom(1024)
+    sink.write(head)
+    token = sink.reserve(512)
+    body = os.urandom(size - len(head) - 512)
+    for start in range(0, len(body), 700_000):  # odd-sized writes, as the merger makes
+        sink.write(body[start : start + 700_000])
+    patch = b"P" * 512
+    sink.patch(token, patch)
+    return head + patch + body
+
+
+@pytest.mark.parametrize("size", [4096, FIRST_PART + 3 * PART + 12345])
+def test_s3_upload_is_exact_and_atomic(moto_s3, bucket, size: int) -> None:
+    store = S3Store(bucket, "artifacts", moto_s3.client())
+    sink = store.create("abc", "sha256:" + "1" * 64)
+    expected = _write_with_patch(sink, size)
+    assert moto_s3.keys(bucket) == []  # nothing visible before the commit
+    artifact = sink.commit()
+    body = moto_s3.client().get_object(Bucket=bucket, Key="artifacts/abc.tar")["Body"].read()
+    assert body == expected
+    assert artifact.size == size and artifact.sha256 == hashlib.sha256(expected).hexdigest()
+    assert store.stat("abc") == artifact
+    assert moto_s3.uploads(bucket) == []
+
+
+def test_s3_abort_leaves_nothing(moto_s3, bucket) -> None:
+    store = S3Store(bucket, "", moto_s3.client())
+    sink = store.create("gone", "sha256:" + "2" * 64)
+    _write_with_patch(sink, FIRST_PART + 2 * PART)
+    sink.abort()
+    assert moto_s3.keys(bucket) == [] and moto_s3.uploads(bucket) == []
+    assert store.stat("gone") is None
+
+
+def test_s3_presigned_url_downloads_the_artifact(moto_s3, bucket) -> None:
+    store = S3Store(bucket, "p", moto_s3.client())
+    sink = store.create("dl", "sha256:" + "3" * 64)
+    expected = _write_with_patch(sink, 100_000)
+    sink.commit()
+    url = store.url("dl", expires=60)
+    assert "X-Amz-Expires=60" in url
+    with urllib.request.urlopen(url) as response:
+        assert response.read() == expected
+    store.delete("dl")
+    assert store.stat("dl") is None
+
+
+def test_local_store_commit_stat_delete(tmp_path) -> None:
+    store = LocalStore(tmp_path / "store")
+    sink = store.create("k1", "sha256:" + "4" * 64)
+    expected = _write_with_patch(sink, 300_000)
+    assert store.stat("k1") is None
+    assert all(p.name.startswith(".") for p in store.root.iterdir())  # only the temporary
+    artifact = sink.commit()
+    assert store.path("k1").read_bytes() == expected
+    assert artifact.sha256 == hashlib.sha256(expected).hexdigest()
+    assert store.stat("k1") == artifact
+    store.delete("k1")
+    assert store.stat("k1") is None and list(store.root.iterdir()) == []
+
+
+def test_local_store_abort_leaves_nothing(tmp_path) -> None:
+    store = LocalStore(tmp_path)
+    sink = store.create("k2", "sha256:" + "5" * 64)
+    _write_with_patch(sink, 10_000)
+    sink.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["", "../x", "a/b", ".hidden", "x" * 201])
+def test_keys_stay_plain(key: str) -> None:
+    with pytest.raises(ValueError):
+        check_key(key)
+
+
+def test_export_straight_into_s3(moto_s3, bucket, tmp_path) -> None:
+    """The engine writes through an S3 sink: the object is a loadable archive."""
+    layout = tmp_path / "layout"
+    base = layer(member("etc", "dir"), member("etc/big", data=os.urandom(12 << 20)))
+    top = layer(member("etc", "dir"), member("etc/x", data=b"x"))
+    _, _, desc = image_manifest(layout, [base, top], compression="gzip")
+    write_index(layout, {"v1": desc})
+    store = S3Store(bucket, "", moto_s3.client())
+    image = open_image(f"oci:{layout}:v1")
+    export_image(image, store.create("img", image.manifest_digest), compression="gzip")
+    body = moto_s3.client().get_object(Bucket=bucket, Key="img.tar")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert "manifest.json" in tar.getnames()
+    assert store.stat("img").sha256 == hashlib.sha256(body).hexdigest()
+
+
+class _Watched:
+    """An S3 client that records the order of uploaded parts and how many were in flight."""
+
+    def __init__(self, client) -> None:
+        self._client, self.parts, self.most_at_once = client, [], 0
+        self._now, self._lock = 0, threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def upload_part(self, **kwargs):
+        with self._lock:
+            self._now += 1
+            self.most_at_once = max(self.most_at_once, self._now)
+        try:
+            time.sleep(0.05)  # long enough for overlapping uploads to show
+            return self._client.upload_part(**kwargs)
+        finally:
+            with self._lock:
+                self._now -= 1
+                self.parts.append(kwargs["PartNumber"])
+
+
+def test_s3_first_part_goes_last_and_parts_in_flight_are_bounded(moto_s3, bucket) -> None:
+    client = _Watched(moto_s3.client())
+    sink = S3Store(bucket, "", client).create("order", "sha256:" + "6" * 64)
+    expected = _write_with_patch(sink, FIRST_PART + 6 * PART + 1)
+    sink.commit()
+    assert client.parts[-1] == 1 and sorted(client.parts) == list(range(1, 9))
+    assert client.most_at_once <= IN_FLIGHT
+    body = moto_s3.client().get_object(Bucket=bucket, Key="order.tar")["Body"].read()
+    assert body == expected
