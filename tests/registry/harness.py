@@ -131,7 +131,8 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme, params
 
 
-def _log_tail(path: Path, limit: int = 4000) -> str:
+def log_tail(path: Path, limit: int = 4000) -> str:
+    """The end of a server's log, for failure messages."""
     try:
         return path.read_text("utf-8", "replace")[-limit:]
     except OSError as e:
@@ -250,7 +251,7 @@ class Registry:
         return f"docker://{text}" if transport else text
 
     def log(self) -> str:
-        return _log_tail(self.log_path)
+        return log_tail(self.log_path)
 
     # -- life -----------------------------------------------------------------------------
 

@@ -51,17 +51,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import require_tool
-from tests.registry.harness import HOST, free_port, http_get
+from tests.registry.harness import HOST, free_port, http_get, log_tail
 
 #: The port of the machine's own Redis: never ours.
 SYSTEM_REDIS_PORT = 6379
-
-
-def _log_tail(path: Path, limit: int = 4000) -> str:
-    try:
-        return path.read_text("utf-8", "replace")[-limit:]
-    except OSError as e:
-        return f"<no log: {e}>"
 
 
 def _require_module(module: str, package: str) -> None:
@@ -116,7 +109,7 @@ class RedisServer:
         return {"CELERY_BROKER_URL": self.url_for(0), "CELERY_RESULT_BACKEND": self.url_for(1)}
 
     def log(self) -> str:
-        return _log_tail(self.log_path)
+        return log_tail(self.log_path)
 
     @property
     def running(self) -> bool:
@@ -273,7 +266,7 @@ class MotoS3:
         }
 
     def log(self) -> str:
-        return _log_tail(self.log_path)
+        return log_tail(self.log_path)
 
     @property
     def running(self) -> bool:
