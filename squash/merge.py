@@ -440,7 +440,7 @@ class _LayerPass:
 
     def run(self) -> None:
         members = self.members
-        survivors, resolved, final = self._plan
+        survivors, resolved, _ = self._plan  # a survivor is the last member at its key
         merger = self.merger
         flags = self.flags
         for i in survivors:
@@ -454,11 +454,10 @@ class _LayerPass:
                 if is_dir:
                     flags[key] = flags.get(key, 0) | ISDIR
                 if m.type == LNK:
-                    self._emit_link(i, m, resolved[i])
+                    self._emit_link(m, resolved[i])
                 else:
                     self._emit(m)
-            if final.get(key) == i:
-                self._resolve_pending(key, i, resolved, visible=not hidden)
+            self._resolve_pending(key, i, resolved, visible=not hidden)
         for target, link in self._new_pending:  # only lower layers may resolve these
             merger.add_pending(target, link)
         merger.decisions.add(flags)
@@ -570,7 +569,7 @@ class _LayerPass:
         info.name, info.type, info.linkname, info.size = key, tarfile.LNKTYPE, target, 0
         return _Item(key, (parent(key), target), [("b", _header(info))], None)
 
-    def _emit_link(self, i: int, m: Member, source: tuple[str, int | str]) -> None:
+    def _emit_link(self, m: Member, source: tuple[str, int | str]) -> None:
         where, ref = source
         if where == "lower":
             assert isinstance(ref, str)
