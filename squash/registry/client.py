@@ -113,14 +113,16 @@ class Registry:
         url = f"{self.base}/v2/{repository}/{path}"
         what = what or f"{self.name}/{repository}"
         authenticated = False
-        for attempt in range(self.options.attempts):
+        failures = 0  # transient ones; pause() gives up after the last allowed attempt
+        while True:
             try:
                 response = self._send(url, {**(headers or {}), **self._authorization(scope)})
             except httpx.TransportError as exc:
-                self.pause(attempt, None, f"{what}: {self._describe(exc)}")
+                self.pause(failures, None, f"{what}: {self._describe(exc)}")
+                failures += 1
                 continue
             status = response.status_code
-            if status == 401 and not authenticated:
+            if status == 401 and not authenticated:  # once: a second 401 is a refusal
                 challenge = response.headers.get("www-authenticate", "")
                 response.close()
                 self._authenticate(challenge, scope, what)
@@ -129,14 +131,14 @@ class Registry:
             if status == 429 or status >= 500:
                 retry_after = response.headers.get("retry-after")
                 response.close()
-                self.pause(attempt, retry_after, f"{what}: registry answered {status}")
+                self.pause(failures, retry_after, f"{what}: registry answered {status}")
+                failures += 1
                 continue
             if status >= 400:
                 detail = _error_text(response)
                 response.close()
                 raise RegistryError(self._refusal(status, what, detail))
             return response
-        raise AssertionError("unreachable")  # _pause raises on the last attempt
 
     def _send(self, url: str, headers: dict[str, str]) -> httpx.Response:
         """Send, following redirects; Authorization never goes to another host."""
