@@ -8,14 +8,18 @@ same port for Redis.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from .harness import MotoS3, RedisServer
+
+Server = TypeVar("Server", RedisServer, MotoS3)
 
 
 def _rmtree(path: Path) -> None:
@@ -27,16 +31,23 @@ def _rmtree(path: Path) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
-    """redis-server on 127.0.0.1:free port, no persistence; `url` = redis://127.0.0.1:PORT/0."""
-    root = tmp_path_factory.mktemp("redis")
-    server = RedisServer(root)
+@contextlib.contextmanager
+def _serving(tmp_path_factory, name: str, make: Callable[[Path], Server]) -> Iterator[Server]:
+    """A server started in a fresh directory, stopped and its files deleted afterwards."""
+    root = tmp_path_factory.mktemp(name)
+    server = make(root)
     try:
         yield server.start()
     finally:
         server.stop()
         _rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """redis-server on 127.0.0.1:free port, no persistence; `url` = redis://127.0.0.1:PORT/0."""
+    with _serving(tmp_path_factory, "redis", RedisServer) as server:
+        yield server
 
 
 @pytest.fixture
@@ -56,13 +67,8 @@ def redis_db(redis_server: RedisServer) -> RedisServer:
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory) -> Iterator[MotoS3]:
     """moto's S3 server on 127.0.0.1:free port; S3's 5 MiB minimum part size."""
-    root = tmp_path_factory.mktemp("moto")
-    server = MotoS3(root)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        _rmtree(root)
+    with _serving(tmp_path_factory, "moto", MotoS3) as server:
+        yield server
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -78,21 +79,98 @@ def _terminate(proc: subprocess.Popen, timeout: float = 10) -> None:
             proc.wait(timeout)
 
 
+class _ServerProcess:
+    """A server in its own process on 127.0.0.1: a free port chosen at the first
+    `start()` and kept across `stop()` / `start()`; its log under `root`.
+    Subclasses say how to run it (`_argv`, `_env`) and when it answers (`_ready`)."""
+
+    what = "server"
+
+    def __init__(self, root: Path, log_name: str) -> None:
+        self.root = root
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = root / log_name
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str] | None:
+        return None  # the test process's own
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def log(self) -> str:
+        return log_tail(self.log_path)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 30) -> Self:
+        """Starts the server (a no-op when it runs). The first start picks a free port;
+        later ones reuse it, and fail loudly if someone else took it meanwhile."""
+        if self.running:
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        fixed = self.port != 0
+        for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
+            if not fixed:
+                self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    self._argv(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=self._env(),
+                )
+            if self._wait_ready(timeout):
+                return self
+            if fixed or "Address already in use" not in self.log():
+                break
+        self.stop()
+        pytest.fail(
+            f"{self.what} did not start on {HOST}:{self.port}; log:\n{self.log()}",
+            pytrace=False,
+        )
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError):
+                if self._ready():
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """SIGTERM (then SIGKILL); the port is kept for the next `start()`."""
+        if self.proc is None:
+            return
+        _terminate(self.proc)
+        self.proc = None
+
+
 # ---------------------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------------------
 
 
-class RedisServer:
+class RedisServer(_ServerProcess):
     """`redis-server` on 127.0.0.1, a free port chosen at the first `start()` and kept
     across `stop()` / `start()`; files (log, working directory) under `root`."""
 
+    what = "redis-server"
+
     def __init__(self, root: Path) -> None:
         self.binary = require_tool("redis-server")
-        self.root = root
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self.log_path = root / "redis.log"
+        super().__init__(root, "redis.log")
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -108,40 +186,12 @@ class RedisServer:
         """The Celery variables of a service process: broker in DB 0, results in DB 1."""
         return {"CELERY_BROKER_URL": self.url_for(0), "CELERY_RESULT_BACKEND": self.url_for(1)}
 
-    def log(self) -> str:
-        return log_tail(self.log_path)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     # -- life -----------------------------------------------------------------------------
 
-    def start(self, timeout: float = 20) -> RedisServer:
-        """Starts the server (a no-op when it runs). The first start picks a free port;
-        later ones reuse it, and fail loudly if someone else took it meanwhile."""
-        if self.running:
-            return self
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _argv(self) -> list[str]:
+        assert self.port != SYSTEM_REDIS_PORT
         (self.root / "data").mkdir(exist_ok=True)
-        fixed = self.port != 0
-        for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
-            if not fixed:
-                self.port = free_port()
-            assert self.port != SYSTEM_REDIS_PORT
-            self._spawn()
-            if self._wait_ready(timeout):
-                return self
-            if fixed or "Address already in use" not in self.log():
-                break
-        self.stop()
-        pytest.fail(
-            f"redis-server did not start on {HOST}:{self.port}; log:\n{self.log()}",
-            pytrace=False,
-        )
-
-    def _spawn(self) -> None:
-        argv = [
+        return [
             self.binary,
             "--port", str(self.port),
             "--bind", HOST,
@@ -151,34 +201,9 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", "",
         ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if self.command("PING") == b"+PONG":
-                    return True
-            time.sleep(0.02)
-        return False
-
-    def stop(self) -> None:
-        """Shuts the server down (SIGTERM; nothing is saved). Its port is kept for the
-        next `start()`; clients see connection errors until then."""
-        if self.proc is None:
-            return
-        _terminate(self.proc)
-        self.proc = None
+    def _ready(self) -> bool:
+        return self.command("PING") == b"+PONG"
 
     def kill(self) -> None:
         """SIGKILL: a crash rather than a shutdown."""
@@ -227,13 +252,14 @@ class RedisServer:
 # ---------------------------------------------------------------------------------------
 
 
-class MotoS3:
+class MotoS3(_ServerProcess):
     """moto's S3 server (`python -m moto.server -H 127.0.0.1 -p PORT`) in its own process.
 
     `min_part_size`: the smallest multipart part but the last (moto's
     `S3_UPLOAD_PART_MIN_SIZE`); default S3's own 5 MiB.
     """
 
+    what = "moto's S3 server"
     ACCESS_KEY = "squashd-test-key"
     SECRET_KEY = "squashd-test-secret"
     REGION = "us-east-1"
@@ -242,11 +268,8 @@ class MotoS3:
         _require_module("moto.server", "moto[server]")
         _require_module("flask", "moto[server]")
         _require_module("boto3", "boto3")
-        self.root = root
+        super().__init__(root, "moto.log")
         self.min_part_size = min_part_size
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self.log_path = root / "moto.log"
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -265,68 +288,20 @@ class MotoS3:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
-    def log(self) -> str:
-        return log_tail(self.log_path)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     # -- life -----------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30) -> MotoS3:
-        """Starts the server (a no-op when it runs). The first start picks a free port;
-        later ones reuse it (same `endpoint_url`), with no buckets: moto keeps nothing."""
-        if self.running:
-            return self
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)]
+
+    def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         if self.min_part_size is not None:
             env["S3_UPLOAD_PART_MIN_SIZE"] = str(self.min_part_size)
-        fixed = self.port != 0
-        for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
-            if not fixed:
-                self.port = free_port()
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env=env,
-                )
-            if self._wait_ready(timeout):
-                return self
-            if fixed or "Address already in use" not in self.log():
-                break
-        self.stop()
-        pytest.fail(
-            f"moto's S3 server did not start on {HOST}:{self.port}; log:\n{self.log()}",
-            pytrace=False,
-        )
+        return env
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                return False
-            try:
-                status, _, _ = http_get(f"{self.endpoint_url}/moto-api/", timeout=2)
-            except OSError:
-                time.sleep(0.05)
-                continue
-            if status == 200:
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        _terminate(self.proc)
-        self.proc = None
+    def _ready(self) -> bool:
+        status, _, _ = http_get(f"{self.endpoint_url}/moto-api/", timeout=2)
+        return status == 200
 
     def reset(self) -> None:
         """Forgets every bucket, object and upload (moto's `POST /moto-api/reset`)."""
