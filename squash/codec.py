@@ -47,18 +47,26 @@ class _Guard(io.RawIOBase):
             raise InvalidLayer(f"{self._label}: corrupt {self._codec} data: {exc}") from None
 
 
+def compression_of(head: bytes) -> str:
+    """ "gzip", "zstd" or "none", from a blob's first bytes (its magic number)."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return "none"
+
+
 @contextmanager
 def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[BinaryIO]:
     """The layer's tar stream, whatever compression its stored bytes use."""
     buffered = io.BufferedReader(stored, CHUNK)
-    magic = buffered.peek(4)[:4]
-    if magic.startswith(GZIP_MAGIC):
-        codec, inner = "gzip", igzip_threaded.open(buffered, "rb", threads=1, block_size=CHUNK)
-    elif magic.startswith(ZSTD_MAGIC):
-        reader = zstandard.ZstdDecompressor().stream_reader(
+    codec = compression_of(buffered.peek(4)[:4])
+    if codec == "gzip":
+        inner = igzip_threaded.open(buffered, "rb", threads=1, block_size=CHUNK)
+    elif codec == "zstd":
+        inner = zstandard.ZstdDecompressor().stream_reader(
             buffered, read_size=CHUNK, read_across_frames=True, closefd=False
         )
-        codec, inner = "zstd", reader
     else:
         yield buffered
         return
@@ -70,10 +78,11 @@ def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[BinaryIO]
 
 def decompress_prefix(stored: bytes) -> bytes:
     """Whatever the first bytes of a (possibly cut-off) layer blob decompress to."""
+    codec = compression_of(stored)
     try:
-        if stored.startswith(GZIP_MAGIC):
+        if codec == "gzip":
             return isal_zlib.decompressobj(wbits=31).decompress(stored)
-        if stored.startswith(ZSTD_MAGIC):
+        if codec == "zstd":
             return zstandard.ZstdDecompressor().decompressobj().decompress(stored)
     except (isal_zlib.error, zstandard.ZstdError):
         return b""  # the full read reports the corruption, with the digest

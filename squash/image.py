@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import BinaryIO
 
-from squash.codec import GZIP_MAGIC, ZSTD_MAGIC, decompress_prefix, open_decompressed
+from squash.codec import compression_of, decompress_prefix, open_decompressed
 from squash.errors import InvalidLayer, SquashError
 from squash.verify import VerifyingReader
 
@@ -85,9 +85,8 @@ class Layer:
         path, offset = self.location
         with open(path, "rb") as f:
             f.seek(offset)
-            magic = f.read(4)
-        compressed = magic.startswith(GZIP_MAGIC) or magic.startswith(ZSTD_MAGIC)
-        return None if compressed else self.location
+            plain = compression_of(f.read(4)) == "none"
+        return self.location if plain else None
 
     def peek(self) -> bytes:
         """The start of the uncompressed tar, from the first stored bytes only (unchecked)."""
