@@ -78,3 +78,16 @@ class VerifyingReader(io.RawIOBase):
                 raise DigestMismatch(
                     f"{self._label}: digest mismatch: expected {self._digest}, got {got}"
                 )
+
+
+def verify_bytes(data: bytes, digest: str, size: int | None, what: str) -> bytes:
+    """A whole small blob (manifest, config) against its digest and size."""
+    algorithm, _, hexdigest = digest.partition(":")
+    hasher = hasher_for(digest, what)
+    hasher.update(data)
+    got = hasher.hexdigest()
+    if got != hexdigest:
+        raise DigestMismatch(f"{what}: digest mismatch: expected {digest}, got {algorithm}:{got}")
+    if size is not None and size != len(data):
+        raise DigestMismatch(f"{what}: size mismatch: expected {size} bytes, got {len(data)}")
+    return data

@@ -13,6 +13,7 @@ import httpx
 from squash.errors import SquashError
 from squash.registry.credentials import lookup
 from squash.registry.options import RegistryOptions
+from squash.verify import verify_bytes
 
 ACCEPT = ", ".join(
     (
@@ -238,14 +239,11 @@ class Registry:
                 self.pause(attempt, None, f"{what}: {self._describe(exc)}")
             finally:
                 response.close()
-        algorithm = reference.partition(":")[0] if ":" in reference else "sha256"
-        if algorithm not in ("sha256", "sha512"):
-            algorithm = "sha256"
-        digest = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
-        if ":" in reference and digest != reference:
-            raise RegistryError(
-                f"{what}: manifest digest mismatch: asked {reference}, got {digest}"
-            )
+        if ":" in reference:  # asked for by digest: it must be that one
+            digest = reference
+            verify_bytes(body, digest, None, f"{what}: manifest")
+        else:
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         return body, media_type, digest
 

@@ -1,10 +1,9 @@
 """Helpers shared by the local sources: digest checks and byte-range readers."""
 
-import hashlib
 import io
 import re
 
-from squash.errors import DigestMismatch, SquashError, UnsupportedMediaType
+from squash.errors import SquashError, UnsupportedMediaType
 from squash.image import LAYER_TYPES
 
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
@@ -15,16 +14,6 @@ def check_digest(digest: object, what: str) -> str:
     if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
         raise SquashError(f"{what}: malformed digest {digest!r}")
     return digest
-
-
-def verify_bytes(data: bytes, digest: str, size: int | None, what: str) -> bytes:
-    algorithm, _, hexdigest = digest.partition(":")
-    got = hashlib.new(algorithm, data).hexdigest()
-    if got != hexdigest:
-        raise DigestMismatch(f"{what}: digest mismatch: expected {digest}, got {algorithm}:{got}")
-    if size is not None and size != len(data):
-        raise DigestMismatch(f"{what}: size mismatch: expected {size} bytes, got {len(data)}")
-    return data
 
 
 def layer_compression(descriptor: dict, what: str) -> str:

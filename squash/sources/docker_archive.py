@@ -21,7 +21,8 @@ from squash.reference import (
     sanitize_name,
     split_name_tag,
 )
-from squash.sources.blobs import MAX_DOCUMENT, FileSlice, check_digest, layer_label, verify_bytes
+from squash.sources.blobs import MAX_DOCUMENT, FileSlice, check_digest, layer_label
+from squash.verify import verify_bytes
 
 _BLOB_PATH = re.compile(r"^blobs/(sha256|sha512)/([a-f0-9]+)$")
 

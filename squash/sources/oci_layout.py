@@ -25,8 +25,8 @@ from squash.sources.blobs import (
     check_digest,
     layer_compression,
     layer_label,
-    verify_bytes,
 )
+from squash.verify import verify_bytes
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"

@@ -13,8 +13,8 @@ from squash.sources.blobs import (
     check_digest,
     layer_compression,
     layer_label,
-    verify_bytes,
 )
+from squash.verify import verify_bytes
 
 
 def open_registry_image(
