@@ -47,6 +47,7 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -139,6 +140,95 @@ def log_tail(path: Path, limit: int = 4000) -> str:
         return f"<no log: {e}>"
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it lingers; waits for the process either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+class ServerProcess:
+    """A server in its own process on 127.0.0.1: a free port chosen at the first
+    `start()` and kept across `stop()` / `start()`; its log under `root`.
+    Subclasses say how to run it (`_argv`, `_env`) and when it answers (`_ready`)."""
+
+    what = "server"
+
+    def __init__(self, root: Path, log_name: str) -> None:
+        self.root = root
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = root / log_name
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str] | None:
+        return None  # the test process's own
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def log(self) -> str:
+        return log_tail(self.log_path)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 30) -> Self:
+        """Starts the server (a no-op when it runs). The first start picks a free port;
+        later ones reuse it, and fail loudly if someone else took it meanwhile."""
+        if self.running:
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        fixed = self.port != 0
+        for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
+            if not fixed:
+                self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    self._argv(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=self._env(),
+                )
+            if self._wait_ready(timeout):
+                return self
+            if fixed or "address already in use" not in self.log().lower():
+                break
+        self.stop()
+        pytest.fail(
+            f"{self.what} did not start on {HOST}:{self.port}; log:\n{self.log()}",
+            pytrace=False,
+        )
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError):
+                if self._ready():
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """SIGTERM (then SIGKILL); the port is kept for the next `start()`."""
+        if self.proc is None:
+            return
+        terminate(self.proc)
+        self.proc = None
+
+
 # ---------------------------------------------------------------------------------------
 # Keys and certificates (cryptography)
 # ---------------------------------------------------------------------------------------
@@ -217,21 +307,20 @@ def make_keypair(
 # ---------------------------------------------------------------------------------------
 
 
-class Registry:
+class Registry(ServerProcess):
     """`docker-registry serve CONFIG` on a free 127.0.0.1 port, files under `root`.
 
     `auth`: the config's `auth:` mapping (e.g. `{"token": {...}}`); `tls`: a KeyPair the
     registry serves HTTPS with.
     """
 
+    what = "docker-registry"
+
     def __init__(self, root: Path, *, auth: dict | None = None, tls: KeyPair | None = None):
         self.binary = require_tool("docker-registry")
-        self.root = root
+        super().__init__(root, "registry.log")
         self.auth = auth
         self.tls = tls
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self.log_path = root / "registry.log"
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -249,9 +338,6 @@ class Registry:
         sep = "@" if ":" in ref else ":"
         text = f"{self.host}/{name}{sep}{ref}"
         return f"docker://{text}" if transport else text
-
-    def log(self) -> str:
-        return log_tail(self.log_path)
 
     # -- life -----------------------------------------------------------------------------
 
@@ -276,59 +362,17 @@ class Registry:
             cfg["auth"] = self.auth
         return cfg
 
-    def start(self, timeout: float = 20) -> Registry:
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "storage").mkdir(exist_ok=True)
-        for _attempt in range(3):  # the free port may be taken between probe and bind
-            self.port = free_port()
-            config = self.root / "config.yml"
-            # JSON is YAML: no YAML library needed to write the config.
-            config.write_text(json.dumps(self._config(), indent=2))
-            with open(self.log_path, "wb") as log:
-                self.proc = subprocess.Popen(
-                    [self.binary, "serve", str(config)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            if self._wait_ready(timeout):
-                return self
-            if "address already in use" not in self.log():
-                break
-        self.stop()
-        pytest.fail(
-            f"docker-registry did not start on {self.host}; log:\n{self.log()}", pytrace=False
-        )
+    def _argv(self) -> list[str]:
+        (self.root / "storage").mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        # JSON is YAML: no YAML library needed to write the config.
+        config.write_text(json.dumps(self._config(), indent=2))
+        return [self.binary, "serve", str(config)]
 
-    def _wait_ready(self, timeout: float) -> bool:
+    def _ready(self) -> bool:
         ctx = ssl._create_unverified_context() if self.tls else None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                return False
-            try:
-                status, _, _ = http_get(f"{self.url}/v2/", timeout=2, context=ctx)
-            except OSError:
-                time.sleep(0.05)
-                continue
-            if status in (200, 401):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
+        status, _, _ = http_get(f"{self.url}/v2/", timeout=2, context=ctx)
+        return status in (200, 401)
 
     # -- inspection -----------------------------------------------------------------------
 

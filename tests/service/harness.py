@@ -38,21 +38,17 @@ Missing tools fail loudly (`require_tool`, `_require_module`), nothing here skip
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Self
 
 import pytest
 
 from tests.integration.helpers import require_tool
-from tests.registry.harness import HOST, free_port, http_get, log_tail
+from tests.registry.harness import HOST, ServerProcess, http_get
 
 #: The port of the machine's own Redis: never ours.
 SYSTEM_REDIS_PORT = 6379
@@ -68,101 +64,12 @@ def _require_module(module: str, package: str) -> None:
         )
 
 
-def _terminate(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL if it lingers; waits for the process either way."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
-class _ServerProcess:
-    """A server in its own process on 127.0.0.1: a free port chosen at the first
-    `start()` and kept across `stop()` / `start()`; its log under `root`.
-    Subclasses say how to run it (`_argv`, `_env`) and when it answers (`_ready`)."""
-
-    what = "server"
-
-    def __init__(self, root: Path, log_name: str) -> None:
-        self.root = root
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self.log_path = root / log_name
-
-    def _argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def _env(self) -> dict[str, str] | None:
-        return None  # the test process's own
-
-    def _ready(self) -> bool:
-        raise NotImplementedError
-
-    def log(self) -> str:
-        return log_tail(self.log_path)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = 30) -> Self:
-        """Starts the server (a no-op when it runs). The first start picks a free port;
-        later ones reuse it, and fail loudly if someone else took it meanwhile."""
-        if self.running:
-            return self
-        self.root.mkdir(parents=True, exist_ok=True)
-        fixed = self.port != 0
-        for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
-            if not fixed:
-                self.port = free_port()
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    self._argv(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env=self._env(),
-                )
-            if self._wait_ready(timeout):
-                return self
-            if fixed or "Address already in use" not in self.log():
-                break
-        self.stop()
-        pytest.fail(
-            f"{self.what} did not start on {HOST}:{self.port}; log:\n{self.log()}",
-            pytrace=False,
-        )
-
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if self._ready():
-                    return True
-            time.sleep(0.02)
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM (then SIGKILL); the port is kept for the next `start()`."""
-        if self.proc is None:
-            return
-        _terminate(self.proc)
-        self.proc = None
-
-
 # ---------------------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------------------
 
 
-class RedisServer(_ServerProcess):
+class RedisServer(ServerProcess):
     """`redis-server` on 127.0.0.1, a free port chosen at the first `start()` and kept
     across `stop()` / `start()`; files (log, working directory) under `root`."""
 
@@ -252,7 +159,7 @@ class RedisServer(_ServerProcess):
 # ---------------------------------------------------------------------------------------
 
 
-class MotoS3(_ServerProcess):
+class MotoS3(ServerProcess):
     """moto's S3 server (`python -m moto.server -H 127.0.0.1 -p PORT`) in its own process.
 
     `min_part_size`: the smallest multipart part but the last (moto's
