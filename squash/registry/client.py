@@ -33,6 +33,10 @@ _CHUNK = 1 << 20
 class RegistryError(SquashError):
     """The registry refused or failed; the message says which registry and why."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the registry's HTTP answer, when it refused (401, 403, 404)
+
 
 class TransientError(RegistryError):
     """Worth retrying: connection trouble, 429, 5xx."""
@@ -96,7 +100,9 @@ class Registry:
             # blobs must arrive exactly as stored, or their digests cannot match
             headers={"Accept-Encoding": "identity", "User-Agent": "squashd"},
         )
-        self._credentials = self.options.credentials or lookup(name)
+        self._credentials = self.options.credentials
+        if self._credentials is None and self.options.ambient and not self.options.bearer:
+            self._credentials = lookup(name)
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (Authorization, expiry)
         self._basic = False  # the registry asked for basic auth
         self.token_requests = 0
@@ -107,9 +113,15 @@ class Registry:
     # -- requests
 
     def get(
-        self, repository: str, path: str, headers: dict[str, str] | None = None, what: str = ""
+        self,
+        repository: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        what: str = "",
+        method: str = "GET",
     ) -> httpx.Response:
-        """GET /v2/<repository>/<path>, authenticated, retried; the response is streamed."""
+        """GET (or HEAD) /v2/<repository>/<path>, authenticated, retried; the response is
+        streamed."""
         scope = f"repository:{repository}:pull"
         url = f"{self.base}/v2/{repository}/{path}"
         what = what or f"{self.name}/{repository}"
@@ -117,13 +129,16 @@ class Registry:
         failures = 0  # transient ones; pause() gives up after the last allowed attempt
         while True:
             try:
-                response = self._send(url, {**(headers or {}), **self._authorization(scope)})
+                response = self._send(
+                    method, url, {**(headers or {}), **self._authorization(scope)}
+                )
             except httpx.TransportError as exc:
                 self.pause(failures, None, f"{what}: {self._describe(exc)}")
                 failures += 1
                 continue
             status = response.status_code
-            if status == 401 and not authenticated:  # once: a second 401 is a refusal
+            if status == 401 and not authenticated and not self.options.bearer:
+                # once: a second 401 is a refusal
                 challenge = response.headers.get("www-authenticate", "")
                 response.close()
                 self._authenticate(challenge, scope, what)
@@ -138,13 +153,13 @@ class Registry:
             if status >= 400:
                 detail = _error_text(response)
                 response.close()
-                raise RegistryError(self._refusal(status, what, detail))
+                raise RegistryError(self._refusal(status, what, detail), status)
             return response
 
-    def _send(self, url: str, headers: dict[str, str]) -> httpx.Response:
+    def _send(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
         """Send, following redirects; Authorization never goes to another host."""
         for _ in range(8):
-            request = self._http.build_request("GET", url, headers=headers)
+            request = self._http.build_request(method, url, headers=headers)
             response = self._http.send(request, stream=True)
             if response.status_code not in _REDIRECTS or "location" not in response.headers:
                 return response
@@ -170,7 +185,8 @@ class Registry:
     def _refusal(self, status: int, what: str, detail: str) -> str:
         said = f" ({detail})" if detail else ""
         if status == 401:
-            who = "with the given credentials" if self._credentials else "without credentials"
+            given = self._credentials or self.options.bearer
+            who = "with the given credentials" if given else "without credentials"
             return f"{what}: authentication failed {who} (401){said}"
         if status == 403:
             return f"{what}: access denied (403){said}"
@@ -181,6 +197,8 @@ class Registry:
     # -- authentication
 
     def _authorization(self, scope: str) -> dict[str, str]:
+        if self.options.bearer:
+            return {"Authorization": f"Bearer {self.options.bearer}"}
         token = self._tokens.get(scope)
         if token and token[1] > time.monotonic():
             return {"Authorization": token[0]}
@@ -192,7 +210,7 @@ class Registry:
         scheme, params = _challenge(challenge)
         if scheme == "basic":
             if not self._credentials:
-                raise RegistryError(f"{what}: authentication required (401); pass --creds")
+                raise RegistryError(f"{what}: authentication required (401); pass --creds", 401)
             self._basic = True
             return
         if scheme != "bearer" or "realm" not in params:
@@ -208,7 +226,10 @@ class Registry:
             raise TransientError(f"{what}: token server: {self._describe(exc)}") from None
         if response.status_code in (401, 403):
             who = "wrong username or password" if self._credentials else "credentials needed"
-            raise RegistryError(f"{what}: authentication failed ({who}, {response.status_code})")
+            raise RegistryError(
+                f"{what}: authentication failed ({who}, {response.status_code})",
+                response.status_code,
+            )
         if response.status_code != 200:
             raise RegistryError(f"{what}: token server answered {response.status_code}")
         try:
@@ -246,6 +267,20 @@ class Registry:
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         return body, media_type, digest
+
+    def resolve(self, repository: str, reference: str, what: str) -> tuple[str, str]:
+        """(digest, media type) of a tag or digest, from a manifest HEAD (not a pull).
+
+        Registries that send no Docker-Content-Digest get a GET, hashed here."""
+        response = self.get(repository, f"manifests/{reference}", {"Accept": ACCEPT}, what, "HEAD")
+        response.close()
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        digest = response.headers.get("docker-content-digest", "")
+        if ":" in reference and digest != reference:
+            digest = ""  # asked by digest: only the body can prove it
+        if not digest:
+            _, media_type, digest = self.manifest(repository, reference, what)
+        return digest, media_type
 
     def blob(
         self, repository: str, digest: str, size: int | None, what: str, limit: int | None = None
