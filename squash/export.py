@@ -1,6 +1,7 @@
 """One export: an image in, a squashed docker-loadable archive out, into a sink."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from squash.archive import ArchiveWriter, write_documents
 from squash.config import squashed_config
@@ -19,6 +20,7 @@ class ExportResult:
     layer_digest: str
     layer_size: int
     stats: MergeStats
+    committed: Any = None  # what the sink's commit returned (an artifact store's record)
 
 
 def output_tag(image: Image, tag: str | None) -> tuple[str, str]:
@@ -57,8 +59,10 @@ def export_image(
         config = squashed_config(image.config, diff_id, comment)
         manifest = write_documents(archive, config, blob, repo_tag, full)
         archive.finish()
-        sink.commit()
+        committed = sink.commit()
     except BaseException:
         sink.abort()
         raise
-    return ExportResult(repo_tag, manifest.digest, diff_id, blob.digest, blob.size, stats)
+    return ExportResult(
+        repo_tag, manifest.digest, diff_id, blob.digest, blob.size, stats, committed
+    )

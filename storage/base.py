@@ -4,6 +4,7 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -20,22 +21,76 @@ class Artifact:
     sha256: str  # hex, of the whole archive
     source_digest: str  # manifest digest of the image it was squashed from
     created: float  # unix time
+    image: str = ""  # the repository it was squashed from (host/name): who may read it
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An artifact as a listing shows it: enough to decide what to evict."""
+
+    key: str
+    size: int
+    created: float  # unix time
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a client fetches an artifact: a presigned URL to redirect to, or a local file."""
+
+    url: str | None = None
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An unfinished upload: an object store's multipart upload, a local temporary file."""
+
+    key: str  # the artifact key it would become
+    ident: str  # what `abort_upload` needs
+    started: float  # unix time, as the store reports it
 
 
 class ArtifactSink(Sink, Protocol):
-    def commit(self) -> Artifact:  # type: ignore[override]
+    def commit(self) -> Artifact:
         """Make the artifact visible; returns what was stored."""
         ...
 
 
 class ArtifactStore(Protocol):
-    def create(self, key: str, source_digest: str) -> ArtifactSink:
-        """A sink for a new artifact; nothing is visible under `key` until it commits."""
+    errors: tuple[type[Exception], ...]  # raised when the store cannot be reached
+
+    def create(self, key: str, source_digest: str, image: str = "") -> ArtifactSink:
+        """A sink for a new artifact; nothing is visible under `key` until it commits.
+
+        The caller builds `key` alone (it holds the build lock), so what an earlier,
+        dead build of `key` left unfinished is cleared first."""
         ...
 
     def stat(self, key: str) -> Artifact | None: ...
 
     def delete(self, key: str) -> None: ...
+
+    def entries(self) -> Iterator[Entry]:
+        """Every stored artifact, from a listing (no per-artifact requests)."""
+        ...
+
+    def uploads(self) -> Iterator[Upload]:
+        """Every unfinished upload (the janitor's)."""
+        ...
+
+    def abort_upload(self, upload: Upload) -> None: ...
+
+    def locate(self, key: str, method: str = "GET", filename: str | None = None) -> Location:
+        """How a client downloads `key`; `filename` is what a browser should save it as."""
+        ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached or written (readiness)."""
+        ...
+
+    def describe(self) -> str:
+        """The store in a few words for messages, e.g. 's3://bucket/prefix'."""
+        ...
 
 
 def sha256_of(file: BinaryIO) -> str:
@@ -68,13 +123,15 @@ def default_directory() -> Path:
     return Path(cache) / "squashd" / "artifacts"
 
 
-def open_store(url: str | None) -> ArtifactStore:
-    """`s3://bucket/prefix` (boto3's own settings) or a directory; none: the default dir."""
+def open_store(url: str | None, url_lifetime: int = 300) -> ArtifactStore:
+    """`s3://bucket/prefix` (boto3's own settings) or a directory; none: the default dir.
+
+    `url_lifetime`: seconds a presigned download URL stays valid."""
     if url and url.startswith("s3://"):
         from storage.s3 import S3Store
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        return S3Store(bucket, prefix)
+        return S3Store(bucket, prefix, url_lifetime=url_lifetime)
     from storage.local import LocalStore
 
     directory = url.removeprefix("file://") if url else None

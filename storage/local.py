@@ -1,32 +1,47 @@
-"""Artifacts as files in a directory: written under a temporary name, renamed when done."""
+"""Artifacts as files in a directory: written under a temporary name, renamed when done.
+
+`KEY.tar` is the archive and `KEY.json` its record (size, sha256, source digest,
+created); the record is written first, so an archive is never visible without it.
+Unfinished archives are `.KEY.tar.*.part` files beside them.
+"""
 
 import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from squash.sinks import FileSink
-from storage.base import Artifact, check_key, now, sha256_of
+from storage.base import Artifact, Entry, Location, Upload, check_key, now, sha256_of
+
+_PART = ".part"
 
 
 class LocalSink(FileSink):
     """A file sink whose commit also records the artifact's size and sha256 beside it."""
 
-    def __init__(self, store: "LocalStore", key: str, source_digest: str) -> None:
+    def __init__(self, store: "LocalStore", key: str, source_digest: str, image: str) -> None:
         super().__init__(str(store.path(key)))
-        self._store, self._key, self._source = store, key, source_digest
+        self._store, self._key, self._source, self._image = store, key, source_digest, image
 
-    def commit(self) -> Artifact:  # type: ignore[override]
-        artifact = Artifact(self._key, self._position, sha256_of(self._file), self._source, now())
+    def commit(self) -> Artifact:
+        sha256 = sha256_of(self._file)
+        artifact = Artifact(self._key, self._position, sha256, self._source, now(), self._image)
         self._store.write_metadata(artifact)  # before the archive appears under its name
         super().commit()
         return artifact
 
 
 class LocalStore:
+    errors = (OSError,)
+
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+
+    def describe(self) -> str:
+        return str(self.root)
 
     def path(self, key: str) -> Path:
         return self.root / f"{check_key(key)}.tar"
@@ -34,8 +49,11 @@ class LocalStore:
     def _metadata_path(self, key: str) -> Path:
         return self.root / f"{key}.json"
 
-    def create(self, key: str, source_digest: str) -> LocalSink:
-        return LocalSink(self, key, source_digest)
+    def create(self, key: str, source_digest: str, image: str = "") -> LocalSink:
+        for upload in self.uploads():
+            if upload.key == key:
+                self.abort_upload(upload)
+        return LocalSink(self, key, source_digest, image)
 
     def write_metadata(self, artifact: Artifact) -> None:
         target = self._metadata_path(artifact.key)
@@ -55,3 +73,26 @@ class LocalStore:
         for path in (self.path(key), self._metadata_path(key)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def entries(self) -> Iterator[Entry]:
+        for path in sorted(self.root.glob("*.tar")):
+            artifact = self.stat(path.stem)
+            if artifact is not None:
+                yield Entry(artifact.key, artifact.size, artifact.created)
+
+    def uploads(self) -> Iterator[Upload]:
+        for path in self.root.glob(f".*.tar.*{_PART}"):
+            key = path.name[1:].split(".tar.", 1)[0]
+            with contextlib.suppress(FileNotFoundError):
+                yield Upload(key, str(path), path.stat().st_mtime)
+
+    def abort_upload(self, upload: Upload) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(upload.ident)
+
+    def locate(self, key: str, method: str = "GET", filename: str | None = None) -> Location:
+        return Location(path=self.path(key))
+
+    def ping(self) -> None:
+        with tempfile.TemporaryFile(dir=self.root):
+            pass

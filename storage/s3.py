@@ -11,36 +11,49 @@ prepended). So the bytes are also kept in a local temporary file, hashed at comm
 recorded as a tag; `stat` counts an object as an artifact only once it has that tag.
 """
 
+import contextlib
+import logging
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from storage.base import Artifact, check_key, now, sha256_of
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.base import Artifact, Entry, Location, Upload, check_key, now, sha256_of
 
 FIRST_PART = 8 << 20  # at least S3's 5 MiB minimum for all parts but the last
 PART = 8 << 20
 IN_FLIGHT = 2  # parts being uploaded at once (memory: FIRST_PART + (IN_FLIGHT + 1) * PART)
+_SUFFIX = ".tar"
+log = logging.getLogger(__name__)
 
 
 def _client():
     import boto3
     from botocore.config import Config
 
-    # SigV4 explicitly: botocore presigns with SigV2 in some regions otherwise.
-    return boto3.client("s3", config=Config(signature_version="s3v4"))
+    # SigV4 explicitly: botocore presigns with SigV2 in some regions otherwise. Short
+    # connect timeouts and few retries: a dead S3 is reported, not waited out.
+    config = Config(
+        signature_version="s3v4",
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    return boto3.client("s3", config=config)
 
 
 class S3Sink:
     """A sink that is a multipart upload; see the module's docstring."""
 
-    def __init__(self, store: "S3Store", key: str, source_digest: str) -> None:
+    def __init__(self, store: "S3Store", key: str, source_digest: str, image: str) -> None:
         self._s3, self._bucket, self._key = store.client, store.bucket, store.object_key(key)
         self._artifact_key, self._source, self._created = key, source_digest, now()
+        self._image = image
+        metadata = {"source-digest": source_digest, "created": repr(self._created), "image": image}
         self._upload = self._s3.create_multipart_upload(
-            Bucket=self._bucket,
-            Key=self._key,
-            ContentType="application/x-tar",
-            Metadata={"source-digest": source_digest, "created": repr(self._created)},
+            Bucket=self._bucket, Key=self._key, ContentType="application/x-tar", Metadata=metadata
         )["UploadId"]
         self._first = bytearray()
         self._buffer = bytearray()
@@ -78,6 +91,10 @@ class S3Sink:
 
     def _send(self, body: bytes) -> None:
         self._slots.acquire()  # bounds the parts in memory and in flight
+        for future in self._parts.values():  # a failed part fails the build now, not at the end
+            if future.done() and future.exception() is not None:
+                self._slots.release()
+                raise future.exception()  # type: ignore[misc]
         number = len(self._parts) + 2
         future = self._pool.submit(self._put, number, body)
         future.add_done_callback(lambda _: self._slots.release())
@@ -88,7 +105,7 @@ class S3Sink:
             Bucket=self._bucket, Key=self._key, UploadId=self._upload, PartNumber=number, Body=body
         )["ETag"]
 
-    def commit(self) -> Artifact:  # type: ignore[override]
+    def commit(self) -> Artifact:
         try:
             if self._buffer:
                 self._send(bytes(self._buffer))
@@ -113,29 +130,55 @@ class S3Sink:
             Key=self._key,
             Tagging={"TagSet": [{"Key": "sha256", "Value": sha256}]},
         )
-        return Artifact(self._artifact_key, self._position, sha256, self._source, self._created)
+        return Artifact(
+            self._artifact_key, self._position, sha256, self._source, self._created, self._image
+        )
 
     def abort(self) -> None:
+        """Best effort: an upload left behind (S3 unreachable now) is cleared by the next
+        build of the same key or by the janitor."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._copy.close()
-        self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload)
+        try:
+            self._s3.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload
+            )
+        except Exception as exc:
+            log.warning("could not abort the upload of %s: %s", self._key, exc)
 
 
 class S3Store:
-    def __init__(self, bucket: str, prefix: str = "", client=None) -> None:
+    errors = (BotoCoreError, ClientError)
+
+    def __init__(
+        self, bucket: str, prefix: str = "", client=None, *, url_lifetime: int = 300
+    ) -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = client or _client()
+        self.url_lifetime = url_lifetime
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def object_key(self, key: str) -> str:
-        name = f"{check_key(key)}.tar"
+        name = f"{check_key(key)}{_SUFFIX}"
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def create(self, key: str, source_digest: str) -> S3Sink:
-        return S3Sink(self, key, source_digest)
+    def _artifact_key(self, object_key: str) -> str | None:
+        """The artifact key an object key names, or None for someone else's object."""
+        head = f"{self.prefix}/" if self.prefix else ""
+        if not object_key.startswith(head) or not object_key.endswith(_SUFFIX):
+            return None
+        key = object_key[len(head) : -len(_SUFFIX)]
+        return key if "/" not in key else None
+
+    def create(self, key: str, source_digest: str, image: str = "") -> S3Sink:
+        for upload in self.uploads(self.object_key(key)):
+            if upload.key == key:
+                self.abort_upload(upload)
+        return S3Sink(self, key, source_digest, image)
 
     def stat(self, key: str) -> Artifact | None:
-        from botocore.exceptions import ClientError
-
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
             tags = self.client.get_object_tagging(Bucket=self.bucket, Key=self.object_key(key))
@@ -153,16 +196,49 @@ class S3Store:
             sha256,
             metadata.get("source-digest", ""),
             float(metadata.get("created", "0")),
+            metadata.get("image", ""),
         )
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
-    def url(self, key: str, method: str = "GET", expires: int = 300) -> str:
+    def entries(self) -> Iterator[Entry]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = self._artifact_key(obj["Key"])
+                if key is not None:
+                    yield Entry(key, obj["Size"], obj["LastModified"].timestamp())
+
+    def uploads(self, prefix: str | None = None) -> Iterator[Upload]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        if prefix is None:
+            prefix = f"{self.prefix}/" if self.prefix else ""
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                key = self._artifact_key(upload["Key"])
+                if key is not None:
+                    ident = f"{upload['Key']}\0{upload['UploadId']}"
+                    yield Upload(key, ident, upload["Initiated"].timestamp())
+
+    def abort_upload(self, upload: Upload) -> None:
+        object_key, _, upload_id = upload.ident.partition("\0")
+        with contextlib.suppress(ClientError):  # gone already (NoSuchUpload)
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=object_key, UploadId=upload_id
+            )
+
+    def locate(self, key: str, method: str = "GET", filename: str | None = None) -> Location:
         """A presigned URL to download (GET) or check (HEAD) the artifact."""
+        params = {"Bucket": self.bucket, "Key": self.object_key(key)}
         operation = "head_object" if method == "HEAD" else "get_object"
-        return self.client.generate_presigned_url(
-            operation,
-            Params={"Bucket": self.bucket, "Key": self.object_key(key)},
-            ExpiresIn=expires,
+        if filename and operation == "get_object":
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        url = self.client.generate_presigned_url(
+            operation, Params=params, ExpiresIn=self.url_lifetime
         )
+        return Location(url=url)
+
+    def ping(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)

@@ -59,14 +59,19 @@ def test_s3_abort_leaves_nothing(moto_s3, bucket) -> None:
 
 
 def test_s3_presigned_url_downloads_the_artifact(moto_s3, bucket) -> None:
-    store = S3Store(bucket, "p", moto_s3.client())
+    store = S3Store(bucket, "p", moto_s3.client(), url_lifetime=60)
     sink = store.create("dl", "sha256:" + "3" * 64)
     expected = _write_with_patch(sink, 100_000)
     sink.commit()
-    url = store.url("dl", expires=60)
-    assert "X-Amz-Expires=60" in url
+    url = store.locate("dl", filename="app_v1.tar").url
+    assert url is not None and "X-Amz-Expires=60" in url
     with urllib.request.urlopen(url) as response:
         assert response.read() == expected
+        assert response.headers["Content-Disposition"] == 'attachment; filename="app_v1.tar"'
+    head = store.locate("dl", "HEAD").url
+    assert head is not None
+    with urllib.request.urlopen(urllib.request.Request(head, method="HEAD")) as response:
+        assert int(response.headers["Content-Length"]) == len(expected)
     store.delete("dl")
     assert store.stat("dl") is None
 
