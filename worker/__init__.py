@@ -1,4 +1,10 @@
 """The Celery app object and worker set-up (signals, logging, limits).
 
-Not built yet: it arrives with the export-service issue.
+`celery -A worker worker -Q squashd.export` runs builds; `celery -A worker beat` the
+schedule (see celeryconfig.py).
 """
+
+from worker import signals  # noqa: F401 - connects the worker's signal handlers
+from worker.app import app
+
+__all__ = ["app"]

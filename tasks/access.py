@@ -1,0 +1,92 @@
+"""The registry decides who may read an image: resolve a tag with the caller's own
+credentials (a manifest HEAD, not a pull) and mirror the registry's refusal.
+
+Sessions are kept per (registry, caller), so a caller's registry token is reused
+until it expires, as docker reuses its own.
+"""
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from squash.reference import DockerRef
+from squash.registry.client import Registry, RegistryError, TransientError
+from squash.registry.credentials import Credentials
+from squash.registry.options import RegistryOptions
+from tasks.errors import Denied, ServiceError, Unavailable
+
+MAX_SESSIONS = 256
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: HTTP Basic credentials, a registry Bearer token, or nobody."""
+
+    credentials: Credentials | None = None
+    bearer: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self.credentials is not None:
+            secret = f"basic:{self.credentials.username}:{self.credentials.password}"
+        elif self.bearer is not None:
+            secret = f"bearer:{self.bearer}"
+        else:
+            return "anonymous"
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @property
+    def anonymous(self) -> bool:
+        return self.credentials is None and self.bearer is None
+
+
+class Sessions:
+    """Registry sessions for callers, least recently used dropped beyond MAX_SESSIONS."""
+
+    def __init__(self, plain_http_registry: str | None = None) -> None:
+        self._plain = plain_http_registry
+        self._sessions: OrderedDict[tuple[str, str], Registry] = OrderedDict()
+        self._mutex = threading.Lock()
+
+    def _session(self, ref: DockerRef, caller: Caller) -> Registry:
+        key = (ref.registry, caller.fingerprint)
+        with self._mutex:
+            session = self._sessions.get(key)
+            if session is not None:
+                self._sessions.move_to_end(key)
+                return session
+            options = RegistryOptions(
+                plain_http=ref.registry == self._plain,
+                credentials=caller.credentials,
+                bearer=caller.bearer,
+                ambient=False,  # never the service's own credentials on a caller's behalf
+                attempts=2,
+                backoff=0.2,
+                timeout=15.0,
+            )
+            session = Registry(ref.registry, ref.api_host, options)
+            self._sessions[key] = session
+            while len(self._sessions) > MAX_SESSIONS:
+                _, old = self._sessions.popitem(last=False)
+                old.close()
+            return session
+
+    def resolve(self, ref: DockerRef, caller: Caller) -> tuple[str, str]:
+        """(digest, media type) of `ref` as the caller may read it; raises Denied with
+        the registry's status (401, 403, 404), Unavailable when it cannot be reached."""
+        what = f"image {ref}"
+        try:
+            return self._session(ref, caller).resolve(ref.repository, ref.reference, what)
+        except TransientError as exc:
+            raise Unavailable(f"registry {ref.registry} is unreachable: {exc}") from None
+        except RegistryError as exc:
+            if exc.status in (401, 403, 404):
+                raise Denied(str(exc), exc.status) from None
+            raise ServiceError(str(exc), 502) from None
+
+    def close(self) -> None:
+        with self._mutex:
+            for session in self._sessions.values():
+                session.close()
+            self._sessions.clear()

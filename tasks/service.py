@@ -1,0 +1,208 @@
+"""The export service as the web endpoint (and the tasks) see it: one per process.
+
+It resolves what a caller asks for (checking with the registry that the caller may
+read it), finds finished artifacts (cached record, then the store), and starts or
+joins builds; the board makes "start" happen once however many callers ask.
+"""
+
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from squash.codec import COMPRESSIONS
+from squash.errors import BadReference
+from squash.reference import Platform, check_repo_tag, parse_docker_ref
+from storage.base import Artifact, open_store
+from tasks.access import Caller, Sessions
+from tasks.board import FAILED, QUEUED, READY, Job, Lifetimes
+from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
+from tasks.errors import BadRequest, Denied, Unavailable
+from tasks.settings import Settings
+from tasks.spec import ExportSpec, default_tag
+
+log = logging.getLogger("squashd.service")
+T = TypeVar("T")
+
+
+@dataclass
+class Outcome:
+    """Where a request stands: a finished artifact, or the job building it."""
+
+    artifact: Artifact | None
+    job: Job | None
+    hit: bool = False  # the artifact was there at the first look
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        lifetimes = Lifetimes(
+            lease=settings.lease_seconds,
+            grace=settings.queued_grace,
+            failure=settings.failure_ttl,
+            job=max(2 * settings.max_build_seconds, 86400),
+            artifact=settings.artifact_cache_seconds,
+        )
+        if settings.redis_url:
+            from tasks.redis_board import RedisBoard
+
+            self.board = RedisBoard(settings.redis_url, lifetimes)
+        else:
+            from tasks.memory_board import MemoryBoard
+
+            self.board = MemoryBoard(lifetimes)
+        self.store = open_store(settings.storage_url, settings.url_lifetime)
+        self.dispatcher: Dispatcher = (
+            LocalDispatcher(settings.local_workers) if settings.embedded else CeleryDispatcher()
+        )
+        self.plain_http_registry = settings.registry if settings.registry_plain_http else None
+        self.sessions = Sessions(self.plain_http_registry)
+
+    # -- what is asked for
+
+    def spec(
+        self,
+        image: str,
+        caller: Caller,
+        *,
+        platform: str | None = None,
+        tag: str | None = None,
+        compression: str | None = None,
+    ) -> ExportSpec:
+        """The export of `image` (`[HOST/]NAME[:TAG|@DIGEST]`) the caller asks for, its
+        tag resolved to a digest with the caller's credentials (access is checked here)."""
+        try:
+            ref = parse_docker_ref(image.removeprefix("docker://"))
+            platform = str(Platform.parse(platform or self.settings.platform))
+            if tag is not None:
+                name, out = check_repo_tag(tag)
+                tag = f"{name}:{out}"
+        except BadReference as exc:
+            raise BadRequest(str(exc)) from None
+        compression = compression or self.settings.layer_compression
+        if compression not in COMPRESSIONS:
+            raise BadRequest(f"layer compression {compression!r} is not one of {COMPRESSIONS}")
+        if not self.settings.allows(ref.registry):
+            raise Denied(
+                f"registry {ref.registry} is not served here (SQUASHD_ALLOWED_REGISTRIES)", 403
+            )
+        digest, _ = self.sessions.resolve(ref, caller)
+        reference = ref.digest or ref.tag or "latest"
+        tag = tag or default_tag(ref.registry, ref.repository, reference)
+        return ExportSpec(
+            ref.registry, ref.repository, reference, digest, platform, tag, compression
+        )
+
+    def check(self, name: str, digest: str, caller: Caller) -> None:
+        """May the caller read `name@digest`? (Before anything about it is handed out.)"""
+        self.sessions.resolve(parse_docker_ref(f"{name}@{digest}"), caller)
+
+    # -- artifacts and builds
+
+    def lookup(self, key: str) -> Artifact | None:
+        """The finished artifact of `key`: its cached record, else the store's."""
+        try:
+            cached = self.board.cached(key)
+        except Exception as exc:  # the board is down: the store still knows
+            log.warning("artifact cache unavailable: %s", exc)
+            cached = None
+        if cached is not None:
+            return cached
+        artifact = self._store(self.store.stat, key)
+        if artifact is not None:
+            try:
+                self.board.cache(artifact)
+            except Exception as exc:
+                log.warning("artifact cache unavailable: %s", exc)
+        return artifact
+
+    def request(self, spec: ExportSpec, start: bool = True) -> Outcome:
+        """The artifact if it is there; else its build, started (or joined) if `start`."""
+        artifact = self.lookup(spec.key)
+        if artifact is not None:
+            return Outcome(artifact, None, hit=True)
+        if not start:
+            return Outcome(None, self._board(self.board.job, spec.key))
+        return Outcome(None, self._ensure(spec))
+
+    def poll(self, spec: ExportSpec) -> Outcome:
+        """Where a started build stands; a build that died is started again."""
+        job = self._board(self.board.job, spec.key)
+        if job is not None and job.state == READY:
+            artifact = self.lookup(spec.key)
+            if artifact is not None:
+                return Outcome(artifact, job)
+        if job is not None and job.state == FAILED:
+            return Outcome(None, job)
+        return Outcome(None, self._ensure(spec))
+
+    def job(self, key: str) -> Job | None:
+        return self._board(self.board.job, key)
+
+    def enqueue(self, spec: ExportSpec, queue: str) -> bool:
+        """Send a build of `spec` unless one is alive; True if this call sent it."""
+        task_id = str(uuid.uuid4())
+        if not self._board(self.board.claim, spec, task_id, time.time()):
+            return False
+        try:
+            self.dispatcher.send(spec, task_id, queue)
+        except Exception as exc:
+            try:
+                self.board.unclaim(spec.key, task_id)
+            except Exception as again:
+                log.warning("could not withdraw the claim of %s: %s", spec.key, again)
+            raise Unavailable(f"cannot queue the build, the broker is unreachable: {exc}") from None
+        return True
+
+    def _ensure(self, spec: ExportSpec) -> Job:
+        from celeryconfig import EXPORT_QUEUE
+
+        self.enqueue(spec, EXPORT_QUEUE)
+        return self._board(self.board.job, spec.key) or Job(spec.key, QUEUED, spec)
+
+    # -- health
+
+    def readiness(self) -> dict[str, str]:
+        """What each part this process needs answers: "ok" or what went wrong."""
+        checks = {
+            "board": self.board.ping,
+            "store": self.store.ping,
+            "broker": getattr(self.dispatcher, "ping", lambda: None),
+        }
+        report = {}
+        for name, check in checks.items():
+            try:
+                check()
+                report[name] = "ok"
+            except Exception as exc:
+                report[name] = f"{type(exc).__name__}: {exc}"
+        return report
+
+    # -- errors of the parts, as the caller should hear them
+
+    def _board(self, call: Callable[..., T], *args: object) -> T:
+        what = "so builds can be neither queued nor followed"
+        return _reaching(self.board.errors, f"{self.board.describe()}", what, call, *args)
+
+    def _store(self, call: Callable[..., T], *args: object) -> T:
+        where = f"the artifact store {self.store.describe()}"
+        return _reaching(self.store.errors, where, "", call, *args)
+
+
+def _reaching(errors: tuple, where: str, what: str, call: Callable[..., T], *args: object) -> T:
+    """`call(*args)`; a failure to reach `where` becomes a 503 that names it."""
+    try:
+        return call(*args)
+    except errors as exc:
+        consequence = f", {what}" if what else ""
+        raise Unavailable(f"{where} is unreachable{consequence}: {exc}") from None
+
+
+@functools.cache
+def service() -> Service:
+    """This process's service, from the environment."""
+    return Service(Settings.from_env())

@@ -1,0 +1,110 @@
+"""squashd's own settings, read once from `SQUASHD_*` (and Celery's broker variable).
+
+With none of them set, everything runs on one machine: artifacts in a local directory,
+builds in threads of the web process, locks in memory (the embedded default).
+"""
+
+import os
+from dataclasses import dataclass, field
+
+from squash.codec import COMPRESSIONS
+
+
+class SettingsError(ValueError):
+    """A SQUASHD_* variable has a value we cannot use; the message names it."""
+
+
+def _number(env: dict[str, str], name: str, default: float, minimum: float = 0) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={text!r} must be at least {minimum:g}")
+    return value
+
+
+def _upstream(text: str) -> tuple[str, bool]:
+    """`SQUASHD_REGISTRY` as (host[:port], plain HTTP asked for)."""
+    plain = text.startswith("http://")
+    host = text.removeprefix("http://").removeprefix("https://").strip().rstrip("/")
+    if not host or "/" in host:
+        raise SettingsError(f"SQUASHD_REGISTRY={text!r} must be a registry host[:port]")
+    return host, plain
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str | None = None  # CELERY_BROKER_URL; None: builds run in-process
+    redis_url: str | None = None  # locks, job states, counters (default: the broker's Redis)
+    storage_url: str | None = None  # s3://bucket/prefix or a directory; None: the cache dir
+    registry: str = "docker.io"  # the upstream of the /c1 routes
+    registry_plain_http: bool = False
+    allowed_registries: frozenset[str] = field(default_factory=frozenset)  # empty: any
+    layer_compression: str = "gzip"
+    platform: str = "linux/amd64"
+    wait_seconds: float = 60.0  # how long a /c1 request waits for a build before a 202
+    url_lifetime: int = 300  # seconds a presigned download URL stays valid
+    lease_seconds: float = 30.0  # a build's lock lives this long unless renewed
+    max_build_seconds: int = 3600  # hard limit of one build (and Celery's time limit)
+    queued_grace: float = 600.0  # a queued build not started by then is enqueued again
+    failure_ttl: float = 60.0  # a failed build is reported this long before a retry
+    max_retries: int = 5  # of a build after transient failures
+    artifact_cache_seconds: float = 60.0  # how long an artifact's record is cached
+    local_workers: int = 2  # builds at once in the embedded default
+    tmpdir: str | None = None  # where builds spool layers (default $TMPDIR)
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    def allows(self, registry: str) -> bool:
+        return not self.allowed_registries or registry in self.allowed_registries
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        broker = env.get("CELERY_BROKER_URL") or None
+        redis_url = env.get("SQUASHD_REDIS_URL") or None
+        if redis_url is None and broker and broker.startswith(("redis://", "rediss://")):
+            redis_url = broker
+        if broker and redis_url is None:
+            raise SettingsError(
+                "CELERY_BROKER_URL is not Redis: set SQUASHD_REDIS_URL for build locks"
+            )
+        registry, plain = _upstream(env.get("SQUASHD_REGISTRY") or "docker.io")
+        allowed = {r.strip() for r in env.get("SQUASHD_ALLOWED_REGISTRIES", "").split(",")}
+        allowed.discard("")
+        if "*" in allowed:
+            allowed = set()
+        elif not allowed:
+            allowed = {registry}
+        compression = env.get("SQUASHD_LAYER_COMPRESSION") or "gzip"
+        if compression not in COMPRESSIONS:
+            raise SettingsError(
+                f"SQUASHD_LAYER_COMPRESSION={compression!r} is not one of {', '.join(COMPRESSIONS)}"
+            )
+        max_build = int(_number(env, "SQUASHD_MAX_BUILD_SECONDS", 3600, 10))
+        return cls(
+            broker_url=broker,
+            redis_url=redis_url,
+            storage_url=env.get("SQUASHD_STORAGE_URL") or None,
+            registry=registry,
+            registry_plain_http=plain,
+            allowed_registries=frozenset(allowed),
+            layer_compression=compression,
+            platform=env.get("SQUASHD_PLATFORM") or "linux/amd64",
+            wait_seconds=_number(env, "SQUASHD_WAIT_SECONDS", 60),
+            url_lifetime=int(_number(env, "SQUASHD_URL_LIFETIME", 300, 1)),
+            lease_seconds=_number(env, "SQUASHD_BUILD_LEASE", 30, 1),
+            max_build_seconds=max_build,
+            queued_grace=_number(env, "SQUASHD_QUEUED_GRACE", 600, 1),
+            failure_ttl=_number(env, "SQUASHD_FAILURE_TTL", 60, 1),
+            max_retries=int(_number(env, "SQUASHD_MAX_RETRIES", 5)),
+            artifact_cache_seconds=_number(env, "SQUASHD_ARTIFACT_CACHE_SECONDS", 60, 1),
+            local_workers=int(_number(env, "SQUASHD_LOCAL_WORKERS", 2, 1)),
+            tmpdir=env.get("SQUASHD_TMPDIR") or None,
+        )

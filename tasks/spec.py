@@ -1,0 +1,79 @@
+"""What one export builds, and the artifact key that names its bytes.
+
+The key is a hash of everything that determines the archive's bytes (the source's
+manifest digest, platform, the tag written into it, layer compression, the archive
+format's version) plus the repository it comes from, whose readers may have it. A moved
+tag gets a new key; an unchanged one is never rebuilt.
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+
+from squash.reference import check_repo_tag, familiar_name, squash_tag
+
+#: Bump when the archive writer's output changes for the same input.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    registry: str  # host[:port] as docker names it ("docker.io", "127.0.0.1:5000")
+    repository: str  # "ns/repo"
+    reference: str  # the tag (or digest) asked for
+    digest: str  # the manifest or index digest it resolved to
+    platform: str  # "linux/amd64"
+    tag: str  # NAME:TAG written into the archive
+    compression: str  # of the squashed layer
+
+    @property
+    def key(self) -> str:
+        determinants = {
+            "format": FORMAT_VERSION,
+            "source": f"{self.registry}/{self.repository}",
+            "digest": self.digest,
+            "platform": self.platform,
+            "tag": self.tag,
+            "compression": self.compression,
+        }
+        return hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def name(self) -> str:
+        """`host/ns/repo`, the repository it is squashed from."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def image(self) -> str:
+        """The image as it was asked for, e.g. `127.0.0.1:5000/ns/repo:v1`."""
+        sep = "@" if ":" in self.reference else ":"
+        return f"{self.name}{sep}{self.reference}"
+
+    @property
+    def source(self) -> str:
+        """What the build pulls: pinned to the digest, so a tag moving meanwhile is moot."""
+        return f"docker://{self.name}@{self.digest}"
+
+    @property
+    def filename(self) -> str:
+        """What a browser saves the archive as: `ns_app_v1.squash.tar`."""
+        name, _, tag = self.tag.rpartition(":")
+        first, _, rest = name.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            name = rest  # the registry's host is not part of a file name
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}_{tag}") + ".tar"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExportSpec":
+        return cls(**{k: str(data[k]) for k in cls.__dataclass_fields__})
+
+
+def default_tag(registry: str, repository: str, reference: str) -> str:
+    """`<name>:<tag>.squash`, as the command line writes it; by digest, `digest-<12 hex>`."""
+    tag = f"digest-{reference.partition(':')[2][:12]}" if ":" in reference else reference
+    name, out = check_repo_tag(f"{familiar_name(f'{registry}/{repository}')}:{squash_tag(tag)}")
+    return f"{name}:{out}"
