@@ -1,4 +1,2 @@
-"""The thin HTTP front endpoint (`/c1/squash/...`, `/v1/exports`).
-
-Not built yet: it arrives with the export-service issue.
-"""
+"""The thin HTTP front endpoint: Quay's `/c1/squash/...` route, the `/v1/exports` API,
+health checks. FastAPI on uvicorn; the work is in `tasks`."""

@@ -1,0 +1,55 @@
+"""Quay's squash route, `GET|HEAD /c1/squash/NAMESPACE/REPOSITORY/TAG`, against the
+upstream registry SQUASHD_REGISTRY: `curl -fL URL | docker load` just works."""
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from tasks.board import FAILED
+from tasks.errors import NotFound
+from tasks.service import Service
+from web.callers import caller_of
+from web.responses import deliver, failed, pending
+from web.waiting import wait_for
+
+router = APIRouter()
+
+
+def _image(registry: str, path: str) -> str:
+    """`ns/repo/tag` (deeper names too; a digest for the tag) as an image reference."""
+    name, _, reference = path.strip("/").rpartition("/")
+    if not name or not reference:
+        raise NotFound("expected /c1/squash/NAMESPACE/REPOSITORY/TAG")
+    sep = "@" if ":" in reference else ":"
+    return f"{registry}/{name}{sep}{reference}"
+
+
+@router.api_route("/c1/squash/{path:path}", methods=["GET", "HEAD"])
+async def squash(
+    request: Request,
+    path: str,
+    platform: str | None = Query(None, description="OS/ARCH[/VARIANT], default linux/amd64"),
+    compression: str | None = Query(None, description="none, gzip or zstd"),
+    wait: float | None = Query(None, ge=0, description="seconds to wait for a build"),
+) -> Response:
+    """The squashed archive: redirect to it (S3) or serve it (local directory). A build
+    is started (or joined) and waited for; HEAD never starts one."""
+    service: Service = request.app.state.service
+    caller = caller_of(request)
+    image = _image(service.settings.registry, path)
+    spec = await run_in_threadpool(
+        service.spec, image, caller, platform=platform, compression=compression
+    )
+    head = request.method == "HEAD"
+    outcome = await run_in_threadpool(service.request, spec, not head)
+    if outcome.artifact is None and not head:
+        limit = service.settings.wait_seconds
+        seconds = limit if wait is None else min(wait, limit)
+        outcome = await wait_for(request, service, spec, outcome, seconds)
+    if outcome.artifact is not None:
+        return deliver(request, service, outcome.artifact, spec.filename, outcome.hit)
+    job = outcome.job
+    if job is None:  # HEAD, and nothing built or building
+        return Response(status_code=404, headers={"X-Squashd-State": "absent"})
+    if job.state == FAILED:
+        return failed(request, job)
+    return pending(request, job)

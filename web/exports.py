@@ -1,0 +1,91 @@
+"""The export API: `POST /v1/exports`, `GET /v1/exports/{id}`, `GET /v1/exports/{id}/download`."""
+
+from typing import Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from storage.base import Artifact
+from tasks.access import Caller
+from tasks.board import FAILED, Job
+from tasks.errors import NotFound
+from tasks.service import Service
+from web.callers import caller_of
+from web.responses import deliver, document, failed, links, pending
+from web.waiting import wait_for
+
+router = APIRouter(prefix="/v1/exports")
+ExportId = Path(pattern=r"^[0-9a-f]{64}$", description="the artifact key")
+
+
+class ExportRequest(BaseModel):
+    image: str = Field(description="docker://HOST/NAME[:TAG|@DIGEST] or HOST/NAME:TAG")
+    platform: str | None = Field(None, description="OS/ARCH[/VARIANT], default linux/amd64")
+    tag: str | None = Field(None, description="NAME:TAG written into the archive")
+    layer_compression: Literal["none", "gzip", "zstd"] | None = None
+
+
+@router.post("", status_code=202)
+async def create(
+    request: Request,
+    body: ExportRequest,
+    wait: float = Query(0, ge=0, description="seconds to wait for the build"),
+) -> JSONResponse:
+    """Start (or join) an export: 202 with its id and links, 200 when already built."""
+    service: Service = request.app.state.service
+    spec = await run_in_threadpool(
+        service.spec,
+        body.image,
+        caller_of(request),
+        platform=body.platform,
+        tag=body.tag,
+        compression=body.layer_compression,
+    )
+    outcome = await run_in_threadpool(service.request, spec)
+    if outcome.artifact is None and wait:
+        seconds = min(wait, service.settings.wait_seconds)
+        outcome = await wait_for(request, service, spec, outcome, seconds)
+    status = 200 if outcome.artifact is not None else 202
+    headers = {"Location": links(spec.key)["self"]}
+    return JSONResponse(document(spec.key, outcome.job, outcome.artifact), status, headers)
+
+
+async def _find(request: Request, key: str) -> tuple[Job | None, Artifact | None]:
+    """The export `key` if the caller may read its image; 404 if there is no such export."""
+    service: Service = request.app.state.service
+    caller: Caller = caller_of(request)
+    job = await run_in_threadpool(service.job, key)
+    artifact = await run_in_threadpool(service.lookup, key)
+    if job is not None and job.spec is not None:
+        name, digest = job.spec.name, job.spec.digest
+    elif artifact is not None and artifact.image:
+        name, digest = artifact.image, artifact.source_digest
+    else:
+        raise NotFound(f"no export {key}")
+    await run_in_threadpool(service.check, name, digest, caller)
+    return job, artifact
+
+
+@router.get("/{key}")
+async def status(request: Request, key: str = ExportId) -> JSONResponse:
+    """State (queued, building, ready, failed), progress, size, sha256, error."""
+    job, artifact = await _find(request, key)
+    return JSONResponse(document(key, job, artifact))
+
+
+@router.api_route("/{key}/download", methods=["GET", "HEAD"])
+async def download(request: Request, key: str = ExportId) -> Response:
+    """The archive once built (a redirect or the file); 202 while it builds."""
+    service: Service = request.app.state.service
+    job, artifact = await _find(request, key)
+    if artifact is not None:
+        filename = job.spec.filename if job and job.spec else f"{key}.tar"
+        return deliver(request, service, artifact, filename, True)
+    assert job is not None
+    if job.state == FAILED:
+        return failed(request, job)
+    if job.active:
+        return pending(request, job)
+    raise NotFound(f"export {key} is not built (its artifact is gone); request it again")
