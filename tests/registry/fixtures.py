@@ -8,6 +8,7 @@ what costs); proxies and token-request counts are per test.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -24,8 +25,7 @@ from tests.integration.helpers import (
     umoci_unpack,
     write_oci_layout,
 )
-
-from .harness import (
+from tests.registry.harness import (
     HOST,
     FaultProxy,
     IndexLayout,
@@ -130,25 +130,43 @@ def tls_registry(tmp_path_factory) -> Iterator[tuple[Registry, Path]]:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
-    """A fault-injecting, request-counting proxy in front of `registry`."""
-    proxy = FaultProxy((HOST, registry.port), name="fault proxy").start()
+@contextlib.contextmanager
+def proxying(port: int, name: str) -> Iterator[FaultProxy]:
+    """A started FaultProxy in front of 127.0.0.1:`port`, stopped afterwards."""
+    proxy = FaultProxy((HOST, port), name=name).start()
     try:
         yield proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture
+def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
+    """A fault-injecting, request-counting proxy in front of `registry`."""
+    with proxying(registry.port, "fault proxy") as proxy:
+        yield proxy
 
 
 @pytest.fixture
 def token_proxy(token_registry: TokenRegistry) -> Iterator[FaultProxy]:
     """The same kind of proxy in front of the token-auth registry (counts its requests)."""
-    proxy = FaultProxy((HOST, token_registry.registry.port), name="token-registry proxy")
-    proxy.start()
-    try:
+    with proxying(token_registry.registry.port, "token-registry proxy") as proxy:
         yield proxy
-    finally:
-        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def module_proxy(registry: Registry) -> Iterator[FaultProxy]:
+    """A proxy in front of `registry` shared by a module's tests (e.g. as a deployment's
+    upstream); `upstream` resets its rules after each test."""
+    with proxying(registry.port, "upstream proxy") as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def upstream(module_proxy: FaultProxy) -> Iterator[FaultProxy]:
+    """The module's proxy for one test: no rule outlives the test."""
+    yield module_proxy
+    module_proxy.reset()
 
 
 # ---------------------------------------------------------------------------------------

@@ -591,7 +591,8 @@ class TokenRequest:
 class TokenServer:
     """The Docker token protocol in a thread: GET /token?service=S&scope=repository:N:pull.
 
-    Users (`users`, name -> password) get every action they ask for; anonymous callers get
+    Users (`users`, name -> password) get every action they ask for, or, if `grants`
+    names them, only on repositories under the prefixes it lists; anonymous callers get
     `pull` on repositories under `public_prefixes` and a token with no access elsewhere; a
     wrong password gets 401. Tokens are RS256 JWTs with the signing certificate in `x5c`.
     """
@@ -601,6 +602,7 @@ class TokenServer:
         root: Path,
         *,
         users: dict[str, str] | None = None,
+        grants: dict[str, Sequence[str]] | None = None,
         public_prefixes: Sequence[str] = ("public/",),
         issuer: str = "squashd-test-issuer",
         service: str = "squashd-test-registry",
@@ -608,6 +610,7 @@ class TokenServer:
     ):
         self.root = root
         self.users = dict(users or {"alice": "secret"})
+        self.grants = {user: tuple(prefixes) for user, prefixes in (grants or {}).items()}
         self.public_prefixes = tuple(public_prefixes)
         self.issuer = issuer
         self.service = service
@@ -673,7 +676,9 @@ class TokenServer:
             return None
         type_, name, actions = parts[0], ":".join(parts[1:-1]), parts[-1].split(",")
         if user is not None:
-            allowed = {"pull", "push", "delete", "*"}
+            prefixes = self.grants.get(user)
+            mine = prefixes is None or (type_ == "repository" and name.startswith(prefixes))
+            allowed = {"pull", "push", "delete", "*"} if mine else set()
         elif type_ == "repository" and name.startswith(self.public_prefixes):
             allowed = {"pull"}
         else:
@@ -879,7 +884,7 @@ class Seen:
 
 @dataclasses.dataclass
 class _Rule:
-    kind: str  # cut | flip | status | respond | redirect
+    kind: str  # cut | flip | hold | status | respond | redirect
     pattern: re.Pattern
     methods: tuple[str, ...]
     times: int | None  # None: every time
@@ -889,6 +894,12 @@ class _Rule:
     offset: int | None = None  # cut after / flip at (None: the middle of the blob)
     target: FaultProxy | None = None
     fired: int = 0
+    gate: threading.Event = dataclasses.field(default_factory=threading.Event)
+    reached: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        """Let a held download go on (`FaultProxy.hold`)."""
+        self.gate.set()
 
 
 def _path_pattern(what: str) -> re.Pattern:
@@ -969,6 +980,12 @@ class FaultProxy:
         GET responses of `blob`; every time unless `times`."""
         return self._add(_Rule("flip", _path_pattern(blob), ("GET",), times, offset=offset))
 
+    def hold(self, blob: str, after: int = 0, *, times: int | None = 1) -> _Rule:
+        """Pause GETs of `blob` after `after` body bytes until `rule.release()` (or two
+        minutes); `rule.reached` is set once a download is paused there. For tests that
+        need a build to be in the middle of a download (kill it, look at its progress)."""
+        return self._add(_Rule("hold", _path_pattern(blob), ("GET",), times, offset=after))
+
     def fail(
         self,
         path: str,
@@ -1033,6 +1050,8 @@ class FaultProxy:
 
     def reset(self) -> None:
         with self._lock:
+            for rule in self._rules:
+                rule.release()  # nothing stays held
             self._rules.clear()
             self._seen.clear()
 
@@ -1108,6 +1127,9 @@ class FaultProxy:
     def stop(self) -> None:
         if self._server is None:
             return
+        with self._lock:
+            for rule in self._rules:
+                rule.release()
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
@@ -1210,7 +1232,7 @@ class FaultProxy:
         headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP]
         length_text = resp.getheader("Content-Length")
         no_body = method == "HEAD" or status in (204, 304) or 100 <= status < 200
-        cut = flip = None
+        cut = flip = hold = None
         if (
             method == "GET"
             and status in (200, 206)
@@ -1220,6 +1242,7 @@ class FaultProxy:
         ):  # faults hit downloads, not a client's look at a blob's first bytes
             cut = self._take_rule(("cut",), method, path)
             flip = self._take_rule(("flip",), method, path)
+            hold = self._take_rule(("hold",), method, path)
 
         if no_body or length_text is not None:
             h.send_response_only(status, resp.reason)
@@ -1235,7 +1258,7 @@ class FaultProxy:
             m = re.match(r"bytes (\d+)-\d+/(\d+)", content_range)
             if status == 206 and m:
                 start, total = int(m[1]), int(m[2])
-            self._stream(h, seen, resp, length, start, total, cut, flip)
+            self._stream(h, seen, resp, length, start, total, cut, flip, hold)
             return
         # No length (chunked upstream): small bodies only; send them with a length.
         data = resp.read()
@@ -1248,11 +1271,13 @@ class FaultProxy:
         h.wfile.write(data)
         seen.status = status
 
-    def _stream(self, h, seen: Seen, resp, length, start, total, cut, flip) -> None:
+    def _stream(self, h, seen: Seen, resp, length, start, total, cut, flip, hold) -> None:
         """Relay `length` body bytes (blob bytes `start`.. of `total`), flipping the
-        byte at blob offset `flip.offset` and cutting after `cut.offset` body bytes."""
+        byte at blob offset `flip.offset`, cutting after `cut.offset` body bytes and
+        pausing after `hold.offset` body bytes until the hold is released."""
         cut_at = flip_at = None
-        actions = []
+        hold_at = hold.offset if hold is not None else None
+        actions = [] if hold is None else [f"held@{hold_at}"]
         if flip is not None:
             flip_at = flip.offset if flip.offset is not None else total // 2
             actions.append(f"flipped@{flip_at}")
@@ -1263,7 +1288,13 @@ class FaultProxy:
             seen.action = " ".join(actions)
         sent, pos = 0, start
         while sent < length:
-            chunk = resp.read(min(65536, length - sent))
+            if hold_at is not None and sent >= hold_at:
+                h.wfile.flush()
+                hold.reached.set()
+                hold.gate.wait(120)
+                hold_at = None
+            step = 65536 if hold_at is None else max(min(65536, hold_at - sent), 1)
+            chunk = resp.read(min(step, length - sent))
             if not chunk:
                 break
             if flip_at is not None and pos <= flip_at < pos + len(chunk):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration.helpers import roundtrip
 
-from .conftest import TOKEN_PRIVATE, TOKEN_PUBLIC
+from .fixtures import TOKEN_PRIVATE, TOKEN_PUBLIC
 from .harness import (
     HOST,
     FaultProxy,

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from .conftest import TOKEN_PRIVATE
+from .fixtures import TOKEN_PRIVATE
 from .harness import Squashed, export, export_fails, export_ok
 
 pytestmark = pytest.mark.integration

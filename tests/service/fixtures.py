@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from .harness import MotoS3, RedisServer
+from tests.service.harness import MotoS3, RedisServer, Stack
 
 Server = TypeVar("Server", RedisServer, MotoS3)
 
@@ -79,3 +79,51 @@ def bucket(moto_s3: MotoS3) -> Iterator[str]:
     yield name
     if moto_s3.running:
         moto_s3.delete_bucket(name)
+
+
+# ---------------------------------------------------------------------------------------
+# squashd deployments (web + workers)
+# ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stack_factory(tmp_path_factory, redis: RedisServer, moto: MotoS3) -> Iterator[Callable]:
+    made: list[Stack] = []
+
+    def make(
+        upstream: str,
+        *,
+        redis_server: RedisServer | None = None,
+        s3: bool = True,
+        workers: int = 1,
+        **env: str,
+    ) -> Stack:
+        """A started deployment against `upstream` (SQUASHD_REGISTRY); `env` adds to
+        its environment (SQUASHD_WAIT_SECONDS="5", ...)."""
+        root = tmp_path_factory.mktemp("stack")
+        used = redis_server or redis
+        used.start()
+        stack = Stack(root, used, moto.start() if s3 else None, upstream, env)
+        made.append(stack)
+        return stack.start(workers)
+
+    try:
+        yield make
+    finally:
+        for stack in made:
+            stack.stop()
+            _rmtree(stack.root)
+
+
+@pytest.fixture
+def make_stack(tmp_path_factory, redis_server, moto_s3) -> Iterator[Callable[..., Stack]]:
+    """Makes deployments for one test; all are stopped and removed after it."""
+    with _stack_factory(tmp_path_factory, redis_server, moto_s3) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def make_module_stack(tmp_path_factory, redis_server, moto_s3) -> Iterator[Callable[..., Stack]]:
+    """Makes deployments shared by a module's tests (each test uses its own images)."""
+    with _stack_factory(tmp_path_factory, redis_server, moto_s3) as make:
+        yield make

@@ -38,11 +38,16 @@ Missing tools fail loudly (`require_tool`, `_require_module`), nothing here skip
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
+import secrets
 import signal
 import socket
+import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -257,3 +262,250 @@ class MotoS3(ServerProcess):
         for key in self.keys(name):
             s3.delete_object(Bucket=name, Key=key)
         s3.delete_bucket(Bucket=name)
+
+
+# ---------------------------------------------------------------------------------------
+# squashd's own processes: the web endpoint and Celery workers
+# ---------------------------------------------------------------------------------------
+
+#: Variables of the machine that must not leak into a service process under test.
+_LEAKY = ("CELERY_", "SQUASHD_", "AWS_", "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "PORT")
+
+
+def service_env(root: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a web or worker process: this one's, without anything that
+    configures squashd, Celery, S3 or registry credentials, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY)}
+    empty = root / "no-docker-config"
+    empty.mkdir(parents=True, exist_ok=True)
+    env.update(
+        DOCKER_CONFIG=str(empty),
+        XDG_RUNTIME_DIR=str(empty),
+        XDG_CACHE_HOME=str(root / "cache"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class WebServer(ServerProcess):
+    """`python -m web` (uvicorn) on 127.0.0.1:free port with the environment `env`."""
+
+    what = "squashd web"
+
+    def __init__(self, root: Path, env: dict[str, str], name: str = "web") -> None:
+        super().__init__(root, f"{name}.log")
+        self.env = env
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "web"]
+
+    def _env(self) -> dict[str, str]:
+        return service_env(self.root, {**self.env, "PORT": str(self.port), "SQUASHD_HOST": HOST})
+
+    def _ready(self) -> bool:
+        status, _, _ = http_get(f"{self.url}/healthz", timeout=2)
+        return status == 200
+
+    def get(self, path: str, headers: dict[str, str] | None = None, **kw):
+        """(status, headers, body) of one request; redirects are not followed."""
+        return http_get(f"{self.url}{path}", headers, **kw)
+
+
+class Worker(ServerProcess):
+    """A Celery worker (`celery -A worker worker`, prefork, one build at a time).
+
+    It listens on no port; it is ready when it logs that it is. `kill()` SIGKILLs its
+    whole process group (the main process and its pool child), a crash of the machine
+    as far as Celery can tell; `kill_child()` only the pool process running the build."""
+
+    what = "celery worker"
+
+    def __init__(
+        self,
+        root: Path,
+        env: dict[str, str],
+        name: str = "worker",
+        queues: str = "squashd.export",
+    ) -> None:
+        super().__init__(root, f"{name}.log")
+        self.env, self.name, self.queues = env, name, queues
+
+    def _argv(self) -> list[str]:
+        celery = str(Path(sys.executable).with_name("celery"))
+        return [
+            celery, "-A", "worker", "worker",
+            "-Q", self.queues,
+            "-c", "1", "-P", "prefork",
+            "-n", f"{self.name}-{secrets.token_hex(3)}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-l", "INFO",
+        ]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        return service_env(self.root, self.env)
+
+    def _ready(self) -> bool:
+        return " ready." in self.log()
+
+    def full_log(self) -> str:
+        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
+
+    def log_lines(self, text: str) -> list[str]:
+        """Lines of the log (JSON, one a line) whose message contains `text`."""
+        return [line for line in self.full_log().splitlines() if text in line]
+
+    def children(self) -> list[int]:
+        """PIDs of the pool processes (the main process's children)."""
+        assert self.proc is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def stop(self) -> None:
+        """A warm shutdown (SIGTERM), then SIGKILL for whatever is left of the group."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(15)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the main process and its pool children at once."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
+    def kill_child(self) -> int:
+        """SIGKILL the pool process; the main process lives on. Returns its PID."""
+        (child,) = self.children()
+        os.kill(child, signal.SIGKILL)
+        return child
+
+
+# ---------------------------------------------------------------------------------------
+# A deployment: the web process and its workers, sharing Redis, S3 and a registry
+# ---------------------------------------------------------------------------------------
+
+
+class Stack:
+    """squashd as deployed: `web` and `workers` with one environment (`env`): the
+    Celery variables of `redis`, boto3's of `moto` with artifacts in `bucket` (or a
+    local directory when `moto` is None), `SQUASHD_REGISTRY` = `upstream`."""
+
+    def __init__(
+        self,
+        root: Path,
+        redis: RedisServer,
+        moto: MotoS3 | None,
+        upstream: str,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.root, self.redis, self.moto = root, redis, moto
+        self.bucket = moto.create_bucket(f"squashd-{secrets.token_hex(6)}") if moto else None
+        self.env = {**redis.env(), "SQUASHD_REGISTRY": upstream, "SQUASHD_BUILD_LEASE": "3"}
+        if moto is not None:
+            self.env.update(moto.env(), SQUASHD_STORAGE_URL=f"s3://{self.bucket}/artifacts")
+        else:
+            self.env["SQUASHD_STORAGE_URL"] = str(root / "artifacts")
+        self.env.update(extra or {})
+        self.web = WebServer(root, self.env)
+        self.workers: list[Worker] = []
+
+    def start(self, workers: int = 1) -> Stack:
+        self.web.start()
+        for _ in range(workers):
+            self.add_worker()
+        return self
+
+    def add_worker(self) -> Worker:
+        worker = Worker(self.root, self.env, name=f"worker{len(self.workers) + 1}")
+        self.workers.append(worker)
+        return worker.start()
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.web.stop()
+        if self.moto is not None and self.moto.running and self.bucket:
+            self.moto.delete_bucket(self.bucket)
+
+    # -- asking it
+
+    def c1(self, path: str, headers: dict[str, str] | None = None, **kw):
+        """A request to `/c1/squash/PATH` (redirects not followed): (status, headers, body)."""
+        return self.web.get(f"/c1/squash/{path}", headers, timeout=kw.pop("timeout", 120), **kw)
+
+    def export_status(self, key: str, headers: dict[str, str] | None = None) -> dict:
+        status, _, body = self.web.get(f"/v1/exports/{key}", headers)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def object_key(self, key: str) -> str:
+        return f"artifacts/{key}.tar"
+
+    def objects(self) -> list[str]:
+        assert self.moto is not None and self.bucket
+        return self.moto.keys(self.bucket)
+
+    def uploads(self) -> list[dict]:
+        assert self.moto is not None and self.bucket
+        return self.moto.uploads(self.bucket)
+
+    def builds_started(self) -> int:
+        return sum(len(w.log_lines("build started")) for w in self.workers)
+
+    def tasks_received(self) -> int:
+        """Build messages the workers took (a retry is a message too)."""
+        return sum(len(w.log_lines("received")) for w in self.workers)
+
+    def describe(self) -> str:
+        """The logs, for assertion messages."""
+        parts = [f"--- web log:\n{self.web.log()}"]
+        parts += [f"--- {w.name} log:\n{w.log()}" for w in self.workers]
+        return "\n".join(parts)
+
+
+def fetch(url: str, dest: Path, headers: dict[str, str] | None = None) -> bytes:
+    """GET `url` (a presigned URL) into `dest`; returns the bytes."""
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        data = response.read()
+    dest.write_bytes(data)
+    return data
+
+
+def push_layers(
+    root: Path, dest: str, tars: list[bytes], *, creds: str | None = None, config=None
+) -> tuple[str, str]:
+    """An OCI layout of `tars` (gzip) under `root`, pushed with skopeo to `dest`
+    (`HOST/NAME:TAG`): (manifest digest in the registry, umoci ref of the layout)."""
+    from tests.integration.helpers import write_oci_layout
+    from tests.registry.harness import push
+
+    layout = write_oci_layout(root, tars, compression="gzip", config=config)
+    return push(f"oci:{layout.ref}", dest, creds=creds), layout.ref
+
+
+def assert_same_rootfs(archive: Path, reference: Path, work: Path) -> None:
+    """The judges of DESIGN.md: `skopeo copy docker-archive:` then `umoci unpack` must
+    give the same tree as `reference` (umoci unpack of the original)."""
+    from tests.integration.helpers import compare_trees, format_diffs, skopeo_to_oci, umoci_unpack
+
+    layout = skopeo_to_oci(archive, work / "squashed.oci")
+    squashed = umoci_unpack(layout, work / "squashed.bundle")
+    diffs = compare_trees(reference, squashed)
+    assert not diffs, f"{archive} does not unpack to the original tree; {format_diffs(diffs)}"

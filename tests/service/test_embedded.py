@@ -1,0 +1,67 @@
+"""The embedded default: no broker, no storage URL, one process. Artifacts are served
+from the local directory with an exact Content-Length, a content ETag and Range."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.registry.harness import Registry
+from tests.service.harness import WebServer, assert_same_rootfs
+from tests.service.test_export_service import push_image
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def web(registry: Registry, tmp_path: Path):
+    server = WebServer(tmp_path / "web", {"SQUASHD_REGISTRY": registry.host}).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_embedded_serves_the_file_with_range_and_etag(web, registry, tmp_path) -> None:
+    _, rootfs = push_image(registry, tmp_path, "embedded", seed=501)
+    assert json.loads(web.get("/readyz")[2]) == {
+        "ready": True, "board": "ok", "store": "ok", "broker": "ok"
+    }  # fmt: skip
+    status, headers, data = web.get("/c1/squash/svc/embedded/v1", timeout=120)
+    assert status == 200, f"{data[:300]!r}\n{web.log()}"
+    assert int(headers["content-length"]) == len(data)
+    assert headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert headers["content-type"] == "application/x-tar"
+    assert "attachment" in headers["content-disposition"]
+    archive = tmp_path / "embedded.tar"
+    archive.write_bytes(data)
+    assert_same_rootfs(archive, rootfs, tmp_path)
+
+    store = web.root / "cache" / "squashd" / "artifacts"  # $XDG_CACHE_HOME/squashd/artifacts
+    key = headers["x-squashd-export"]
+    assert (store / f"{key}.tar").read_bytes() == data
+    assert not [p for p in os.listdir(store) if p.endswith(".part")]
+
+    status, part_headers, part = web.get("/c1/squash/svc/embedded/v1", {"Range": "bytes=1000-1999"})
+    assert status == 206 and part == data[1000:2000]
+    assert part_headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+    status, _, _ = web.get("/c1/squash/svc/embedded/v1", {"If-None-Match": headers["etag"]})
+    assert status == 304
+    status, head, body = web.get("/c1/squash/svc/embedded/v1", method="HEAD")
+    assert status == 200 and body == b"" and int(head["content-length"]) == len(data)
+    status, again, _ = web.get(f"/v1/exports/{key}/download")
+    assert status == 200 and again["etag"] == headers["etag"]
+
+
+def test_embedded_head_starts_nothing(web, registry, tmp_path) -> None:
+    push_image(registry, tmp_path, "embedded-head", seed=502)
+    status, headers, _ = web.get("/c1/squash/svc/embedded-head/v1", method="HEAD")
+    assert status == 404 and headers["x-squashd-state"] == "absent"
+    time.sleep(0.5)
+    store = web.root / "cache" / "squashd" / "artifacts"
+    assert not store.exists() or os.listdir(store) == []

@@ -1,0 +1,101 @@
+"""The registry decides who may read an image, before anything is built or served.
+
+A token-auth registry with three users: alice reads everything, bob only `public/`,
+and `robot` is the service's own account (SQUASHD_REGISTRY_USERNAME), which pulls for
+the builds but is never used to decide what a caller may have.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from tests.registry.harness import Registry, TokenServer, basic_auth
+from tests.service.harness import Stack, fetch, push_layers
+from tests.service.test_export_service import image_layers
+
+pytestmark = pytest.mark.integration
+
+USERS = {"alice": "secret", "bob": "hunter2", "robot": "r0b0t"}
+PRIVATE = "team/private"
+
+
+@pytest.fixture(scope="module")
+def private_registry(tmp_path_factory) -> Iterator[tuple[Registry, TokenServer]]:
+    root = tmp_path_factory.mktemp("private-registry")
+    tokens = TokenServer(root / "tokens", users=USERS, grants={"bob": ["public/"]}).start()
+    registry = Registry(root / "registry", auth=tokens.registry_auth())
+    try:
+        yield registry.start(), tokens
+    finally:
+        registry.stop()
+        tokens.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(make_module_stack, private_registry, tmp_path_factory) -> Stack:
+    registry, _ = private_registry
+    work = tmp_path_factory.mktemp("private-image")
+    push_layers(work, registry.ref(PRIVATE, "v1"), image_layers(seed=401), creds="alice:secret")
+    return make_module_stack(
+        registry.host, SQUASHD_REGISTRY_USERNAME="robot", SQUASHD_REGISTRY_PASSWORD="r0b0t"
+    )
+
+
+def _as(user: str | None, password: str | None = None) -> dict[str, str]:
+    return {} if user is None else {"Authorization": basic_auth(user, password or USERS[user])}
+
+
+def test_callers_the_registry_refuses_get_its_answer(stack: Stack) -> None:
+    received = stack.tasks_received()
+    status, headers, body = stack.c1(f"{PRIVATE}/v1")
+    assert status == 401 and headers["www-authenticate"].startswith("Basic"), body
+    status, _, body = stack.c1(f"{PRIVATE}/v1", _as("alice", "wrong"))
+    assert status == 401 and "wrong username or password" in json.loads(body)["error"]
+    status, _, body = stack.c1(f"{PRIVATE}/v1", _as("bob"))
+    assert status in (401, 403), body
+    assert stack.tasks_received() == received, "a refused caller started a build"
+
+
+def test_a_cached_private_artifact_is_never_handed_to_a_refused_caller(stack, tmp_path):
+    status, headers, body = stack.c1(f"{PRIVATE}/v1", _as("alice"))
+    assert status == 302, f"{body!r}\n{stack.describe()}"
+    key = headers["x-squashd-export"]
+    assert fetch(headers["location"], tmp_path / "private.tar")
+
+    for refused in (None, ("alice", "wrong"), ("bob", None)):
+        ask = _as(*refused) if refused else {}
+        status, headers, _ = stack.c1(f"{PRIVATE}/v1", ask)
+        assert status in (401, 403) and "location" not in headers, (refused, status)
+        for path in (f"/v1/exports/{key}", f"/v1/exports/{key}/download"):
+            status, headers, _ = stack.web.get(path, ask)
+            assert status in (401, 403) and "location" not in headers, (refused, path, status)
+
+    status, headers, _ = stack.c1(f"{PRIVATE}/v1", _as("alice"))
+    assert status == 302 and headers["x-squashd-cache"] == "hit"
+    assert stack.web.get(f"/v1/exports/{key}", _as("alice"))[0] == 200
+
+
+def test_a_registry_bearer_token_is_passed_through(stack, private_registry) -> None:
+    _, tokens = private_registry
+    scope = f"repository:{PRIVATE}:pull"
+    url = f"{tokens.realm}?service={tokens.service}&scope={scope}"
+    request = urllib.request.Request(url, headers=_as("alice"))
+    with urllib.request.urlopen(request) as response:
+        token = json.loads(response.read())["token"]
+    status, _, body = stack.c1(f"{PRIVATE}/v1", {"Authorization": f"Bearer {token}"})
+    assert status == 302, body
+    status, _, body = stack.c1(f"{PRIVATE}/v1", {"Authorization": "Bearer not-a-token"})
+    assert status == 401, body
+
+
+def test_malformed_credentials_are_a_clear_400(stack) -> None:
+    garbage = base64.b64encode(b"no-colon").decode()
+    status, _, body = stack.c1(f"{PRIVATE}/v1", {"Authorization": f"Basic {garbage}"})
+    assert status == 400 and "USER:PASSWORD" in json.loads(body)["error"]
+    status, _, body = stack.c1(f"{PRIVATE}/v1", {"Authorization": "Digest abc"})
+    assert status == 400 and "Basic or Bearer" in json.loads(body)["error"]

@@ -1,0 +1,64 @@
+"""SQUASHD_* settings: defaults that make the embedded default, and clear errors."""
+
+import pytest
+
+from tasks.errors import is_transient
+from tasks.settings import Settings, SettingsError
+
+
+def test_nothing_set_is_the_embedded_default() -> None:
+    settings = Settings.from_env({})
+    assert settings.embedded and settings.redis_url is None and settings.storage_url is None
+    assert settings.registry == "docker.io" and settings.allows("docker.io")
+    assert not settings.allows("quay.io")  # only the upstream, unless told otherwise
+    assert settings.layer_compression == "gzip"
+
+
+def test_a_redis_broker_is_also_the_board() -> None:
+    settings = Settings.from_env({"CELERY_BROKER_URL": "redis://127.0.0.1:7000/0"})
+    assert not settings.embedded and settings.redis_url == "redis://127.0.0.1:7000/0"
+    with pytest.raises(SettingsError, match="SQUASHD_REDIS_URL"):
+        Settings.from_env({"CELERY_BROKER_URL": "amqp://guest@localhost//"})
+
+
+def test_registries() -> None:
+    settings = Settings.from_env(
+        {"SQUASHD_REGISTRY": "http://reg.example:5000/", "SQUASHD_ALLOWED_REGISTRIES": "a, b"}
+    )
+    assert settings.registry == "reg.example:5000" and settings.registry_plain_http
+    assert settings.allows("a") and settings.allows("b") and not settings.allows("reg.example")
+    assert Settings.from_env({"SQUASHD_ALLOWED_REGISTRIES": "*"}).allows("anywhere.io")
+    with pytest.raises(SettingsError, match="SQUASHD_REGISTRY"):
+        Settings.from_env({"SQUASHD_REGISTRY": "https://quay.io/org"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SQUASHD_WAIT_SECONDS", "soon", "not a number"),
+        ("SQUASHD_BUILD_LEASE", "0", "at least 1"),
+        ("SQUASHD_LAYER_COMPRESSION", "lzma", "not one of"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=rf"{name}=.*{message}"):
+        Settings.from_env({name: value})
+
+
+def test_transient_failures_are_retried_permanent_ones_not() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+    from redis.exceptions import ConnectionError as RedisDown
+
+    from squash.errors import DigestMismatch
+    from squash.registry.client import RegistryError, TransientError
+
+    assert is_transient(TransientError("registry answered 503"))
+    assert is_transient(EndpointConnectionError(endpoint_url="http://s3"))
+    assert is_transient(RedisDown("down"))
+    slow = {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
+    assert is_transient(ClientError(slow, "UploadPart"))
+    denied = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+    assert not is_transient(ClientError(denied, "UploadPart"))
+    assert not is_transient(DigestMismatch("layer 1: digest mismatch"))
+    assert not is_transient(RegistryError("not found (404)", 404))
+    assert not is_transient(ValueError("a bug"))
