@@ -39,6 +39,7 @@ class Location:
 
     url: str | None = None
     path: Path | None = None
+    filename: str | None = None  # what a browser saves the local file as
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class LocalStore:
             os.unlink(upload.ident)
 
     def locate(self, key: str, method: str = "GET", filename: str | None = None) -> Location:
-        return Location(path=self.path(key))
+        return Location(path=self.path(key), filename=filename)
 
     def ping(self) -> None:
         with tempfile.TemporaryFile(dir=self.root):

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -26,6 +27,7 @@ FIRST_PART = 8 << 20  # at least S3's 5 MiB minimum for all parts but the last
 PART = 8 << 20
 IN_FLIGHT = 2  # parts being uploaded at once (memory: FIRST_PART + (IN_FLIGHT + 1) * PART)
 _SUFFIX = ".tar"
+_SIGNED_URLS = 4096  # presigned URLs kept for reuse
 log = logging.getLogger(__name__)
 
 
@@ -156,6 +158,7 @@ class S3Store:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = client or _client()
         self.url_lifetime = url_lifetime
+        self._urls: dict[tuple, tuple[str, float]] = {}  # -> (presigned URL, reuse until)
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -230,14 +233,25 @@ class S3Store:
             )
 
     def locate(self, key: str, method: str = "GET", filename: str | None = None) -> Location:
-        """A presigned URL to download (GET) or check (HEAD) the artifact."""
-        params = {"Bucket": self.bucket, "Key": self.object_key(key)}
+        """A presigned URL to download (GET) or check (HEAD) the artifact.
+
+        Signing costs more than the rest of a cached redirect, so a URL is handed out
+        again for the first fifth of its lifetime: whoever gets it has most of it left."""
         operation = "head_object" if method == "HEAD" else "get_object"
+        ident = (key, operation, filename)
+        now = time.monotonic()
+        cached = self._urls.get(ident)
+        if cached is not None and cached[1] > now:
+            return Location(url=cached[0])
+        params = {"Bucket": self.bucket, "Key": self.object_key(key)}
         if filename and operation == "get_object":
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
         url = self.client.generate_presigned_url(
             operation, Params=params, ExpiresIn=self.url_lifetime
         )
+        if len(self._urls) >= _SIGNED_URLS:
+            self._urls.clear()
+        self._urls[ident] = (url, now + self.url_lifetime / 5)
         return Location(url=url)
 
     def ping(self) -> None:

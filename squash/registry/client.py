@@ -140,6 +140,7 @@ class Registry:
             if status == 401 and not authenticated and not self.options.bearer:
                 # once: a second 401 is a refusal
                 challenge = response.headers.get("www-authenticate", "")
+                _error_text(response)  # read (a few bytes), so the connection is kept
                 response.close()
                 self._authenticate(challenge, scope, what)
                 authenticated = True
@@ -273,6 +274,7 @@ class Registry:
 
         Registries that send no Docker-Content-Digest get a GET, hashed here."""
         response = self.get(repository, f"manifests/{reference}", {"Accept": ACCEPT}, what, "HEAD")
+        response.read()  # nothing to read, but a response read to its end keeps its connection
         response.close()
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         digest = response.headers.get("docker-content-digest", "")
