@@ -59,6 +59,25 @@ worker_cancel_long_running_tasks_on_connection_loss = False
 
 task_default_queue = EXPORT_QUEUE
 task_queues = (Queue(EXPORT_QUEUE), Queue(SCHEDULED_QUEUE))
+task_routes = {
+    "squashd.presquash": {"queue": SCHEDULED_QUEUE},
+    "squashd.janitor": {"queue": SCHEDULED_QUEUE},
+}
+
+# Celery beat: pre-squash the most requested tags, evict cold artifacts. A run that
+# waited in the queue longer than its interval is dropped: the next one does its work.
+beat_schedule = {
+    "presquash": {
+        "task": "squashd.presquash",
+        "schedule": _settings.presquash_interval,
+        "options": {"expires": _settings.presquash_interval},
+    },
+    "janitor": {
+        "task": "squashd.janitor",
+        "schedule": _settings.janitor_interval,
+        "options": {"expires": _settings.janitor_interval},
+    },
+}
 task_track_started = True
 worker_hijack_root_logger = True
 timezone = "UTC"

@@ -21,13 +21,17 @@ MAX_SESSIONS = 256
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asks: HTTP Basic credentials, a registry Bearer token, or nobody."""
+    """Who asks: HTTP Basic credentials, a registry Bearer token, nobody, or the
+    service itself (its scheduled work, with its own credentials)."""
 
     credentials: Credentials | None = None
     bearer: str | None = None
+    service: bool = False
 
     @property
     def fingerprint(self) -> str:
+        if self.service:
+            return "service"
         if self.credentials is not None:
             secret = f"basic:{self.credentials.username}:{self.credentials.password}"
         elif self.bearer is not None:
@@ -39,6 +43,10 @@ class Caller:
     @property
     def anonymous(self) -> bool:
         return self.credentials is None and self.bearer is None
+
+
+#: The service asking for itself (pre-squash): SQUASHD_REGISTRY_USERNAME or auth files.
+SERVICE = Caller(service=True)
 
 
 class Sessions:
@@ -60,7 +68,8 @@ class Sessions:
                 plain_http=ref.registry == self._plain,
                 credentials=caller.credentials,
                 bearer=caller.bearer,
-                ambient=False,  # never the service's own credentials on a caller's behalf
+                # never the service's own credentials on a caller's behalf
+                ambient=caller.service,
                 attempts=2,
                 backoff=0.2,
                 timeout=15.0,

@@ -4,6 +4,10 @@ Two implementations of one interface: Redis (`tasks.redis_board`) when there is 
 broker, memory (`tasks.memory_board`) in the embedded default. Both take their
 decisions from the functions here, so they cannot drift apart.
 
+It also keeps what the scheduled work and the operators need: decaying request counts
+per tag (`tasks.popularity`), when each artifact was last handed out (the janitor's
+LRU), the jobs in progress, recent failures and the build counters behind /metrics.
+
 A job is `queued` (claimed, its message on the way or waiting for a retry), `building`
 (a worker holds the build lock, renewing its lease), `ready` or `failed`. A job whose
 build died (the lock's lease ran out while it said `building`), or that stayed queued
@@ -17,6 +21,9 @@ from storage.base import Artifact
 from tasks.spec import ExportSpec
 
 QUEUED, BUILDING, READY, FAILED = "queued", "building", "ready", "failed"
+#: Upper bounds (seconds) of the build-time histogram's buckets.
+BUILD_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+RECENT_FAILURES = 50  # failures kept for the status page
 
 
 @dataclass
@@ -145,6 +152,68 @@ class Board(Protocol):
         """Drop the cached record (the artifact was deleted)."""
         ...
 
+    def locked(self, key: str) -> bool:
+        """Is a build of `key` running (holding its lease)?"""
+        ...
+
+    # -- what the scheduled work and the operators need
+
+    def count_request(self, tag: str, now: float) -> None:
+        """A request for `tag` (`registry/name:tag`)."""
+        ...
+
+    def remember_tag(self, tag: str, key: str) -> None:
+        """The artifact `tag` resolved to with the default options (the status page)."""
+        ...
+
+    def popular(self, limit: int, now: float) -> list[tuple[str, float]]:
+        """The most requested tags with their decayed counts, most first."""
+        ...
+
+    def tag_keys(self, tags: list[str]) -> dict[str, str]:
+        """The artifact key each tag last resolved to (default options)."""
+        ...
+
+    def trim_popular(self, now: float) -> None:
+        """Forget the least requested tags beyond popularity.MAX_TAGS."""
+        ...
+
+    def touch(self, key: str, now: float) -> None:
+        """The artifact was just handed out (a redirect or the file)."""
+        ...
+
+    def downloads(self) -> dict[str, float]:
+        """When each artifact was last handed out."""
+        ...
+
+    def drop(self, key: str) -> None:
+        """The artifact was evicted: forget its job, cached record and downloads."""
+        ...
+
+    def active(self) -> list[Job]:
+        """Jobs queued or building."""
+        ...
+
+    def failures(self) -> list[dict]:
+        """Recent failures, newest first: key, image, error, time."""
+        ...
+
+    def count(self, name: str, amount: float = 1) -> None:
+        """Add to a counter behind /metrics (builds_started, builds_failed, ...)."""
+        ...
+
+    def observe_build(self, seconds: float, size: int) -> None:
+        """A build succeeded in `seconds`, writing `size` bytes."""
+        ...
+
+    def set_stored(self, count: int, size: int) -> None:
+        """What the store holds, as the janitor last counted it."""
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """Every counter and gauge by name."""
+        ...
+
 
 @dataclass(frozen=True)
 class Lifetimes:
@@ -155,3 +224,13 @@ class Lifetimes:
     failure: float  # a failed job's record
     job: float  # any other job record
     artifact: float  # a cached artifact record
+    half_life: float = 86400.0  # of a request's weight in the popularity counts
+
+
+def build_observation(seconds: float, size: int) -> dict[str, float]:
+    """The counters one successful build adds to (histogram buckets are cumulative)."""
+    added = {"builds_succeeded": 1, "build_seconds_sum": seconds, "build_bytes_sum": size}
+    for bound in (*BUILD_SECONDS_BUCKETS, "+Inf"):
+        if bound == "+Inf" or seconds <= bound:
+            added[f"build_seconds_bucket:{bound}"] = 1
+    return added

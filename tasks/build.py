@@ -27,19 +27,22 @@ class Busy(Exception):
     """Another live build holds the lock of this artifact."""
 
 
-class Lease:
-    """Keeps the build lock alive from a thread; `lost` once it could not be renewed.
+class Heartbeat:
+    """A build's thread beside it: renews the build lock's lease and reports progress.
 
-    Renewals happen three times a lease. A renewal that finds the lock taken, or no
-    successful renewal for a whole lease (Redis down), loses it."""
+    Progress (stored bytes of the source read so far, counted by `advance`) goes to
+    the board every PROGRESS_EVERY seconds, also while a download stalls; the lease is
+    renewed three times a lease. A renewal that finds the lock taken, or no successful
+    renewal for a whole lease (Redis down), loses it: the next `advance` raises."""
 
-    def __init__(self, board: Board, key: str, owner: str, seconds: float) -> None:
-        self._board, self._key, self._owner, self._seconds = board, key, owner, seconds
+    def __init__(self, board: Board, key: str, owner: str, lease: float) -> None:
+        self._board, self._key, self._owner, self._lease = board, key, owner, lease
         self._stop = threading.Event()
         self.lost: str | None = None
-        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+        self.done = 0
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> "Heartbeat":
         self._thread.start()
         return self
 
@@ -49,40 +52,32 @@ class Lease:
         with contextlib.suppress(Exception):  # if Redis is down the lease simply runs out
             self._board.release(self._key, self._owner)
 
+    def advance(self, count: int) -> None:
+        """The progress callback of the image's layers (called as bytes are read)."""
+        if self.lost:
+            raise LeaseLost(self.lost)
+        self.done += count
+
     def _run(self) -> None:
-        renewed = time.monotonic()
-        while not self._stop.wait(self._seconds / 3):
+        renewed = due = time.monotonic()
+        reported = 0
+        while not self._stop.wait(PROGRESS_EVERY):
+            if self.done != reported:
+                reported = self.done
+                with contextlib.suppress(Exception):  # progress is not worth failing for
+                    self._board.progress(self._key, reported, time.time())
+            if time.monotonic() < due + self._lease / 3:
+                continue
+            due = time.monotonic()
             try:
                 if not self._board.renew(self._key, self._owner):
                     self.lost = "the build lock was taken over"
                     return
                 renewed = time.monotonic()
             except Exception as exc:
-                if time.monotonic() - renewed >= self._seconds:
+                if time.monotonic() - renewed >= self._lease:
                     self.lost = f"the build lock could not be renewed: {exc}"
                     return
-
-    def check(self) -> None:
-        if self.lost:
-            raise LeaseLost(self.lost)
-
-
-class Progress:
-    """The source's stored bytes read so far, reported to the board now and then."""
-
-    def __init__(self, board: Board, key: str, lease: Lease) -> None:
-        self._board, self._key, self._lease = board, key, lease
-        self.done = 0
-        self._reported = 0.0
-
-    def __call__(self, count: int) -> None:
-        self.done += count
-        now = time.time()
-        if now - self._reported >= PROGRESS_EVERY:
-            self._lease.check()
-            self._reported = now
-            with contextlib.suppress(Exception):  # progress is not worth failing a build
-                self._board.progress(self._key, self.done, now)
 
 
 def registry_options(spec: ExportSpec, plain_http_registry: str | None) -> RegistryOptions:
@@ -109,10 +104,10 @@ def build(
     owner = f"{task_id}/{uuid.uuid4().hex[:12]}"
     if not board.acquire(key, owner):
         raise Busy(key)
-    with Lease(board, key, owner, lease_seconds) as lease:
+    with Heartbeat(board, key, owner, lease_seconds) as heartbeat:
         artifact = store.stat(key)  # finished by another build a moment ago?
         if artifact is None:
-            artifact = _squash(spec, task_id, board, store, lease, options, tmpdir)
+            artifact = _squash(spec, task_id, board, store, heartbeat, options, tmpdir)
         board.finished(key, artifact, time.time())
     return artifact
 
@@ -122,7 +117,7 @@ def _squash(
     task_id: str,
     board: Board,
     store: ArtifactStore,
-    lease: Lease,
+    heartbeat: Heartbeat,
     options: RegistryOptions,
     tmpdir: str | None,
 ) -> Artifact:
@@ -131,17 +126,14 @@ def _squash(
     with contextlib.closing(image):
         board.started(spec, task_id, image.total_size, time.time())
         log.info("build started: %d layers, %d bytes", len(image.layers), image.total_size)
-        progress = Progress(board, spec.key, lease)
-        image.set_progress(progress)
+        image.set_progress(heartbeat.advance)
         sink = store.create(spec.key, spec.digest, spec.name)
         result = export_image(
             image, sink, tag=spec.tag, compression=spec.compression, tmpdir=tmpdir
         )
     artifact: Artifact = result.committed
-    log.info(
-        "build done in %.1f s: %d bytes, sha256 %s",
-        time.monotonic() - started,
-        artifact.size,
-        artifact.sha256,
-    )
+    seconds = time.monotonic() - started
+    log.info("build done in %.1f s: %d bytes, sha256 %s", seconds, artifact.size, artifact.sha256)
+    with contextlib.suppress(Exception):  # counters are not worth failing a build
+        board.observe_build(seconds, artifact.size)
     return artifact

@@ -1,6 +1,7 @@
 """Sending a build to whoever runs it: Celery workers through the broker, or, in the
 embedded default, threads of this process running the very same task."""
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -9,6 +10,14 @@ from tasks.spec import ExportSpec
 
 class Dispatcher(Protocol):
     def send(self, spec: ExportSpec, task_id: str, queue: str) -> None: ...
+
+    def ping(self) -> None:
+        """Raise if builds cannot be sent."""
+        ...
+
+    def depths(self) -> dict[str, int]:
+        """Builds waiting, by queue."""
+        ...
 
 
 class CeleryDispatcher:
@@ -23,14 +32,46 @@ class CeleryDispatcher:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
 
+    def depths(self) -> dict[str, int]:
+        from worker.app import app
+
+        depths = {}
+        with app.connection_for_read() as connection:
+            for queue in app.conf.task_queues:
+                channel = connection.channel()  # a failed passive declare may close it
+                try:
+                    found = channel.queue_declare(queue=queue.name, passive=True)
+                    depths[queue.name] = found.message_count
+                except connection.channel_errors:
+                    depths[queue.name] = 0  # no such queue (an empty one, in Redis)
+                finally:
+                    channel.close()
+        return depths
+
 
 class LocalDispatcher:
     """`Task.apply` in a thread pool: Celery's code path, with no broker and no worker."""
 
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="build")
+        self._waiting = 0
+        self._mutex = threading.Lock()
 
     def send(self, spec: ExportSpec, task_id: str, queue: str) -> None:
         from tasks.export import export
 
-        self._pool.submit(export.apply, args=[spec.to_dict()], task_id=task_id)
+        with self._mutex:
+            self._waiting += 1
+        self._pool.submit(self._run, export, spec, task_id)
+
+    def _run(self, task, spec: ExportSpec, task_id: str) -> None:
+        with self._mutex:
+            self._waiting -= 1
+        task.apply(args=[spec.to_dict()], task_id=task_id)
+
+    def ping(self) -> None:
+        pass
+
+    def depths(self) -> dict[str, int]:
+        with self._mutex:
+            return {"in-process": self._waiting}

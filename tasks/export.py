@@ -28,7 +28,7 @@ def export(self, spec: dict) -> dict:
     """Build the artifact of `spec` (an ExportSpec as a dict); returns its record."""
     wanted = ExportSpec.from_dict(spec)
     task_id = self.request.id
-    with logs.context(task_id=task_id, image=wanted.image, digest=wanted.digest, key=wanted.key):
+    with logs.context(key=wanted.key):  # task id, image and digest: worker.signals
         runtime = service()
         settings = runtime.settings
         try:
@@ -56,6 +56,7 @@ def export(self, spec: dict) -> dict:
                 _best_effort(
                     runtime.board.requeue, wanted.key, task_id, error, now + countdown, now
                 )
+                _best_effort(runtime.board.count, "builds_retried")
                 if self.request.is_eager:  # in-process builds: Celery retries at once
                     time.sleep(countdown)
                 raise self.retry(exc=exc, countdown=countdown) from None

@@ -1,12 +1,26 @@
 """The board in this process's memory: the embedded default, where the web process runs
 the builds itself. Same decisions as the Redis board (`tasks.board`), under one lock."""
 
+import collections
 import dataclasses
+import json
 import threading
 import time
 
 from storage.base import Artifact
-from tasks.board import BUILDING, FAILED, QUEUED, READY, Job, Lifetimes, claimable, may_take
+from tasks import popularity
+from tasks.board import (
+    BUILDING,
+    FAILED,
+    QUEUED,
+    READY,
+    RECENT_FAILURES,
+    Job,
+    Lifetimes,
+    build_observation,
+    claimable,
+    may_take,
+)
 from tasks.spec import ExportSpec
 
 
@@ -19,6 +33,11 @@ class MemoryBoard:
         self._jobs: dict[str, tuple[Job, float]] = {}  # key -> (job, expires)
         self._locks: dict[str, tuple[str, float]] = {}  # key -> (owner, expires)
         self._artifacts: dict[str, tuple[Artifact, float]] = {}
+        self._popular: dict[int, collections.Counter[str]] = {}  # epoch -> tag scores
+        self._tags: dict[str, str] = {}
+        self._downloads: dict[str, float] = {}
+        self._failures: collections.deque[str] = collections.deque(maxlen=RECENT_FAILURES)
+        self._metrics: collections.Counter[str] = collections.Counter()
 
     def describe(self) -> str:
         return "the in-process board"
@@ -75,6 +94,7 @@ class MemoryBoard:
             job = self._live(self._jobs, spec.key)
             builds = job.builds + 1 if job else 1
             created = job.created if job else now
+            self._metrics["builds_started"] += 1
         self._change(
             spec.key,
             self.life.job,
@@ -103,6 +123,11 @@ class MemoryBoard:
 
     def failed(self, key: str, error: str, now: float) -> None:
         self._change(key, self.life.failure, state=FAILED, error=error, updated=now)
+        job = self.job(key)
+        record = {"key": key, "image": job.spec.image if job and job.spec else "", "error": error}
+        with self._mutex:
+            self._failures.appendleft(json.dumps({**record, "time": now}))
+            self._metrics["builds_failed"] += 1
 
     def acquire(self, key: str, owner: str) -> bool:
         with self._mutex:
@@ -134,3 +159,89 @@ class MemoryBoard:
     def forget(self, key: str) -> None:
         with self._mutex:
             self._artifacts.pop(key, None)
+
+    def locked(self, key: str) -> bool:
+        with self._mutex:
+            return self._live(self._locks, key) is not None
+
+    # -- popularity
+
+    def count_request(self, tag: str, now: float) -> None:
+        half_life = self.life.half_life
+        with self._mutex:
+            current = popularity.epoch(now, half_life)
+            for old in [e for e in self._popular if e < current - 1]:
+                del self._popular[old]
+            scores = self._popular.setdefault(current, collections.Counter())
+            scores[tag] += popularity.weight(now, half_life)
+
+    def remember_tag(self, tag: str, key: str) -> None:
+        with self._mutex:
+            self._tags[tag] = key
+
+    def popular(self, limit: int, now: float) -> list[tuple[str, float]]:
+        half_life = self.life.half_life
+        current = popularity.epoch(now, half_life)
+        with self._mutex:
+            merged = collections.Counter(self._popular.get(current, {}))
+            for tag, score in self._popular.get(current - 1, {}).items():
+                merged[tag] += score * popularity.PREVIOUS_EPOCH_FACTOR
+        top = sorted(merged.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        return [(tag, popularity.decayed(score, now, half_life)) for tag, score in top]
+
+    def tag_keys(self, tags: list[str]) -> dict[str, str]:
+        with self._mutex:
+            return {tag: self._tags[tag] for tag in tags if tag in self._tags}
+
+    def trim_popular(self, now: float) -> None:
+        kept = {tag for tag, _ in self.popular(popularity.MAX_TAGS, now)}
+        with self._mutex:
+            for scores in self._popular.values():
+                for tag in [t for t in scores if t not in kept]:
+                    del scores[tag]
+            self._tags = {tag: key for tag, key in self._tags.items() if tag in kept}
+
+    # -- downloads, for the janitor
+
+    def touch(self, key: str, now: float) -> None:
+        with self._mutex:
+            self._downloads[key] = now
+
+    def downloads(self) -> dict[str, float]:
+        with self._mutex:
+            return dict(self._downloads)
+
+    def drop(self, key: str) -> None:
+        with self._mutex:
+            for table in (self._jobs, self._artifacts, self._downloads):
+                table.pop(key, None)
+
+    # -- what is going on
+
+    def active(self) -> list[Job]:
+        with self._mutex:
+            keys = list(self._jobs)
+        return [job for key in keys if (job := self.job(key)) is not None and job.active]
+
+    def failures(self) -> list[dict]:
+        with self._mutex:
+            return [json.loads(item) for item in self._failures]
+
+    def count(self, name: str, amount: float = 1) -> None:
+        with self._mutex:
+            self._metrics[name] += amount
+
+    def observe_build(self, seconds: float, size: int) -> None:
+        with self._mutex:
+            self._metrics.update(build_observation(seconds, size))
+            self._metrics["artifacts"] += 1
+            self._metrics["artifact_bytes"] += size
+
+    def set_stored(self, count: int, size: int) -> None:
+        with self._mutex:
+            self._metrics["artifacts"] = count
+            self._metrics["artifact_bytes"] = size
+
+    def metrics(self) -> dict[str, float]:
+        with self._mutex:
+            return {name: float(value) for name, value in self._metrics.items()}

@@ -4,9 +4,15 @@ Keys, all under `squashd:`: `job:KEY` (a hash: state, progress, the spec), `lock
 (the build lock, a lease that the running build renews) and `artifact:KEY` (the
 artifact's record, cached so that a cache hit costs no request to the store).
 Decisions that must be atomic run inside WATCH/MULTI transactions.
+
+For the scheduled work and the operators: `popular:EPOCH` (sorted set of tags by
+decaying request count), `tags` (tag -> artifact key), `downloads` (sorted set of
+artifact keys by last download), `active` (jobs queued or building), `failures`
+(recent ones, a capped list) and `metrics` (a hash of counters).
 """
 
 import json
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -15,10 +21,24 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from storage.base import Artifact
-from tasks.board import BUILDING, FAILED, QUEUED, READY, Job, Lifetimes, claimable, may_take
+from tasks import popularity
+from tasks.board import (
+    BUILDING,
+    FAILED,
+    QUEUED,
+    READY,
+    RECENT_FAILURES,
+    Job,
+    Lifetimes,
+    build_observation,
+    claimable,
+    may_take,
+)
 from tasks.spec import ExportSpec
 
 PREFIX = "squashd:"
+ACTIVE, FAILURES, METRICS = f"{PREFIX}active", f"{PREFIX}failures", f"{PREFIX}metrics"
+TAGS, DOWNLOADS = f"{PREFIX}tags", f"{PREFIX}downloads"
 
 
 def connect(url: str) -> redis.Redis:
@@ -95,6 +115,7 @@ class RedisBoard:
             pipe.delete(self._job_key(key))
             pipe.hset(self._job_key(key), mapping=fresh.to_fields())
             pipe.expire(self._job_key(key), int(self.life.job))
+            pipe.zadd(ACTIVE, {key: now})
             return True
 
         return self._transaction(key, decide)
@@ -104,6 +125,7 @@ class RedisBoard:
             if job is None or job.task_id != task_id or job.state != QUEUED:
                 return False
             pipe.delete(self._job_key(key))
+            pipe.zrem(ACTIVE, key)
             return True
 
         self._transaction(key, decide)
@@ -120,6 +142,8 @@ class RedisBoard:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(self._job_key(key), "created", str(now))
             pipe.hincrby(self._job_key(key), "builds", 1)
+            pipe.zadd(ACTIVE, {key: now})
+            pipe.hincrbyfloat(METRICS, "builds_started", 1)
             pipe.execute()
         fields = {**spec.to_dict(), "state": BUILDING, "task_id": task_id, "done": 0}
         self._update(key, self.life.job, **fields, total=total, error="", updated=now)
@@ -134,10 +158,19 @@ class RedisBoard:
     def finished(self, key: str, artifact: Artifact, now: float) -> None:
         fields = {"state": READY, "size": artifact.size, "sha256": artifact.sha256}
         self._update(key, self.life.job, **fields, error="", updated=now)
+        self.redis.zrem(ACTIVE, key)
         self.cache(artifact)
 
     def failed(self, key: str, error: str, now: float) -> None:
         self._update(key, self.life.failure, state=FAILED, error=error, updated=now)
+        job = self.job(key)
+        record = {"key": key, "image": job.spec.image if job and job.spec else "", "error": error}
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(ACTIVE, key)
+            pipe.lpush(FAILURES, json.dumps({**record, "time": now}))
+            pipe.ltrim(FAILURES, 0, RECENT_FAILURES - 1)
+            pipe.hincrbyfloat(METRICS, "builds_failed", 1)
+            pipe.execute()
 
     # -- the build lock
 
@@ -184,3 +217,100 @@ class RedisBoard:
 
     def forget(self, key: str) -> None:
         self.redis.delete(f"{PREFIX}artifact:{key}")
+
+    def locked(self, key: str) -> bool:
+        return bool(self.redis.exists(self._lock_key(key)))
+
+    # -- popularity
+
+    def _popular_key(self, epoch: int) -> str:
+        return f"{PREFIX}popular:{epoch}"
+
+    def count_request(self, tag: str, now: float) -> None:
+        half_life = self.life.half_life
+        scores = self._popular_key(popularity.epoch(now, half_life))
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zincrby(scores, popularity.weight(now, half_life), tag)
+            pipe.expire(scores, popularity.epoch_ttl(half_life))
+            pipe.execute()
+
+    def remember_tag(self, tag: str, key: str) -> None:
+        self.redis.hset(TAGS, tag, key)
+
+    def popular(self, limit: int, now: float) -> list[tuple[str, float]]:
+        half_life = self.life.half_life
+        current = popularity.epoch(now, half_life)
+        merged = f"{PREFIX}popular:merged:{current}"
+        with self.redis.pipeline(transaction=True) as pipe:
+            weights = {
+                self._popular_key(current): 1.0,
+                self._popular_key(current - 1): popularity.PREVIOUS_EPOCH_FACTOR,
+            }
+            pipe.zunionstore(merged, weights)
+            pipe.zrevrange(merged, 0, limit - 1, withscores=True)
+            pipe.delete(merged)
+            _, top, _ = pipe.execute()
+        return [(tag, popularity.decayed(score, now, half_life)) for tag, score in top]
+
+    def tag_keys(self, tags: list[str]) -> dict[str, str]:
+        if not tags:
+            return {}
+        return {t: k for t, k in zip(tags, self.redis.hmget(TAGS, tags), strict=True) if k}
+
+    def trim_popular(self, now: float) -> None:
+        scores = self._popular_key(popularity.epoch(now, self.life.half_life))
+        self.redis.zremrangebyrank(scores, 0, -(popularity.MAX_TAGS + 1))
+        kept = set(self.redis.zrange(scores, 0, -1))
+        stale = [tag for tag in self.redis.hkeys(TAGS) if tag not in kept]
+        if stale:
+            self.redis.hdel(TAGS, *stale)
+
+    # -- downloads, for the janitor
+
+    def touch(self, key: str, now: float) -> None:
+        self.redis.zadd(DOWNLOADS, {key: now})
+
+    def downloads(self) -> dict[str, float]:
+        return dict(self.redis.zrange(DOWNLOADS, 0, -1, withscores=True))
+
+    def drop(self, key: str) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._job_key(key), f"{PREFIX}artifact:{key}")
+            pipe.zrem(DOWNLOADS, key)
+            pipe.zrem(ACTIVE, key)
+            pipe.execute()
+
+    # -- what is going on
+
+    def active(self) -> list[Job]:
+        keys = self.redis.zrange(ACTIVE, 0, -1)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self._job_key(key))
+            found = pipe.execute()
+        jobs = [Job.from_fields(k, data) for k, data in zip(keys, found, strict=True) if data]
+        gone = [k for k, data in zip(keys, found, strict=True) if not data]
+        if gone:  # expired records
+            self.redis.zrem(ACTIVE, *gone)
+        return [job for job in jobs if job.active]
+
+    def failures(self) -> list[dict]:
+        return [json.loads(item) for item in self.redis.lrange(FAILURES, 0, -1)]
+
+    def count(self, name: str, amount: float = 1) -> None:
+        self.redis.hincrbyfloat(METRICS, name, amount)
+
+    def observe_build(self, seconds: float, size: int) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            for name, amount in build_observation(seconds, size).items():
+                pipe.hincrbyfloat(METRICS, name, amount)
+            pipe.hincrbyfloat(METRICS, "artifacts", 1)
+            pipe.hincrbyfloat(METRICS, "artifact_bytes", size)
+            pipe.execute()
+
+    def set_stored(self, count: int, size: int) -> None:
+        mapping = {"artifacts": count, "artifact_bytes": size, "stored_counted": time.time()}
+        self.redis.hset(METRICS, mapping=mapping)
+
+    def metrics(self) -> dict[str, float]:
+        return {name: float(value) for name, value in self.redis.hgetall(METRICS).items()}

@@ -16,7 +16,7 @@ from typing import TypeVar
 from squash.codec import COMPRESSIONS
 from squash.errors import BadReference
 from squash.reference import Platform, check_repo_tag, parse_docker_ref
-from storage.base import Artifact, open_store
+from storage.base import Artifact, Location, open_store
 from tasks.access import Caller, Sessions
 from tasks.board import FAILED, QUEUED, READY, Job, Lifetimes
 from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
@@ -30,11 +30,13 @@ T = TypeVar("T")
 
 @dataclass
 class Outcome:
-    """Where a request stands: a finished artifact, or the job building it."""
+    """Where a request stands: a finished artifact (and where to fetch it, when asked
+    for), or the job building it."""
 
     artifact: Artifact | None
     job: Job | None
     hit: bool = False  # the artifact was there at the first look
+    location: Location | None = None
 
 
 class Service:
@@ -120,25 +122,68 @@ class Service:
                 log.warning("artifact cache unavailable: %s", exc)
         return artifact
 
-    def request(self, spec: ExportSpec, start: bool = True) -> Outcome:
-        """The artifact if it is there; else its build, started (or joined) if `start`."""
+    def is_default(self, spec: ExportSpec) -> bool:
+        """Built with the options a plain /c1 request (and the pre-squash) uses?"""
+        return (spec.platform, spec.compression, spec.tag) == (
+            str(Platform.parse(self.settings.platform)),
+            self.settings.layer_compression,
+            default_tag(spec.registry, spec.repository, spec.reference),
+        )
+
+    def count(self, spec: ExportSpec) -> None:
+        """Count a request for a tag (the pre-squash's popularity); best effort."""
+        if ":" in spec.reference:
+            return  # by digest: nothing that could move, nothing to pre-squash
+        tag = f"{spec.name}:{spec.reference}"
+        try:
+            self.board.count_request(tag, time.time())
+            if self.is_default(spec):
+                self.board.remember_tag(tag, spec.key)
+        except Exception as exc:
+            log.warning("request not counted: %s", exc)
+
+    def hand_out(self, artifact: Artifact, method: str, filename: str) -> Location:
+        """Where the caller downloads `artifact`; a GET counts as a download for the
+        janitor, which evicts the least recently used."""
+        if method == "GET":
+            try:
+                self.board.touch(artifact.key, time.time())
+            except Exception as exc:
+                log.warning("download not recorded: %s", exc)
+        return self.store.locate(artifact.key, method, filename)
+
+    def request(self, spec: ExportSpec, start: bool = True, method: str | None = None) -> Outcome:
+        """The artifact if it is there (handed out for `method`, if given); else its
+        build, started (or joined) if `start`. Every request counts for its tag."""
+        self.count(spec)
         artifact = self.lookup(spec.key)
         if artifact is not None:
-            return Outcome(artifact, None, hit=True)
+            return self._found(spec, artifact, None, method, hit=True)
         if not start:
             return Outcome(None, self._board(self.board.job, spec.key))
         return Outcome(None, self._ensure(spec))
 
-    def poll(self, spec: ExportSpec) -> Outcome:
+    def poll(self, spec: ExportSpec, method: str | None = None) -> Outcome:
         """Where a started build stands; a build that died is started again."""
         job = self._board(self.board.job, spec.key)
         if job is not None and job.state == READY:
             artifact = self.lookup(spec.key)
             if artifact is not None:
-                return Outcome(artifact, job)
+                return self._found(spec, artifact, job, method)
         if job is not None and job.state == FAILED:
             return Outcome(None, job)
         return Outcome(None, self._ensure(spec))
+
+    def _found(
+        self,
+        spec: ExportSpec,
+        artifact: Artifact,
+        job: Job | None,
+        method: str | None,
+        hit: bool = False,
+    ) -> Outcome:
+        location = self.hand_out(artifact, method, spec.filename) if method else None
+        return Outcome(artifact, job, hit, location)
 
     def job(self, key: str) -> Job | None:
         return self._board(self.board.job, key)
@@ -171,7 +216,7 @@ class Service:
         checks = {
             "board": self.board.ping,
             "store": self.store.ping,
-            "broker": getattr(self.dispatcher, "ping", lambda: None),
+            "broker": self.dispatcher.ping,
         }
         report = {}
         for name, check in checks.items():

@@ -27,6 +27,21 @@ def _number(env: dict[str, str], name: str, default: float, minimum: float = 0) 
     return value
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _bytes(env: dict[str, str], name: str) -> int:
+    """A size such as `500M`, `20G` or `1073741824`; empty or 0: no limit."""
+    text = env.get(name, "").strip().upper().removesuffix("B").removesuffix("I")
+    if not text:
+        return 0
+    unit = text[-1] if text[-1] in _UNITS else ""
+    try:
+        return int(float(text.removesuffix(unit)) * _UNITS[unit])
+    except ValueError:
+        raise SettingsError(f"{name}={env[name]!r} is not a size (e.g. 500M, 20G)") from None
+
+
 def _upstream(text: str) -> tuple[str, bool]:
     """`SQUASHD_REGISTRY` as (host[:port], plain HTTP asked for)."""
     plain = text.startswith("http://")
@@ -56,6 +71,13 @@ class Settings:
     artifact_cache_seconds: float = 60.0  # how long an artifact's record is cached
     local_workers: int = 2  # builds at once in the embedded default
     tmpdir: str | None = None  # where builds spool layers (default $TMPDIR)
+    # the scheduled work (Celery beat; a thread in the embedded default)
+    presquash_interval: float = 300.0  # seconds between pre-squash runs
+    presquash_top: int = 20  # how many of the most requested tags it keeps squashed
+    popularity_half_life: float = 86400.0  # a request counts half as much after this
+    janitor_interval: float = 600.0
+    artifact_ttl: float = 7 * 86400.0  # an artifact not downloaded for this long goes
+    storage_budget: int = 0  # bytes; beyond it the least recently used go first (0: none)
 
     @property
     def embedded(self) -> bool:
@@ -107,4 +129,10 @@ class Settings:
             artifact_cache_seconds=_number(env, "SQUASHD_ARTIFACT_CACHE_SECONDS", 60, 1),
             local_workers=int(_number(env, "SQUASHD_LOCAL_WORKERS", 2, 1)),
             tmpdir=env.get("SQUASHD_TMPDIR") or None,
+            presquash_interval=_number(env, "SQUASHD_PRESQUASH_INTERVAL", 300, 1),
+            presquash_top=int(_number(env, "SQUASHD_PRESQUASH_TOP", 20)),
+            popularity_half_life=_number(env, "SQUASHD_POPULARITY_HALF_LIFE", 86400, 1),
+            janitor_interval=_number(env, "SQUASHD_JANITOR_INTERVAL", 600, 1),
+            artifact_ttl=_number(env, "SQUASHD_ARTIFACT_TTL", 7 * 86400, 1),
+            storage_budget=_bytes(env, "SQUASHD_STORAGE_BUDGET"),
         )

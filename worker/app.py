@@ -2,5 +2,5 @@
 
 from celery import Celery
 
-app = Celery("squashd", include=["tasks.export"])
+app = Celery("squashd", include=["tasks.export", "tasks.scheduled"])
 app.config_from_object("celeryconfig")

@@ -1,0 +1,90 @@
+"""The scheduled work that Celery beat sends to the `squashd.scheduled` queue (or a
+thread runs in the embedded default): pre-squash the most requested tags, and the
+janitor."""
+
+import logging
+import threading
+import time
+
+from celeryconfig import SCHEDULED_QUEUE
+from tasks import logs
+from tasks.access import SERVICE
+from tasks.janitor import Policy, sweep
+from tasks.service import service
+from worker.app import app
+
+log = logging.getLogger("squashd.scheduled")
+
+
+@app.task(name="squashd.presquash")
+def presquash() -> dict[str, int]:
+    """Resolve each of the most requested tags to its current digest (a manifest HEAD,
+    no pull) and build, on the scheduled queue, what is not built yet. A tag the
+    registry refuses or does not answer for is skipped; the others go on."""
+    runtime = service()
+    now = time.time()
+    runtime.board.trim_popular(now)
+    summary = {"tags": 0, "ready": 0, "building": 0, "enqueued": 0, "errors": 0}
+    for tag, _count in runtime.board.popular(runtime.settings.presquash_top, now):
+        summary["tags"] += 1
+        with logs.context(image=tag):
+            try:
+                spec = runtime.spec(tag, SERVICE)
+                runtime.board.remember_tag(tag, spec.key)
+                if runtime.lookup(spec.key) is not None:
+                    summary["ready"] += 1
+                elif runtime.enqueue(spec, SCHEDULED_QUEUE):
+                    summary["enqueued"] += 1
+                    log.info("pre-squash of %s (%s) queued", tag, spec.digest)
+                else:
+                    summary["building"] += 1
+            except Exception as exc:
+                summary["errors"] += 1
+                log.warning("pre-squash of %s skipped: %s", tag, exc)
+    log.info("pre-squash: %s", summary)
+    return summary
+
+
+@app.task(name="squashd.janitor")
+def janitor() -> dict[str, object]:
+    """Evict cold artifacts and abort abandoned uploads (see tasks.janitor)."""
+    runtime = service()
+    settings = runtime.settings
+    policy = Policy(
+        ttl=settings.artifact_ttl,
+        budget=settings.storage_budget,
+        in_use_for=settings.url_lifetime,
+        stale_upload=settings.max_build_seconds,
+    )
+    summary = sweep(runtime.store, runtime.board, policy, time.time()).summary()
+    log.info("janitor: %s", summary)
+    return summary
+
+
+class LocalBeat:
+    """The embedded default's beat: celeryconfig's schedule, run by a thread of the
+    web process with `Task.apply` (no broker, no beat process)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="local-beat", daemon=True)
+
+    def start(self) -> "LocalBeat":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        schedule = app.conf.beat_schedule
+        due = {name: time.monotonic() + entry["schedule"] for name, entry in schedule.items()}
+        while not self._stop.wait(1.0):
+            for name, entry in schedule.items():
+                if time.monotonic() < due[name]:
+                    continue
+                due[name] = time.monotonic() + entry["schedule"]
+                result = app.tasks[entry["task"]].apply()
+                if result.failed():
+                    log.error("%s failed: %s", entry["task"], result.result)
