@@ -1,4 +1,7 @@
-"""The web application: routes, and service errors answered as JSON."""
+"""The web application: routes, metrics, the status page, service errors as JSON."""
+
+import contextlib
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -7,17 +10,39 @@ from tasks.errors import ServiceError
 from tasks.service import Service, service
 from web import c1, exports, health
 from web.callers import CHALLENGE
+from web.metrics import CountRequests, Metrics
+from web.status_page import status_page
 
 
 def create_app(runtime: Service | None = None) -> FastAPI:
+    runtime = runtime or service()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        beat = None
+        if runtime.settings.embedded:  # no Celery beat: the schedule runs in a thread
+            from tasks.scheduled import LocalBeat
+
+            beat = LocalBeat().start()
+        try:
+            yield
+        finally:
+            if beat is not None:
+                beat.stop()
+
     app = FastAPI(
         title="squashd",
         summary="Container images squashed into one docker-loadable tar, built once",
+        lifespan=lifespan,
     )
-    app.state.service = runtime or service()
+    app.state.service = runtime
+    app.state.metrics = metrics = Metrics(runtime)
     app.include_router(c1.router)
     app.include_router(exports.router)
     app.include_router(health.router)
+    app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/", status_page, methods=["GET"], include_in_schema=False)
+    app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:

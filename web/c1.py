@@ -6,7 +6,8 @@ from starlette.concurrency import run_in_threadpool
 
 from tasks.board import FAILED
 from tasks.errors import NotFound
-from tasks.service import Service
+from tasks.service import Outcome, Service
+from tasks.spec import ExportSpec
 from web.callers import caller_of
 from web.responses import deliver, failed, pending
 from web.waiting import wait_for
@@ -34,19 +35,20 @@ async def squash(
     """The squashed archive: redirect to it (S3) or serve it (local directory). A build
     is started (or joined) and waited for; HEAD never starts one."""
     service: Service = request.app.state.service
-    caller = caller_of(request)
     image = _image(service.settings.registry, path)
-    spec = await run_in_threadpool(
-        service.spec, image, caller, platform=platform, compression=compression
-    )
-    head = request.method == "HEAD"
-    outcome = await run_in_threadpool(service.request, spec, not head)
-    if outcome.artifact is None and not head:
+
+    def look() -> tuple[ExportSpec, Outcome]:  # one trip to a thread for a cache hit
+        spec = service.spec(image, caller_of(request), platform=platform, compression=compression)
+        return spec, service.request(spec, request.method != "HEAD", request.method)
+
+    spec, outcome = await run_in_threadpool(look)
+    request.app.state.metrics.cache(outcome.artifact is not None)
+    if outcome.artifact is None and request.method != "HEAD":
         limit = service.settings.wait_seconds
         seconds = limit if wait is None else min(wait, limit)
         outcome = await wait_for(request, service, spec, outcome, seconds)
-    if outcome.artifact is not None:
-        return deliver(request, service, outcome.artifact, spec.filename, outcome.hit)
+    if outcome.artifact is not None and outcome.location is not None:
+        return deliver(request, outcome.artifact, outcome.location, outcome.hit)
     job = outcome.job
     if job is None:  # HEAD, and nothing built or building
         return Response(status_code=404, headers={"X-Squashd-State": "absent"})

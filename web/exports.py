@@ -32,7 +32,7 @@ async def create(
     request: Request,
     body: ExportRequest,
     wait: float = Query(0, ge=0, description="seconds to wait for the build"),
-) -> JSONResponse:
+) -> Response:
     """Start (or join) an export: 202 with its id and links, 200 when already built."""
     service: Service = request.app.state.service
     spec = await run_in_threadpool(
@@ -44,9 +44,12 @@ async def create(
         compression=body.layer_compression,
     )
     outcome = await run_in_threadpool(service.request, spec)
+    request.app.state.metrics.cache(outcome.artifact is not None)
     if outcome.artifact is None and wait:
         seconds = min(wait, service.settings.wait_seconds)
         outcome = await wait_for(request, service, spec, outcome, seconds)
+    if outcome.job is not None and outcome.job.state == FAILED and outcome.artifact is None:
+        return failed(request, outcome.job)
     status = 200 if outcome.artifact is not None else 202
     headers = {"Location": links(spec.key)["self"]}
     return JSONResponse(document(spec.key, outcome.job, outcome.artifact), status, headers)
@@ -82,7 +85,8 @@ async def download(request: Request, key: str = ExportId) -> Response:
     job, artifact = await _find(request, key)
     if artifact is not None:
         filename = job.spec.filename if job and job.spec else f"{key}.tar"
-        return deliver(request, service, artifact, filename, True)
+        location = await run_in_threadpool(service.hand_out, artifact, request.method, filename)
+        return deliver(request, artifact, location, True)
     assert job is not None
     if job.state == FAILED:
         return failed(request, job)

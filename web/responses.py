@@ -4,9 +4,8 @@ running (202), a failed build (502), and the JSON that describes an export."""
 from fastapi import Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
-from storage.base import Artifact
+from storage.base import Artifact, Location
 from tasks.board import READY, Job
-from tasks.service import Service
 
 RETRY_AFTER = 5  # seconds a client is asked to wait before asking again
 TAR = "application/x-tar"
@@ -42,9 +41,7 @@ def document(key: str, job: Job | None, artifact: Artifact | None) -> dict:
     return out
 
 
-def deliver(
-    request: Request, service: Service, artifact: Artifact, filename: str, hit: bool
-) -> Response:
+def deliver(request: Request, artifact: Artifact, location: Location, hit: bool) -> Response:
     """The artifact: a redirect to a presigned URL (S3), or the file itself with an exact
     Content-Length, a content ETag and Range support (a local directory)."""
     etag = f'"{artifact.sha256}"'
@@ -54,16 +51,13 @@ def deliver(
         "X-Squashd-Cache": "hit" if hit else "miss",
         "Cache-Control": "no-store",
     }
-    location = service.store.locate(artifact.key, request.method, filename)
     if location.url is not None:
         return RedirectResponse(location.url, status_code=302, headers=headers)
     assert location.path is not None
     if etag in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
     headers["Cache-Control"] = "private, max-age=0, must-revalidate"
-    return FileResponse(
-        location.path, media_type=TAR, filename=filename, headers=headers, stat_result=None
-    )
+    return FileResponse(location.path, media_type=TAR, filename=location.filename, headers=headers)
 
 
 def _etags(header: str) -> set[str]:

@@ -23,5 +23,5 @@ async def wait_for(
         if left <= 0 or await request.is_disconnected():
             break
         await asyncio.sleep(min(POLL, left))
-        outcome = await run_in_threadpool(service.poll, spec)
+        outcome = await run_in_threadpool(service.poll, spec, request.method)
     return outcome

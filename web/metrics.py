@@ -1,0 +1,143 @@
+"""Prometheus metrics at /metrics.
+
+Requests and cache lookups are counted by this process; what the workers do (builds
+started, succeeded, failed; their seconds and bytes), the queues and the store's
+contents are read from the board and the broker at each scrape, so every web replica
+reports the same deployment-wide values for them.
+"""
+
+import logging
+
+from fastapi import Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tasks.board import BUILD_SECONDS_BUCKETS, BUILDING, QUEUED
+from tasks.service import Service
+
+log = logging.getLogger("squashd.metrics")
+
+_OUTCOMES = {
+    200: "served",
+    206: "served",
+    302: "served",
+    304: "served",
+    202: "pending",
+    400: "bad_request",
+    422: "bad_request",
+    401: "unauthorized",
+    403: "denied",
+    404: "not_found",
+    502: "failed",
+    503: "unavailable",
+}
+_BUILD_COUNTERS = {
+    "builds_started": "Builds started (retries and redone builds count)",
+    "builds_succeeded": "Builds that stored their artifact",
+    "builds_failed": "Builds that failed for good",
+    "builds_retried": "Builds that failed and were retried",
+    "build_bytes_sum": "Bytes of the artifacts built",
+}
+
+
+class Metrics:
+    def __init__(self, service: Service) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "squashd_requests",
+            "HTTP requests by endpoint and outcome",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.lookups = Counter(
+            "squashd_cache_lookups",
+            "Export requests by whether the artifact was already built",
+            ["result"],
+            registry=self.registry,
+        )
+        self.registry.register(_Deployment(service))
+
+    def cache(self, hit: bool) -> None:
+        self.lookups.labels("hit" if hit else "miss").inc()
+
+    async def endpoint(self, request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+class CountRequests:
+    """ASGI middleware: every HTTP request counted by its route and the outcome its
+    status says (`add_middleware(CountRequests, metrics=...)`)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app, self._requests = app, metrics.requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, sending)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            self._requests.labels(endpoint, _OUTCOMES.get(status, "error")).inc()
+
+
+class _Deployment:
+    """A collector of the deployment's state, read at each scrape."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def collect(self):
+        board = self._service.board
+        up = GaugeMetricFamily("squashd_board_up", "Whether the board (Redis) answered")
+        try:
+            values = board.metrics()
+            active = board.active()
+        except Exception as exc:
+            log.warning("metrics: board unavailable: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        for name, text in _BUILD_COUNTERS.items():
+            family = CounterMetricFamily(f"squashd_{name.removesuffix('_sum')}", text)
+            family.add_metric([], values.get(name, 0.0))
+            yield family
+        buckets = [
+            (str(float(bound)), values.get(f"build_seconds_bucket:{bound}", 0.0))
+            for bound in BUILD_SECONDS_BUCKETS
+        ]
+        buckets.append(("+Inf", values.get("build_seconds_bucket:+Inf", 0.0)))
+        seconds = HistogramMetricFamily("squashd_build_seconds", "Seconds a successful build took")
+        seconds.add_metric([], buckets, values.get("build_seconds_sum", 0.0))
+        yield seconds
+        jobs = GaugeMetricFamily("squashd_exports", "Exports in progress", labels=["state"])
+        for state in (QUEUED, BUILDING):
+            jobs.add_metric([state], sum(job.state == state for job in active))
+        yield jobs
+        stored = GaugeMetricFamily("squashd_artifacts", "Artifacts stored")
+        stored.add_metric([], values.get("artifacts", 0.0))
+        yield stored
+        size = GaugeMetricFamily("squashd_artifact_bytes", "Bytes of the artifacts stored")
+        size.add_metric([], values.get("artifact_bytes", 0.0))
+        yield size
+        depth = GaugeMetricFamily("squashd_queue_depth", "Builds waiting", labels=["queue"])
+        try:
+            for queue, count in self._service.dispatcher.depths().items():
+                depth.add_metric([queue], count)
+        except Exception as exc:
+            log.warning("metrics: broker unavailable: %s", exc)
+        yield depth

@@ -1,0 +1,103 @@
+"""The operators' page at `/`: exports in progress with progress bars, recent failures,
+the most requested tags and whether each is ready. Server-rendered, refreshed by the
+browser every few seconds; no scripts, no build step."""
+
+import time
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from tasks.board import BUILDING, READY, Job
+from tasks.service import Service
+
+REFRESH = 2  # seconds
+_templates = Environment(loader=PackageLoader("web"), autoescape=select_autoescape())
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def _ago(then: float, now: float) -> str:
+    seconds = max(now - then, 0)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _job_row(job: Job, now: float, lease: float) -> dict:
+    spec = job.spec
+    done = min(job.done, job.total) if job.total else job.done
+    return {
+        "image": spec.image if spec else job.key,
+        "platform": spec.platform if spec else "",
+        "compression": spec.compression if spec else "",
+        "state": job.state,
+        "stalled": job.state == BUILDING and now - job.updated > 3 * lease,
+        "done": done,
+        "total": job.total,
+        "percent": int(100 * done / job.total) if job.total else 0,
+        "done_text": _size(done),
+        "total_text": _size(job.total),
+        "builds": job.builds,
+        "ago": _ago(job.updated, now),
+    }
+
+
+def _page(service: Service) -> str:
+    now = time.time()
+    board, settings = service.board, service.settings
+    context: dict = {
+        "refresh": REFRESH,
+        "upstream": settings.registry,
+        "store": service.store.describe(),
+        "mode": "embedded (builds in-process)" if settings.embedded else "Celery workers",
+        "now": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
+        "active": [],
+        "failures": [],
+        "popular": [],
+        "artifacts": "?",
+        "artifact_bytes": "?",
+        "board_error": None,
+    }
+    try:
+        metrics = board.metrics()
+        context["artifacts"] = int(metrics.get("artifacts", 0))
+        context["artifact_bytes"] = _size(metrics.get("artifact_bytes", 0))
+        active = sorted(board.active(), key=lambda job: job.created)
+        context["active"] = [_job_row(job, now, settings.lease_seconds) for job in active]
+        context["failures"] = [
+            {**failure, "ago": _ago(failure["time"], now)} for failure in board.failures()[:20]
+        ]
+        top = board.popular(settings.presquash_top, now)
+        keys = board.tag_keys([tag for tag, _ in top])
+        context["popular"] = [
+            {"name": tag, "count": f"{count:.1f}", "state": _tag_state(service, keys.get(tag))}
+            for tag, count in top
+        ]
+    except board.errors as exc:
+        context["board_error"] = str(exc)
+    return _templates.get_template("status.html").render(context)
+
+
+def _tag_state(service: Service, key: str | None) -> str:
+    """ready, building, queued, failed, or absent (not built, or never resolved)."""
+    if key is None:
+        return "absent"
+    job = service.board.job(key)
+    if job is not None and job.state != READY:
+        return job.state
+    return READY if service.lookup(key) is not None else "absent"
+
+
+async def status_page(request: Request) -> HTMLResponse:
+    service: Service = request.app.state.service
+    return HTMLResponse(await run_in_threadpool(_page, service))
