@@ -94,16 +94,18 @@ def _stack_factory(tmp_path_factory, redis: RedisServer, moto: MotoS3) -> Iterat
         upstream: str,
         *,
         redis_server: RedisServer | None = None,
+        s3_server: MotoS3 | None = None,
         s3: bool = True,
         workers: int = 1,
         **env: str,
     ) -> Stack:
-        """A started deployment against `upstream` (SQUASHD_REGISTRY); `env` adds to
-        its environment (SQUASHD_WAIT_SECONDS="5", ...)."""
+        """A started deployment against `upstream` (SQUASHD_REGISTRY), on the session's
+        Redis and S3 unless others are given; `env` adds to its environment."""
         root = tmp_path_factory.mktemp("stack")
         used = redis_server or redis
         used.start()
-        stack = Stack(root, used, moto.start() if s3 else None, upstream, env)
+        store = (s3_server or moto).start() if s3 else None
+        stack = Stack(root, used, store, upstream, env)
         made.append(stack)
         return stack.start(workers)
 

@@ -396,6 +396,28 @@ class Worker(ServerProcess):
         return child
 
 
+class Beat(ServerProcess):
+    """`celery -A worker beat`, its schedule file under `root`; ready once it logs that
+    it started. It sends the pre-squash and janitor jobs (celeryconfig.beat_schedule)."""
+
+    what = "celery beat"
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        super().__init__(root, "beat.log")
+        self.env = env
+
+    def _argv(self) -> list[str]:
+        celery = str(Path(sys.executable).with_name("celery"))
+        schedule = self.root / "celerybeat-schedule"
+        return [celery, "-A", "worker", "beat", "-l", "INFO", "--schedule", str(schedule)]
+
+    def _env(self) -> dict[str, str]:
+        return service_env(self.root, self.env)
+
+    def _ready(self) -> bool:
+        return "beat: Starting" in self.log()
+
+
 # ---------------------------------------------------------------------------------------
 # A deployment: the web process and its workers, sharing Redis, S3 and a registry
 # ---------------------------------------------------------------------------------------
@@ -424,6 +446,7 @@ class Stack:
         self.env.update(extra or {})
         self.web = WebServer(root, self.env)
         self.workers: list[Worker] = []
+        self.beat: Beat | None = None
 
     def start(self, workers: int = 1) -> Stack:
         self.web.start()
@@ -431,12 +454,19 @@ class Stack:
             self.add_worker()
         return self
 
-    def add_worker(self) -> Worker:
-        worker = Worker(self.root, self.env, name=f"worker{len(self.workers) + 1}")
+    def add_worker(self, queues: str = "squashd.export") -> Worker:
+        name = f"worker{len(self.workers) + 1}"
+        worker = Worker(self.root, self.env, name=name, queues=queues)
         self.workers.append(worker)
         return worker.start()
 
+    def add_beat(self) -> Beat:
+        self.beat = Beat(self.root, self.env).start()
+        return self.beat
+
     def stop(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
         for worker in self.workers:
             worker.stop()
         self.web.stop()
@@ -476,7 +506,23 @@ class Stack:
         """The logs, for assertion messages."""
         parts = [f"--- web log:\n{self.web.log()}"]
         parts += [f"--- {w.name} log:\n{w.log()}" for w in self.workers]
+        if self.beat is not None:
+            parts.append(f"--- beat log:\n{self.beat.log()}")
         return "\n".join(parts)
+
+    def metrics(self) -> dict[str, float]:
+        """/metrics, parsed by the Prometheus client's own parser: {series: value}, the
+        series named as exposed, e.g. `squashd_requests_total{endpoint=...,outcome=...}`."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, _, body = self.web.get("/metrics")
+        assert status == 200, body
+        values = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return values
 
 
 def fetch(url: str, dest: Path, headers: dict[str, str] | None = None) -> bytes:
@@ -509,3 +555,34 @@ def assert_same_rootfs(archive: Path, reference: Path, work: Path) -> None:
     squashed = umoci_unpack(layout, work / "squashed.bundle")
     diffs = compare_trees(reference, squashed)
     assert not diffs, f"{archive} does not unpack to the original tree; {format_diffs(diffs)}"
+
+
+class Chromium:
+    """Debian's chromium, headless, with a profile of its own under `root` and the
+    flags this sandbox needs (no sandbox as root, no background networking)."""
+
+    def __init__(self, root: Path) -> None:
+        self.binary = require_tool("chromium")
+        self.root = root
+
+    def _argv(self, *args: str) -> list[str]:
+        profile = self.root / "chromium-profile"
+        profile.mkdir(parents=True, exist_ok=True)
+        return [
+            self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}", *args,
+        ]  # fmt: skip
+
+    def dom(self, url: str) -> str:
+        """The page's DOM after the browser loaded and rendered it."""
+        done = subprocess.run(
+            self._argv("--dump-dom", url), capture_output=True, timeout=120, check=True
+        )
+        return done.stdout.decode("utf-8", "replace")
+
+    def screenshot(self, url: str, path: Path, width: int = 1280, height: int = 900) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        args = self._argv(f"--screenshot={path}", f"--window-size={width},{height}", url)
+        subprocess.run(args, capture_output=True, timeout=120, check=True)
+        return path

@@ -65,3 +65,24 @@ def test_embedded_head_starts_nothing(web, registry, tmp_path) -> None:
     time.sleep(0.5)
     store = web.root / "cache" / "squashd" / "artifacts"
     assert not store.exists() or os.listdir(store) == []
+
+
+def test_embedded_runs_the_schedule_in_process(registry, tmp_path) -> None:
+    """No beat and no workers: the web process pre-squashes a moved tag by itself."""
+    env = {"SQUASHD_REGISTRY": registry.host, "SQUASHD_PRESQUASH_INTERVAL": "1"}
+    web = WebServer(tmp_path / "web", env).start()
+    try:
+        push_image(registry, tmp_path, "embedded-moving", seed=503)
+        status, first, _ = web.get("/c1/squash/svc/embedded-moving/v1", timeout=120)
+        assert status == 200
+        push_image(registry, tmp_path, "embedded-moving", seed=504)
+        store = web.root / "cache" / "squashd" / "artifacts"
+        deadline = time.monotonic() + 60
+        while len(list(store.glob("*.tar"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(store.glob("*.tar"))) == 2, web.log()
+        status, second, _ = web.get("/c1/squash/svc/embedded-moving/v1", method="HEAD")
+        assert status == 200 and second["x-squashd-cache"] == "hit"
+        assert second["x-squashd-export"] != first["x-squashd-export"]
+    finally:
+        web.stop()

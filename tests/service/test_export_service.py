@@ -70,14 +70,15 @@ def squash_ok(stack: Stack, path: str, dest: Path, headers: dict[str, str] | Non
     return fetch(got["location"], dest), got
 
 
-def wait_until(what: str, check, timeout: float = 60):
+def wait_until(what: str, check, timeout: float = 60, explain=None):
+    """`check()`'s first true value; after `timeout`, fail (with `explain()`: the logs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,3 +303,21 @@ def test_transient_registry_failure_is_retried(stack, registry, upstream, tmp_pa
     doc = stack.export_status(headers["x-squashd-export"])
     assert doc["builds"] == 2 and doc["state"] == "ready", doc
     assert len(data) == doc["size"]
+
+
+def test_build_logs_are_json_lines_naming_image_digest_and_task(stack, registry, tmp_path):
+    digest, _ = push_image(registry, tmp_path, "logged", seed=91)
+    status, _, body = stack.c1("svc/logged/v1")
+    assert status == 302, body
+    image = f"{stack.env['SQUASHD_REGISTRY']}/svc/logged:v1"
+    lines = [json.loads(line) for w in stack.workers for line in w.full_log().splitlines()
+             if line.startswith("{")]  # fmt: skip
+    about = [line for line in lines if line.get("digest") == digest]
+    messages = " | ".join(line["message"] for line in about)
+    for expected in ("received", "build started", "build done", "succeeded"):
+        assert expected in messages, f"no {expected!r} line with the digest: {messages}"
+    task_ids = {line["task_id"] for line in about}
+    assert len(task_ids) == 1 and all(line["image"] == image for line in about)
+    (task_id,) = task_ids
+    mentioning = [line for line in lines if task_id in line["message"]]
+    assert mentioning and all(line.get("digest") == digest for line in mentioning)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.registry.harness import HOST, FaultProxy, Registry
-from tests.service.harness import RedisServer, Stack, assert_same_rootfs, fetch
+from tests.service.harness import MotoS3, RedisServer, Stack, assert_same_rootfs, fetch
 from tests.service.test_export_service import layer_digest, push_image, wait_until
 
 pytestmark = pytest.mark.integration
@@ -93,3 +93,24 @@ def test_redis_down_answers_503_and_recovers_without_restarts(
         assert status == 302, f"{body!r}\n{stack.describe()}"
     finally:
         redis.stop()
+
+
+def test_s3_down_answers_503_naming_the_store(make_stack, registry, tmp_path_factory, tmp_path):
+    moto = MotoS3(tmp_path_factory.mktemp("own-moto")).start()
+    try:
+        stack = make_stack(registry.host, s3_server=moto)
+        push_image(registry, tmp_path, "storeless", seed=311)
+        moto.stop()
+        status, _, body = stack.web.get("/readyz")
+        report = json.loads(body)
+        assert status == 503 and report["store"] != "ok" and report["board"] == "ok", report
+        status, _, body = stack.c1("svc/storeless/v1")
+        error = json.loads(body)["error"]
+        assert status == 503 and f"s3://{stack.bucket}/artifacts" in error, error
+        assert "unreachable" in error
+        moto.start()  # the same port, but empty: the bucket comes back by hand
+        moto.create_bucket(stack.bucket)
+        status, _, body = stack.c1("svc/storeless/v1")
+        assert status == 302, f"{body!r}\n{stack.describe()}"
+    finally:
+        moto.stop()

@@ -152,3 +152,12 @@ def test_s3_first_part_goes_last_and_parts_in_flight_are_bounded(moto_s3, bucket
     assert client.most_at_once <= IN_FLIGHT
     body = moto_s3.client().get_object(Bucket=bucket, Key="order.tar")["Body"].read()
     assert body == expected
+
+
+def test_s3_presigned_urls_are_reused_for_a_fifth_of_their_lifetime(moto_s3, bucket) -> None:
+    store = S3Store(bucket, "", moto_s3.client(), url_lifetime=5)
+    first = store.locate("k", filename="a.tar").url
+    assert store.locate("k", filename="a.tar").url == first
+    assert store.locate("k", "HEAD").url != first  # a HEAD URL is signed for HEAD
+    time.sleep(1.1)  # a fifth of 5 s
+    assert store.locate("k", filename="a.tar").url != first

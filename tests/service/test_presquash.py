@@ -1,0 +1,83 @@
+"""Celery beat pre-squashes the most requested tags: a tag pushed anew is built on the
+scheduled queue before anyone asks again, and the next request is a cache hit.
+
+The deployment has an export worker, a worker for the scheduled queue and beat, with
+a one-second pre-squash interval.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.spec import ExportSpec, default_tag
+from tests.registry.harness import Registry
+from tests.service.harness import Stack
+from tests.service.test_export_service import push_image, squash_ok, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(make_stack, registry: Registry) -> Stack:
+    stack = make_stack(
+        registry.host,
+        SQUASHD_PRESQUASH_INTERVAL="1",
+        SQUASHD_PRESQUASH_TOP="5",
+        SQUASHD_JANITOR_INTERVAL="2",
+    )
+    stack.add_worker(queues="squashd.scheduled")
+    stack.add_beat()
+    return stack
+
+
+def _default_key(registry: Registry, name: str, digest: str) -> str:
+    """The artifact key a plain /c1 request for svc/NAME:v1 at `digest` resolves to."""
+    repository = f"svc/{name}"
+    tag = default_tag(registry.host, repository, "v1")
+    spec = ExportSpec(registry.host, repository, "v1", digest, "linux/amd64", tag, "gzip")
+    return spec.key
+
+
+def test_a_new_push_is_squashed_before_the_next_request(stack, registry, tmp_path) -> None:
+    export_worker, scheduled_worker = stack.workers
+    push_image(registry, tmp_path, "gone", seed=601)
+    push_image(registry, tmp_path, "popular", seed=602)
+    for _ in range(4):  # the most requested tag, soon to vanish from the registry
+        squash_ok(stack, "svc/gone/v1", tmp_path / "gone.tar")
+    for _ in range(2):
+        squash_ok(stack, "svc/popular/v1", tmp_path / "old.tar")
+    gone_digest = registry.get(
+        "/v2/svc/gone/manifests/v1", {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    )[1]
+    status, _, _ = registry.get(
+        f"/v2/svc/gone/manifests/{gone_digest['docker-content-digest']}", method="DELETE"
+    )  # fmt: skip
+    assert status == 202
+
+    digest, _ = push_image(registry, tmp_path, "popular", seed=603)  # the tag moves
+    key = _default_key(registry, "popular", digest)
+    ready = wait_until(
+        "the scheduled job to squash the new push",
+        lambda: (
+            (s := stack.web.get(f"/v1/exports/{key}"))[0] == 200
+            and json.loads(s[2])["state"] == "ready"
+        ),
+        timeout=90,
+        explain=stack.describe,
+    )
+    assert ready
+    assert any(digest in line for line in scheduled_worker.log_lines("build started"))
+    assert not any(digest in line for line in export_worker.log_lines("build started"))
+    assert scheduled_worker.log_lines("pre-squash of") and any(
+        "svc/gone:v1 skipped" in line for line in scheduled_worker.log_lines("skipped")
+    ), stack.describe()
+
+    builds = stack.builds_started()
+    _, headers = squash_ok(stack, "svc/popular/v1", tmp_path / "new.tar")
+    assert headers["x-squashd-cache"] == "hit" and headers["x-squashd-export"] == key
+    assert stack.builds_started() == builds
+
+    # the janitor ran too (every 2 s): it counted what the store holds
+    wait_until("the janitor's count", lambda: stack.metrics().get("squashd_artifacts") == 3)
