@@ -4,8 +4,8 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
 # Debian packages the tests judge the output with.
-TEST_DEBS := skopeo umoci podman docker-registry redis-server
-BENCH_DEBS := debootstrap umoci skopeo docker-registry
+TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium
+BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time
 
 .PHONY: install run test lint bench debs clean
 
@@ -26,12 +26,11 @@ debs:
 		apt-get update -qq && apt-get install -y -qq $$missing; \
 	fi
 
+# The embedded default: one process on 127.0.0.1:$(PORT), artifacts under ~/.cache/squashd,
+# builds in-process; no Redis, no S3. SQUASHD_REGISTRY picks the upstream (Docker Hub).
+PORT ?= 8000
 run: install
-	@echo "squashd: the HTTP service arrives with the export-service issue; today squashd exports:"
-	@echo
-	@$(VENV)/bin/squashd export --help
-	@echo
-	@echo "example:  $(VENV)/bin/squashd export oci:/path/to/layout:latest -o image.tar && docker load -i image.tar"
+	PORT=$(PORT) $(VENV)/bin/squashd-web
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -46,6 +45,7 @@ test: install
 bench: install
 	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
 	$(PY) bench/squash_bench.py
+	$(PY) bench/service_bench.py
 
 clean:
 	rm -rf $(VENV) bench/work .pytest_cache .hypothesis

@@ -1,0 +1,387 @@
+"""Benchmark: the squashd service end to end, against the engine it runs.
+
+Starts its own redis-server, moto's S3 server and docker-registry on free 127.0.0.1 ports (the
+harnesses of tests/service and tests/registry), pushes the image squash_bench.py builds (cached
+under bench/work) to that registry with skopeo, and runs one deployment (`Stack`: one web
+process and one Celery worker, artifacts in an S3 bucket, SQUASHD_REGISTRY = the registry).
+Then measures, in one run:
+
+1. engine: `squashd export docker://REGISTRY/bench/image:TAG -o FILE -q --layer-compression
+   gzip` (gzip is the service's default), best of --repeat rounds;
+2. end to end: `GET /c1/squash/bench/image/TAG` until its 302, in the same rounds, each a real
+   build (the artifact's S3 object and its Redis records are deleted before the next round),
+   as a ratio to 1; then the download of the archive from the presigned URL;
+3. cached redirects: `wrk` against the same URL for --duration seconds: requests/s and p99
+   latency. Each of those requests still asks the registry (a manifest HEAD) whether the
+   caller may read the image, by design; the registry's access log counts them.
+
+Everything started here is stopped and its files removed at the end, on failure, Ctrl-C and
+SIGTERM too. Times are wall times on a machine that may be busy (the contention is reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # squash_bench, bench_image
+
+import bench_image
+import pytest
+from squash_bench import (
+    REGISTRY_REPO,
+    Contention,
+    Run,
+    _terminate,
+    check_run,
+    local_registry,
+    log,
+    mib,
+    process_usage,
+    run_child,
+    squash_cmd,
+)
+
+from storage.s3 import S3Store
+from tasks.board import Lifetimes
+from tasks.redis_board import RedisBoard
+from tasks.settings import Settings
+from tests.registry.harness import Registry
+from tests.service.harness import MotoS3, RedisServer, Stack, fetch
+
+HERE = Path(__file__).resolve().parent
+WAIT_SECONDS = 900  # a /c1 request waits this long for its build (SQUASHD_WAIT_SECONDS)
+MANIFEST_HEAD = f'"HEAD /v2/{REGISTRY_REPO}/manifests/'  # in the registry's access log
+
+
+class BenchFailed(Exception):
+    """The service did not do what was asked; the message goes out with its logs."""
+
+
+@dataclass
+class Build:
+    """One end-to-end round: the request until its 302, and what the deployment spent on it."""
+
+    wall: float
+    worker_cpu: float  # the worker's pool process, the one that builds
+    s3_cpu: float  # moto's S3 server, taking the multipart upload
+    build_seconds: float  # the worker's own "build done in" (0.1 s resolution)
+    key: str  # X-Squashd-Export
+    location: str
+    sha256: str  # the artifact's, from the ETag
+
+
+@dataclass
+class Fetch:
+    """One download of the archive from its presigned URL."""
+
+    wall: float
+    size: int
+
+
+@dataclass
+class Load:
+    """One wrk run against the cached redirect, and what the servers spent meanwhile."""
+
+    requests: int
+    seconds: float
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    bad: int  # non-2xx/3xx responses plus socket errors
+    web_cpu: float
+    registry_cpu: float
+    manifest_heads: int
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def engine_once(ref: str, out: Path) -> tuple[Run, str]:
+    """The CLI, as the service's worker would build it: (the run, sha256 of its archive)."""
+    out.unlink(missing_ok=True)
+    cmd = [*squash_cmd(ref, out, "gzip"), "-q"]
+    logf = out.with_suffix(".log")
+    run = run_child(cmd, logf)
+    check_run(run, cmd, logf)
+    log(
+        f"  engine: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU, peak RSS "
+        f"{mib(run.maxrss_kib * 1024)}, out {mib(out.stat().st_size)}"
+    )
+    digest = sha256_file(out)
+    out.unlink()
+    return run, digest
+
+
+def servers_cpu(deployment: Stack, registry_pid: int) -> float:
+    """CPU seconds every server process of this run has used so far (their start-up)."""
+    procs = [deployment.redis.proc, deployment.web.proc, deployment.workers[0].proc]
+    if deployment.moto is not None:
+        procs.append(deployment.moto.proc)
+    pids = [registry_pid, *deployment.workers[0].children()]
+    pids += [p.pid for p in procs if p is not None]
+    return sum(process_usage(pid)[0] for pid in pids)
+
+
+def _pool_cpu(deployment: Stack) -> float:
+    """CPU seconds of the worker's pool process(es) so far."""
+    return sum(process_usage(pid)[0] for pid in deployment.workers[0].children())
+
+
+def _build_seconds(deployment: Stack) -> float:
+    """The duration the worker logged for its latest build."""
+    line = deployment.workers[0].log_lines("build done in")[-1]
+    found = re.search(r"build done in ([\d.]+) s", json.loads(line)["message"])
+    assert found is not None, line
+    return float(found[1])
+
+
+def build_once(deployment: Stack, path: str) -> Build:
+    """GET /c1/squash/PATH until its 302; it must have been a build (a cache miss)."""
+    assert deployment.moto is not None and deployment.moto.proc is not None
+    moto_pid = deployment.moto.proc.pid
+    started, cpu0 = deployment.builds_started(), _pool_cpu(deployment)
+    s3_cpu0 = process_usage(moto_pid)[0]
+    t0 = time.perf_counter()
+    status, headers, body = deployment.c1(path, timeout=WAIT_SECONDS + 60)
+    wall = time.perf_counter() - t0
+    cpu, s3_cpu = _pool_cpu(deployment) - cpu0, process_usage(moto_pid)[0] - s3_cpu0
+    if status != 302:
+        raise BenchFailed(f"/c1/squash/{path} answered {status}: {body[:500]!r}")
+    if headers.get("x-squashd-cache") != "miss" or deployment.builds_started() != started + 1:
+        raise BenchFailed(f"/c1/squash/{path} was not one build: {headers}")
+    log(
+        f"  end to end: {wall:.2f} s to the 302; CPU: worker's build process {cpu:.2f} s, "
+        f"moto S3 {s3_cpu:.2f} s"
+    )
+    key, location, etag = headers["x-squashd-export"], headers["location"], headers["etag"]
+    return Build(wall, cpu, s3_cpu, _build_seconds(deployment), key, location, etag.strip('"'))
+
+
+def forget(deployment: Stack, key: str) -> None:
+    """Make the next request build again: evict the artifact as the janitor would."""
+    assert deployment.moto is not None and deployment.bucket is not None
+    S3Store(deployment.bucket, "artifacts", deployment.moto.client()).delete(key)
+    RedisBoard(deployment.redis.url, Lifetimes(30, 600, 60, 3600, 60)).drop(key)
+
+
+def fetch_once(url: str, dest: Path, sha256: str) -> Fetch:
+    """Download the archive from its presigned URL; its bytes must match the ETag."""
+    t0 = time.perf_counter()
+    data = fetch(url, dest)
+    wall = time.perf_counter() - t0
+    dest.unlink()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BenchFailed(f"the archive at {url} does not have the sha256 of its ETag")
+    log(f"  download: {wall:.2f} s, {mib(len(data))}")
+    return Fetch(wall, len(data))
+
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    """`512.00us`, `1.23ms`, `2.00s` -> milliseconds."""
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if found is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(found[1]) * _UNITS_MS[found[2]]
+
+
+def parse_wrk(text: str) -> tuple[int, float, float, float, float, int]:
+    """(requests, seconds, requests/s, p50 ms, p99 ms, bad responses + socket errors)."""
+    total = re.search(r"(\d+) requests in ([\d.]+\w+),", text)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    if not (total and rate and p50 and p99):
+        raise BenchFailed(f"cannot read wrk's output:\n{text}")
+    non_3xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sockets = re.search(r"Socket errors: (.*)", text)
+    bad = int(non_3xx[1]) if non_3xx else 0
+    bad += sum(int(n) for n in re.findall(r"\d+", sockets[1])) if sockets else 0
+    seconds = _ms(total[2]) / 1e3
+    return int(total[1]), seconds, float(rate[1]), _ms(p50[1]), _ms(p99[1]), bad
+
+
+def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.Namespace) -> Load:
+    """wrk against the cached redirect, with the CPU the web process and the registry spent."""
+    url = f"{deployment.web.url}/c1/squash/{path}"
+    status, headers, _ = deployment.c1(path)
+    if status != 302 or headers.get("x-squashd-cache") != "hit":  # wrk counts any 3xx as good
+        raise BenchFailed(f"{url} answered {status} {headers}, not a cached 302")
+    assert deployment.web.proc is not None and registry.proc is not None
+    web_pid, registry_pid = deployment.web.proc.pid, registry.proc.pid
+    heads0 = registry.log_path.read_text().count(MANIFEST_HEAD)
+    web0, reg0 = process_usage(web_pid)[0], process_usage(registry_pid)[0]
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s"]
+    cmd += ["--latency", url]
+    log(f"  {' '.join(cmd)}")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
+    web_cpu = process_usage(web_pid)[0] - web0
+    registry_cpu = process_usage(registry_pid)[0] - reg0
+    heads = registry.log_path.read_text().count(MANIFEST_HEAD) - heads0
+    if res.returncode != 0:
+        raise BenchFailed(f"wrk failed (exit {res.returncode}):\n{res.stdout}{res.stderr}")
+    print(res.stdout.rstrip(), flush=True)
+    requests, seconds, rate, p50, p99, bad = parse_wrk(res.stdout)
+    return Load(requests, seconds, rate, p50, p99, bad, web_cpu, registry_cpu, heads)
+
+
+def deployment_env() -> dict[str, str]:
+    """The Stack's environment beyond its defaults: waits long enough for a whole build, no
+    access log (one line per request would be measured too), and the default build lease
+    rather than the tests' short one (a lease lost on a busy machine would fail a build)."""
+    return {
+        "SQUASHD_WAIT_SECONDS": str(WAIT_SECONDS),
+        "SQUASHD_ACCESS_LOG": "0",
+        "SQUASHD_BUILD_LEASE": str(Settings().lease_seconds),
+    }
+
+
+def print_summary(
+    image: bench_image.ImageStats,
+    engine: list[tuple[Run, str]],
+    builds: list[Build],
+    fetches: list[Fetch],
+    load: Load,
+    args: argparse.Namespace,
+) -> None:
+    """The table: best wall times against the best engine run, and the cached redirects."""
+    best_engine = min((r for r, _ in engine), key=lambda r: r.wall)
+    best_build = min(builds, key=lambda b: b.wall)
+    best_fetch = min(fetches, key=lambda f: f.wall)
+    base = best_engine.wall
+    rows = [
+        ("engine: squashd export docker:// (gzip)", base, best_engine.cpu, "= 1.00"),
+        (
+            "end to end: GET /c1 until the 302 (a build)",
+            best_build.wall,
+            best_build.worker_cpu,
+            f"CPU s = the worker's build process (moto S3 {best_build.s3_cpu:.2f} more); "
+            f"{best_build.wall - best_build.build_seconds:.2f} s outside its logged build",
+        ),
+        ("  the worker's build, as it logs it", best_build.build_seconds, None, "0.1 s steps"),
+        (
+            "download from the presigned URL (moto S3)",
+            best_fetch.wall,
+            None,
+            f"{mib(best_fetch.size)}, {best_fetch.size / 1e6 / best_fetch.wall:.0f} MB/s",
+        ),
+    ]
+    print()
+    print(
+        f"== summary: the service, {len(image.layers)} layers, {mib(image.tar_bytes)} tar / "
+        f"{mib(image.blob_bytes)} gzip; best of {len(builds)} interleaved rounds, "
+        "one web process + one Celery worker =="
+    )
+    head = f"{'step':46} {'wall s':>7} {'x engine':>8} {'CPU s':>7}  note"
+    print(head)
+    print("-" * (len(head) + 50))
+    for label, wall, cpu, note in rows:
+        cpu_text = f"{cpu:.2f}" if cpu is not None else "-"
+        print(f"{label:46} {wall:7.2f} {wall / base:8.2f} {cpu_text:>7}  {note}")
+    print()
+    per_request = (load.requests or 1) / 1e3
+    print(
+        f"cached redirects (wrk -t{args.threads} -c{args.connections}, {load.seconds:.1f} s): "
+        f"{load.rate:,.0f} requests/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, "
+        f"{load.requests:,} requests, {load.bad} bad (non-3xx or socket errors)"
+    )
+    heads = load.manifest_heads / (load.requests or 1)
+    print(
+        f"  web process {load.web_cpu / per_request:.2f} ms CPU a request "
+        f"({load.web_cpu / load.seconds:.2f} CPUs); registry {heads:.2f} manifest HEADs and "
+        f"{load.registry_cpu / per_request:.2f} ms CPU a request "
+        "(every redirect asks the registry whether the caller may read the image, by design)"
+    )
+    same = {digest for _, digest in engine} | {b.sha256 for b in builds}
+    print(
+        "  the service's archive is byte for byte the CLI's"
+        if len(same) == 1
+        else f"  the archives differ between the CLI and the service: {sorted(same)}"
+    )
+    print(
+        "x engine = wall time / the best engine wall time; the engine's CPU s is the CLI's "
+        "user+sys.\nrerun: make bench, or .venv/bin/python bench/service_bench.py "
+        f"--repeat {len(builds)} --duration {args.duration} --threads {args.threads} "
+        f"--connections {args.connections}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=HERE / "work", help="image cache and scratch")
+    ap.add_argument("--repeat", type=int, default=3, help="engine and build rounds (best counts)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds of the wrk load test")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads")
+    ap.add_argument("--connections", type=int, default=16, help="wrk connections")
+    args = ap.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (make debs DEBS=wrk)")
+    work: Path = args.work.resolve()
+    repeat = max(1, args.repeat)
+    image = bench_image.build_image(work, False, log)
+    path = f"{REGISTRY_REPO}/{image.tag}"  # where local_registry pushes it
+    signal.signal(signal.SIGTERM, _terminate)  # unwinds through the cleanup below
+    scratch = Path(tempfile.mkdtemp(prefix="service-", dir=work))
+    engine: list[tuple[Run, str]] = []
+    builds: list[Build] = []
+    fetches: list[Fetch] = []
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+        local = cleanup.enter_context(local_registry(image, scratch))
+        assert local.registry.proc is not None
+        deployment = None
+        try:
+            redis = RedisServer(scratch / "redis")
+            cleanup.callback(redis.stop)
+            moto = MotoS3(scratch / "moto")
+            cleanup.callback(moto.stop)
+            redis.start()
+            moto.start()
+            deployment = Stack(
+                scratch / "stack", redis, moto, local.registry.host, deployment_env()
+            )
+            cleanup.callback(deployment.stop)
+            deployment.start(workers=1)
+            log(f"squashd at {deployment.web.url}, artifacts in s3://{deployment.bucket}")
+            contention = Contention()
+            contention.started_before(servers_cpu(deployment, local.registry.proc.pid))
+            for n in range(repeat):  # interleaved, so a busy moment hits both alike
+                log(f"round {n + 1} of {repeat}")
+                engine.append(engine_once(local.ref, scratch / "engine.tar"))
+                build = build_once(deployment, path)
+                builds.append(build)
+                fetches.append(fetch_once(build.location, scratch / "fetched.tar", build.sha256))
+                if n + 1 < repeat:
+                    forget(deployment, build.key)
+            log(f"cached redirects for {args.duration} s")
+            load = load_test(deployment, path, local.registry, args)
+        except (AssertionError, BenchFailed, pytest.fail.Exception) as exc:
+            logs = deployment.describe() if deployment is not None else ""
+            raise SystemExit(f"service bench: {exc}\n{logs}") from None
+    print_summary(image, engine, builds, fetches, load, args)
+    print(contention.report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
