@@ -438,7 +438,7 @@ class Stack:
     ) -> None:
         self.root, self.redis, self.moto = root, redis, moto
         self.bucket = moto.create_bucket(f"squashd-{secrets.token_hex(6)}") if moto else None
-        self.env = {**redis.env(), "SQUASHD_REGISTRY": upstream, "SQUASHD_BUILD_LEASE": "3"}
+        self.env = {**redis.env(), "SQUASHD_REGISTRY": upstream, "SQUASHD_BUILD_LEASE": "10"}
         if moto is not None:
             self.env.update(moto.env(), SQUASHD_STORAGE_URL=f"s3://{self.bucket}/artifacts")
         else:

@@ -137,3 +137,27 @@ def test_claimable(state, locked, age, expected) -> None:
 def test_may_take() -> None:
     assert may_take(None, "a/1") and may_take("a/0", "a/1")
     assert not may_take("b/0", "a/1") and not may_take("ab/0", "a/1")
+
+
+def test_request_counts_decay_and_survive_an_epoch_change(request) -> None:
+    """Half-life 1 s: an epoch lasts 256 s. Counts halve each second; the ranking holds
+    across the epoch boundary (the previous epoch's scores are scaled in)."""
+    from tasks import popularity
+
+    life = Lifetimes(lease=1, grace=1, failure=1, job=60, artifact=1, half_life=1.0)
+    boards = [MemoryBoard(life), RedisBoard(request.getfixturevalue("redis_db").url, life)]
+    span = popularity.EPOCH_SPAN
+    boundary = 7 * span + 0.0  # the start of epoch 7 (1 s half-lives)
+    for board in boards:
+        for _ in range(3):
+            board.count_request("reg/a:1", boundary - 3)
+        board.count_request("reg/b:1", boundary - 1)
+        board.count_request("reg/c:1", boundary + 1)  # in the new epoch
+        top = dict(board.popular(10, boundary + 1))
+        assert list(top) == ["reg/c:1", "reg/b:1", "reg/a:1"]
+        assert top["reg/a:1"] == pytest.approx(3 * 2**-4)
+        assert top["reg/b:1"] == pytest.approx(2**-2)
+        assert top["reg/c:1"] == pytest.approx(1.0)
+        assert board.popular(1, boundary + 1) == [("reg/c:1", pytest.approx(1.0))]
+        board.remember_tag("reg/a:1", "k1")
+        assert board.tag_keys(["reg/a:1", "reg/x:1"]) == {"reg/a:1": "k1"}

@@ -40,7 +40,7 @@ def _finishes_correctly(stack: Stack, name: str, key: str, rootfs, tmp_path) -> 
 
 
 def test_worker_killed_mid_build_is_redone_by_another(make_stack, registry, fault_proxy, tmp_path):
-    stack = make_stack(fault_proxy.host)
+    stack = make_stack(fault_proxy.host, SQUASHD_BUILD_LEASE="3")  # a dead build's lease ends soon
     key, rootfs, hold = _held_build(stack, registry, fault_proxy, tmp_path, "killed", 101)
     stack.workers[0].kill()  # main process and pool child: the machine died
     hold.release()
@@ -52,7 +52,7 @@ def test_worker_killed_mid_build_is_redone_by_another(make_stack, registry, faul
 
 
 def test_pool_process_killed_mid_build_is_redelivered(make_stack, registry, fault_proxy, tmp_path):
-    stack = make_stack(fault_proxy.host)
+    stack = make_stack(fault_proxy.host, SQUASHD_BUILD_LEASE="3")
     key, rootfs, hold = _held_build(stack, registry, fault_proxy, tmp_path, "child", 102)
     worker = stack.workers[0]
     worker.kill_child()  # Celery sees its worker lost and requeues the message

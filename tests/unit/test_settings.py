@@ -62,3 +62,17 @@ def test_transient_failures_are_retried_permanent_ones_not() -> None:
     assert not is_transient(DigestMismatch("layer 1: digest mismatch"))
     assert not is_transient(RegistryError("not found (404)", 404))
     assert not is_transient(ValueError("a bug"))
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("", 0), ("0", 0), ("1048576", 1 << 20), ("500M", 500 << 20), ("20G", 20 << 30),
+     ("1.5GiB", 3 << 29), ("2t", 2 << 40)],
+)  # fmt: skip
+def test_storage_budget_sizes(text: str, size: int) -> None:
+    assert Settings.from_env({"SQUASHD_STORAGE_BUDGET": text}).storage_budget == size
+
+
+def test_a_bad_budget_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="SQUASHD_STORAGE_BUDGET='lots' is not a size"):
+        Settings.from_env({"SQUASHD_STORAGE_BUDGET": "lots"})
