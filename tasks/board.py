@@ -158,8 +158,9 @@ class Board(Protocol):
 
     # -- what the scheduled work and the operators need
 
-    def count_request(self, tag: str, now: float) -> None:
-        """A request for `tag` (`registry/name:tag`)."""
+    def count_request(self, tag: str, now: float, key: str | None = None) -> None:
+        """A request for `tag` (`registry/name:tag`); `key`: the artifact it resolved to
+        with the default options, remembered as `remember_tag` does (in the same trip)."""
         ...
 
     def remember_tag(self, tag: str, key: str) -> None:

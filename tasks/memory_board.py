@@ -166,8 +166,10 @@ class MemoryBoard:
 
     # -- popularity
 
-    def count_request(self, tag: str, now: float) -> None:
+    def count_request(self, tag: str, now: float, key: str | None = None) -> None:
         half_life = self.life.half_life
+        if key is not None:
+            self.remember_tag(tag, key)
         with self._mutex:
             current = popularity.epoch(now, half_life)
             for old in [e for e in self._popular if e < current - 1]:

@@ -18,7 +18,7 @@ from squash.errors import BadReference
 from squash.reference import Platform, check_repo_tag, parse_docker_ref
 from storage.base import Artifact, Location, open_store
 from tasks.access import Caller, Sessions
-from tasks.board import FAILED, QUEUED, READY, Job, Lifetimes
+from tasks.board import FAILED, QUEUED, READY, Board, Job, Lifetimes
 from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from tasks.errors import BadRequest, Denied, Unavailable
 from tasks.settings import Settings
@@ -48,7 +48,9 @@ class Service:
             failure=settings.failure_ttl,
             job=max(2 * settings.max_build_seconds, 86400),
             artifact=settings.artifact_cache_seconds,
+            half_life=settings.popularity_half_life,
         )
+        self.board: Board
         if settings.redis_url:
             from tasks.redis_board import RedisBoard
 
@@ -63,6 +65,7 @@ class Service:
         )
         self.plain_http_registry = settings.registry if settings.registry_plain_http else None
         self.sessions = Sessions(self.plain_http_registry)
+        self.default_platform = str(Platform.parse(settings.platform))
 
     # -- what is asked for
 
@@ -79,7 +82,7 @@ class Service:
         tag resolved to a digest with the caller's credentials (access is checked here)."""
         try:
             ref = parse_docker_ref(image.removeprefix("docker://"))
-            platform = str(Platform.parse(platform or self.settings.platform))
+            platform = str(Platform.parse(platform)) if platform else self.default_platform
             if tag is not None:
                 name, out = check_repo_tag(tag)
                 tag = f"{name}:{out}"
@@ -125,7 +128,7 @@ class Service:
     def is_default(self, spec: ExportSpec) -> bool:
         """Built with the options a plain /c1 request (and the pre-squash) uses?"""
         return (spec.platform, spec.compression, spec.tag) == (
-            str(Platform.parse(self.settings.platform)),
+            self.default_platform,
             self.settings.layer_compression,
             default_tag(spec.registry, spec.repository, spec.reference),
         )
@@ -136,9 +139,7 @@ class Service:
             return  # by digest: nothing that could move, nothing to pre-squash
         tag = f"{spec.name}:{spec.reference}"
         try:
-            self.board.count_request(tag, time.time())
-            if self.is_default(spec):
-                self.board.remember_tag(tag, spec.key)
+            self.board.count_request(tag, time.time(), spec.key if self.is_default(spec) else None)
         except Exception as exc:
             log.warning("request not counted: %s", exc)
 

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field
 
 from squash.codec import COMPRESSIONS
+from squash.errors import BadReference
+from squash.reference import Platform
 
 
 class SettingsError(ValueError):
@@ -109,6 +111,11 @@ class Settings:
             raise SettingsError(
                 f"SQUASHD_LAYER_COMPRESSION={compression!r} is not one of {', '.join(COMPRESSIONS)}"
             )
+        platform = env.get("SQUASHD_PLATFORM") or "linux/amd64"
+        try:
+            Platform.parse(platform)
+        except BadReference as exc:
+            raise SettingsError(f"SQUASHD_PLATFORM: {exc}") from None
         max_build = int(_number(env, "SQUASHD_MAX_BUILD_SECONDS", 3600, 10))
         return cls(
             broker_url=broker,
@@ -118,7 +125,7 @@ class Settings:
             registry_plain_http=plain,
             allowed_registries=frozenset(allowed),
             layer_compression=compression,
-            platform=env.get("SQUASHD_PLATFORM") or "linux/amd64",
+            platform=platform,
             wait_seconds=_number(env, "SQUASHD_WAIT_SECONDS", 60),
             url_lifetime=int(_number(env, "SQUASHD_URL_LIFETIME", 300, 1)),
             lease_seconds=_number(env, "SQUASHD_BUILD_LEASE", 30, 1),
