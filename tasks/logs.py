@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from contextvars import ContextVar, Token
 
 _context: ContextVar[dict[str, str]] = ContextVar("squashd_log_context", default={})  # noqa: B039
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's, with terminal colours
+}
 #: Libraries that log every HTTP request at INFO: one line per blob is noise.
 _CHATTY = ("httpx", "httpcore", "botocore", "boto3", "urllib3")
 
