@@ -228,9 +228,28 @@ class Lifetimes:
     half_life: float = 86400.0  # of a request's weight in the popularity counts
 
 
+def queued_job(previous: Job | None, spec: ExportSpec, task_id: str, now: float) -> Job:
+    """The record a successful claim writes: queued now, the count of builds kept."""
+    builds = previous.builds if previous else 0
+    return Job(spec.key, QUEUED, spec, task_id, builds=builds, created=now, updated=now, due=now)
+
+
+def failure_record(key: str, job: Job | None, error: str, now: float) -> dict:
+    """A failure as the status page lists it."""
+    image = job.spec.image if job and job.spec else ""
+    return {"key": key, "image": image, "error": error, "time": now}
+
+
 def build_observation(seconds: float, size: int) -> dict[str, float]:
-    """The counters one successful build adds to (histogram buckets are cumulative)."""
-    added = {"builds_succeeded": 1, "build_seconds_sum": seconds, "build_bytes_sum": size}
+    """The counters one successful build adds to (histogram buckets are cumulative), the
+    artifact it stored included."""
+    added = {
+        "builds_succeeded": 1,
+        "build_seconds_sum": seconds,
+        "build_bytes_sum": size,
+        "artifacts": 1,
+        "artifact_bytes": size,
+    }
     for bound in (*BUILD_SECONDS_BUCKETS, "+Inf"):
         if bound == "+Inf" or seconds <= bound:
             added[f"build_seconds_bucket:{bound}"] = 1

@@ -3,7 +3,6 @@ the builds itself. Same decisions as the Redis board (`tasks.board`), under one 
 
 import collections
 import dataclasses
-import json
 import threading
 import time
 
@@ -19,7 +18,9 @@ from tasks.board import (
     Lifetimes,
     build_observation,
     claimable,
+    failure_record,
     may_take,
+    queued_job,
 )
 from tasks.spec import ExportSpec
 
@@ -36,7 +37,7 @@ class MemoryBoard:
         self._popular: dict[int, collections.Counter[str]] = {}  # epoch -> tag scores
         self._tags: dict[str, str] = {}
         self._downloads: dict[str, float] = {}
-        self._failures: collections.deque[str] = collections.deque(maxlen=RECENT_FAILURES)
+        self._failures: collections.deque[dict] = collections.deque(maxlen=RECENT_FAILURES)
         self._metrics: collections.Counter[str] = collections.Counter()
 
     def describe(self) -> str:
@@ -68,10 +69,7 @@ class MemoryBoard:
             locked = self._live(self._locks, key) is not None
             if not claimable(job, locked, now, self.life.grace):
                 return False
-            builds = job.builds if job else 0
-            fresh = Job(key, QUEUED, spec, task_id, builds=builds, created=now, updated=now)
-            fresh.due = now
-            self._put(fresh, self.life.job)
+            self._put(queued_job(job, spec, task_id, now), self.life.job)
             return True
 
     def unclaim(self, key: str, task_id: str) -> None:
@@ -123,10 +121,9 @@ class MemoryBoard:
 
     def failed(self, key: str, error: str, now: float) -> None:
         self._change(key, self.life.failure, state=FAILED, error=error, updated=now)
-        job = self.job(key)
-        record = {"key": key, "image": job.spec.image if job and job.spec else "", "error": error}
+        record = failure_record(key, self.job(key), error, now)
         with self._mutex:
-            self._failures.appendleft(json.dumps({**record, "time": now}))
+            self._failures.appendleft(record)
             self._metrics["builds_failed"] += 1
 
     def acquire(self, key: str, owner: str) -> bool:
@@ -227,7 +224,7 @@ class MemoryBoard:
 
     def failures(self) -> list[dict]:
         with self._mutex:
-            return [json.loads(item) for item in self._failures]
+            return [dict(failure) for failure in self._failures]
 
     def count(self, name: str, amount: float = 1) -> None:
         with self._mutex:
@@ -236,8 +233,6 @@ class MemoryBoard:
     def observe_build(self, seconds: float, size: int) -> None:
         with self._mutex:
             self._metrics.update(build_observation(seconds, size))
-            self._metrics["artifacts"] += 1
-            self._metrics["artifact_bytes"] += size
 
     def set_stored(self, count: int, size: int) -> None:
         with self._mutex:

@@ -12,7 +12,6 @@ artifact keys by last download), `active` (jobs queued or building), `failures`
 """
 
 import json
-import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -32,7 +31,9 @@ from tasks.board import (
     Lifetimes,
     build_observation,
     claimable,
+    failure_record,
     may_take,
+    queued_job,
 )
 from tasks.spec import ExportSpec
 
@@ -85,15 +86,22 @@ class RedisBoard:
     def job(self, key: str) -> Job | None:
         return self._read(self.redis, key)
 
-    def _transaction(self, key: str, decide: Callable) -> bool:
-        """WATCH the job and its lock, let `decide(pipe, job, lock)` read and queue writes
-        (or return False), and commit them only if nobody changed either meanwhile."""
+    @staticmethod
+    def _artifact_key(key: str) -> str:
+        return f"{PREFIX}artifact:{key}"
+
+    def _transaction(self, key: str, decide: Callable, with_job: bool = True) -> bool:
+        """WATCH the lock (and, `with_job`, the job), let `decide(pipe, job, lock)` read
+        and queue writes (or return False), and commit them only if nobody changed what
+        was watched meanwhile. Lock operations leave the job out: progress updates to it
+        would only make them retry."""
         job_key, lock_key = self._job_key(key), self._lock_key(key)
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(job_key, lock_key)
-                    job, lock = self._read(pipe, key), pipe.get(lock_key)
+                    pipe.watch(*((job_key, lock_key) if with_job else (lock_key,)))
+                    job = self._read(pipe, key) if with_job else None
+                    lock = pipe.get(lock_key)
                     pipe.multi()
                     if not decide(pipe, job, lock):
                         pipe.reset()
@@ -109,11 +117,8 @@ class RedisBoard:
         def decide(pipe, job: Job | None, lock: str | None) -> bool:
             if not claimable(job, lock is not None, now, self.life.grace):
                 return False
-            builds = job.builds if job else 0
-            fresh = Job(key, QUEUED, spec, task_id, builds=builds, created=now, updated=now)
-            fresh.due = now
             pipe.delete(self._job_key(key))
-            pipe.hset(self._job_key(key), mapping=fresh.to_fields())
+            pipe.hset(self._job_key(key), mapping=queued_job(job, spec, task_id, now).to_fields())
             pipe.expire(self._job_key(key), int(self.life.job))
             pipe.zadd(ACTIVE, {key: now})
             return True
@@ -130,23 +135,27 @@ class RedisBoard:
 
         self._transaction(key, decide)
 
-    def _update(self, key: str, ttl: float, **values: object) -> None:
+    def _update(self, key: str, ttl: float, pipe=None, **values: object) -> None:
+        """Set fields of the job and its lifetime, in `pipe` if given (else at once)."""
         mapping = {k: "" if v is None else str(v) for k, v in values.items()}
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._job_key(key), mapping=mapping)
-            pipe.expire(self._job_key(key), int(ttl))
-            pipe.execute()
+        if pipe is None:
+            with self.redis.pipeline(transaction=True) as own:
+                self._update(key, ttl, own, **values)
+                own.execute()
+            return
+        pipe.hset(self._job_key(key), mapping=mapping)
+        pipe.expire(self._job_key(key), int(ttl))
 
     def started(self, spec: ExportSpec, task_id: str, total: int, now: float) -> None:
         key = spec.key
+        fields = {**spec.to_dict(), "state": BUILDING, "task_id": task_id, "done": 0}
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(self._job_key(key), "created", str(now))
             pipe.hincrby(self._job_key(key), "builds", 1)
+            self._update(key, self.life.job, pipe, **fields, total=total, error="", updated=now)
             pipe.zadd(ACTIVE, {key: now})
             pipe.hincrbyfloat(METRICS, "builds_started", 1)
             pipe.execute()
-        fields = {**spec.to_dict(), "state": BUILDING, "task_id": task_id, "done": 0}
-        self._update(key, self.life.job, **fields, total=total, error="", updated=now)
 
     def progress(self, key: str, done: int, now: float) -> None:
         self.redis.hset(self._job_key(key), mapping={"done": str(done), "updated": str(now)})
@@ -162,12 +171,11 @@ class RedisBoard:
         self.cache(artifact)
 
     def failed(self, key: str, error: str, now: float) -> None:
-        self._update(key, self.life.failure, state=FAILED, error=error, updated=now)
-        job = self.job(key)
-        record = {"key": key, "image": job.spec.image if job and job.spec else "", "error": error}
+        record = failure_record(key, self.job(key), error, now)
         with self.redis.pipeline(transaction=True) as pipe:
+            self._update(key, self.life.failure, pipe, state=FAILED, error=error, updated=now)
             pipe.zrem(ACTIVE, key)
-            pipe.lpush(FAILURES, json.dumps({**record, "time": now}))
+            pipe.lpush(FAILURES, json.dumps(record))
             pipe.ltrim(FAILURES, 0, RECENT_FAILURES - 1)
             pipe.hincrbyfloat(METRICS, "builds_failed", 1)
             pipe.execute()
@@ -183,7 +191,7 @@ class RedisBoard:
             pipe.set(self._lock_key(key), owner, px=lease)
             return True
 
-        return self._transaction(key, decide)
+        return self._transaction(key, decide, with_job=False)
 
     def renew(self, key: str, owner: str) -> bool:
         lease = int(self.life.lease * 1000)
@@ -194,7 +202,7 @@ class RedisBoard:
             pipe.pexpire(self._lock_key(key), lease)
             return True
 
-        return self._transaction(key, decide)
+        return self._transaction(key, decide, with_job=False)
 
     def release(self, key: str, owner: str) -> None:
         def decide(pipe, job: Job | None, lock: str | None) -> bool:
@@ -203,20 +211,20 @@ class RedisBoard:
             pipe.delete(self._lock_key(key))
             return True
 
-        self._transaction(key, decide)
+        self._transaction(key, decide, with_job=False)
 
     # -- cached artifact records
 
     def cached(self, key: str) -> Artifact | None:
-        text = self.redis.get(f"{PREFIX}artifact:{key}")
+        text = self.redis.get(self._artifact_key(key))
         return Artifact(**json.loads(text)) if text else None
 
     def cache(self, artifact: Artifact) -> None:
         record = json.dumps(artifact.__dict__)
-        self.redis.set(f"{PREFIX}artifact:{artifact.key}", record, ex=int(self.life.artifact))
+        self.redis.set(self._artifact_key(artifact.key), record, ex=int(self.life.artifact))
 
     def forget(self, key: str) -> None:
-        self.redis.delete(f"{PREFIX}artifact:{key}")
+        self.redis.delete(self._artifact_key(key))
 
     def locked(self, key: str) -> bool:
         return bool(self.redis.exists(self._lock_key(key)))
@@ -277,7 +285,7 @@ class RedisBoard:
 
     def drop(self, key: str) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._job_key(key), f"{PREFIX}artifact:{key}")
+            pipe.delete(self._job_key(key), self._artifact_key(key))
             pipe.zrem(DOWNLOADS, key)
             pipe.zrem(ACTIVE, key)
             pipe.execute()
@@ -306,13 +314,10 @@ class RedisBoard:
         with self.redis.pipeline(transaction=True) as pipe:
             for name, amount in build_observation(seconds, size).items():
                 pipe.hincrbyfloat(METRICS, name, amount)
-            pipe.hincrbyfloat(METRICS, "artifacts", 1)
-            pipe.hincrbyfloat(METRICS, "artifact_bytes", size)
             pipe.execute()
 
     def set_stored(self, count: int, size: int) -> None:
-        mapping = {"artifacts": count, "artifact_bytes": size, "stored_counted": time.time()}
-        self.redis.hset(METRICS, mapping=mapping)
+        self.redis.hset(METRICS, mapping={"artifacts": count, "artifact_bytes": size})
 
     def metrics(self) -> dict[str, float]:
         return {name: float(value) for name, value in self.redis.hgetall(METRICS).items()}
