@@ -160,6 +160,12 @@ def sanitize_name(text: str) -> str:
     return name or "image"
 
 
+def source_tag(reference: str) -> str:
+    """What an image's default output tag is made from: a tag as it is, a digest as
+    `digest-<12 hex>`."""
+    return f"digest-{reference.partition(':')[2][:12]}" if ":" in reference else reference
+
+
 def squash_tag(tag: str) -> str:
     """The default output tag: '<tag>.squash', kept within docker's 128 characters."""
     return f"{tag[:121]}.squash"

@@ -40,10 +40,6 @@ class Caller:
             return "anonymous"
         return hashlib.sha256(secret.encode()).hexdigest()
 
-    @property
-    def anonymous(self) -> bool:
-        return self.credentials is None and self.bearer is None
-
 
 #: The service asking for itself (pre-squash): SQUASHD_REGISTRY_USERNAME or auth files.
 SERVICE = Caller(service=True)

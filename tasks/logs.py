@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar, Token
 
+from tasks.spec import ExportSpec
+
 _context: ContextVar[dict[str, str]] = ContextVar("squashd_log_context", default={})  # noqa: B039
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -48,11 +50,13 @@ def build_fields(task_id: str, args: object) -> dict[str, str]:
             args = ast.literal_eval(args)
         except (ValueError, SyntaxError):
             return fields
-    spec = args[0] if isinstance(args, list | tuple) and args else None
-    if isinstance(spec, dict) and {"registry", "repository", "reference", "digest"} <= set(spec):
-        sep = "@" if ":" in str(spec["reference"]) else ":"
-        fields["image"] = f"{spec['registry']}/{spec['repository']}{sep}{spec['reference']}"
-        fields["digest"] = str(spec["digest"])
+    first = args[0] if isinstance(args, list | tuple) and args else None
+    if isinstance(first, dict):
+        try:
+            spec = ExportSpec.from_dict(first)
+        except KeyError:  # another task's arguments
+            return fields
+        fields.update(image=spec.image, digest=spec.digest)
     return fields
 
 

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from squash.reference import check_repo_tag, familiar_name, squash_tag
+from squash.reference import check_repo_tag, familiar_name, source_tag, squash_tag
 
 #: Bump when the archive writer's output changes for the same input.
 FORMAT_VERSION = 1
@@ -74,6 +74,6 @@ class ExportSpec:
 
 def default_tag(registry: str, repository: str, reference: str) -> str:
     """`<name>:<tag>.squash`, as the command line writes it; by digest, `digest-<12 hex>`."""
-    tag = f"digest-{reference.partition(':')[2][:12]}" if ":" in reference else reference
-    name, out = check_repo_tag(f"{familiar_name(f'{registry}/{repository}')}:{squash_tag(tag)}")
+    tag = squash_tag(source_tag(reference))
+    name, out = check_repo_tag(f"{familiar_name(f'{registry}/{repository}')}:{tag}")
     return f"{name}:{out}"

@@ -5,7 +5,14 @@ import functools
 from squash.errors import SquashError
 from squash.image import Image, Layer, parse_json
 from squash.manifest import check_supported, choose_platform, is_index, media_type, parse_manifest
-from squash.reference import DEFAULT_PLATFORM, Platform, SourceRef, familiar_name, parse_docker_ref
+from squash.reference import (
+    DEFAULT_PLATFORM,
+    Platform,
+    SourceRef,
+    familiar_name,
+    parse_docker_ref,
+    source_tag,
+)
 from squash.registry.client import Registry
 from squash.registry.options import RegistryOptions
 from squash.sources.blobs import (
@@ -45,9 +52,7 @@ def open_registry_image(
     )
     if not isinstance(config, dict):
         raise SquashError(f"{what}: config is not a JSON object")
-    tag = docker.tag or (
-        f"digest-{docker.digest.partition(':')[2][:12]}" if docker.digest else "latest"
-    )
+    tag = source_tag(docker.tag or docker.digest or "latest")
     name = familiar_name(f"{docker.registry}/{repository}")
     image = Image(ref.text, name, tag, digest, config, on_close=registry.close)
     for n, desc in enumerate(layer_descs):
