@@ -54,6 +54,7 @@ from squash_bench import (
     squash_cmd,
 )
 
+from storage.base import sha256_of
 from storage.s3 import S3Store
 from tasks.board import Lifetimes
 from tasks.redis_board import RedisBoard
@@ -106,14 +107,6 @@ class Load:
     manifest_heads: int
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def engine_once(ref: str, out: Path) -> tuple[Run, str]:
     """The CLI, as the service's worker would build it: (the run, sha256 of its archive)."""
     out.unlink(missing_ok=True)
@@ -125,7 +118,8 @@ def engine_once(ref: str, out: Path) -> tuple[Run, str]:
         f"  engine: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU, peak RSS "
         f"{mib(run.maxrss_kib * 1024)}, out {mib(out.stat().st_size)}"
     )
-    digest = sha256_file(out)
+    with open(out, "rb") as archive:
+        digest = sha256_of(archive)
     out.unlink()
     return run, digest
 

@@ -163,16 +163,19 @@ class S3Store:
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
+    @property
+    def _head(self) -> str:
+        """What every object key of this store starts with."""
+        return f"{self.prefix}/" if self.prefix else ""
+
     def object_key(self, key: str) -> str:
-        name = f"{check_key(key)}{_SUFFIX}"
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return f"{self._head}{check_key(key)}{_SUFFIX}"
 
     def _artifact_key(self, object_key: str) -> str | None:
         """The artifact key an object key names, or None for someone else's object."""
-        head = f"{self.prefix}/" if self.prefix else ""
-        if not object_key.startswith(head) or not object_key.endswith(_SUFFIX):
+        if not object_key.startswith(self._head) or not object_key.endswith(_SUFFIX):
             return None
-        key = object_key[len(head) : -len(_SUFFIX)]
+        key = object_key[len(self._head) : -len(_SUFFIX)]
         return key if "/" not in key else None
 
     def create(self, key: str, source_digest: str, image: str = "") -> S3Sink:
@@ -207,8 +210,7 @@ class S3Store:
 
     def entries(self) -> Iterator[Entry]:
         paginator = self.client.get_paginator("list_objects_v2")
-        prefix = f"{self.prefix}/" if self.prefix else ""
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._head):
             for obj in page.get("Contents", []):
                 key = self._artifact_key(obj["Key"])
                 if key is not None:
@@ -216,8 +218,7 @@ class S3Store:
 
     def uploads(self, prefix: str | None = None) -> Iterator[Upload]:
         paginator = self.client.get_paginator("list_multipart_uploads")
-        if prefix is None:
-            prefix = f"{self.prefix}/" if self.prefix else ""
+        prefix = self._head if prefix is None else prefix
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for upload in page.get("Uploads", []):
                 key = self._artifact_key(upload["Key"])

@@ -59,16 +59,19 @@ async def _find(request: Request, key: str) -> tuple[Job | None, Artifact | None
     """The export `key` if the caller may read its image; 404 if there is no such export."""
     service: Service = request.app.state.service
     caller: Caller = caller_of(request)
-    job = await run_in_threadpool(service.job, key)
-    artifact = await run_in_threadpool(service.lookup, key)
-    if job is not None and job.spec is not None:
-        name, digest = job.spec.name, job.spec.digest
-    elif artifact is not None and artifact.image:
-        name, digest = artifact.image, artifact.source_digest
-    else:
-        raise NotFound(f"no export {key}")
-    await run_in_threadpool(service.check, name, digest, caller)
-    return job, artifact
+
+    def find() -> tuple[Job | None, Artifact | None]:  # one trip to a thread
+        job, artifact = service.job(key), service.lookup(key)
+        if job is not None and job.spec is not None:
+            name, digest = job.spec.name, job.spec.digest
+        elif artifact is not None and artifact.image:
+            name, digest = artifact.image, artifact.source_digest
+        else:
+            raise NotFound(f"no export {key}")
+        service.check(name, digest, caller)
+        return job, artifact
+
+    return await run_in_threadpool(find)
 
 
 @router.get("/{key}")
