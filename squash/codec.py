@@ -14,6 +14,7 @@ import zstandard
 from isal import igzip_threaded, isal_zlib
 
 from squash.errors import InvalidLayer, SquashError
+from squash.streams import Prefixed, read_up_to
 from squash.verify import VerifyingReader
 
 CHUNK = 1 << 20
@@ -59,8 +60,9 @@ def compression_of(head: bytes) -> str:
 @contextmanager
 def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[BinaryIO]:
     """The layer's tar stream, whatever compression its stored bytes use."""
-    buffered = io.BufferedReader(stored, CHUNK)
-    codec = compression_of(buffered.peek(4)[:4])
+    head = read_up_to(stored, 4)  # one read may return less than the magic number
+    buffered = io.BufferedReader(Prefixed(head, stored), CHUNK)
+    codec = compression_of(head)
     if codec == "gzip":
         inner = igzip_threaded.open(buffered, "rb", threads=1, block_size=CHUNK)
     elif codec == "zstd":

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from squash.codec import compression_of, decompress_prefix, open_decompressed
 from squash.errors import InvalidLayer, SquashError
+from squash.streams import read_up_to
 from squash.verify import VerifyingReader
 
 # Media types we read (Docker and OCI names).
@@ -85,17 +86,14 @@ class Layer:
         path, offset = self.location
         with open(path, "rb") as f:
             f.seek(offset)
-            plain = compression_of(f.read(4)) == "none"
+            plain = compression_of(read_up_to(f, 4)) == "none"
         return self.location if plain else None
 
     def peek(self) -> bytes:
         """The start of the uncompressed tar, from the first stored bytes only (unchecked)."""
         opener = partial(self.head, limit=PEEK_BYTES) if self.head else self.opener
         with opener() as raw:
-            stored = b""
-            while len(stored) < PEEK_BYTES and (chunk := raw.read(PEEK_BYTES - len(stored))):
-                stored += chunk
-        return decompress_prefix(stored)
+            return decompress_prefix(read_up_to(raw, PEEK_BYTES))
 
 
 def _drain(stream: BinaryIO) -> None:

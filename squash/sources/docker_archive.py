@@ -22,6 +22,7 @@ from squash.reference import (
     split_name_tag,
 )
 from squash.sources.blobs import MAX_DOCUMENT, FileSlice, check_digest, layer_label
+from squash.streams import read_exactly
 from squash.verify import verify_bytes
 
 _BLOB_PATH = re.compile(r"^blobs/(sha256|sha512)/([a-f0-9]+)$")
@@ -61,7 +62,7 @@ class _Archive:
             raise SquashError(f"{self.what}: {name!r} is too large for a JSON document")
         with open(self.path, "rb") as f:
             f.seek(info.offset_data)
-            return f.read(info.size)
+            return read_exactly(f, info.size, f"{self.what}: {name!r} in the archive")
 
 
 def _choose(entries: list, wanted: str | None, what: str) -> dict:

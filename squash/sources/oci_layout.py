@@ -26,6 +26,7 @@ from squash.sources.blobs import (
     layer_compression,
     layer_label,
 )
+from squash.streams import read_to_end
 from squash.verify import verify_bytes
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -51,7 +52,7 @@ class _Layout:
             raise SquashError(f"{what}: {size} bytes is too large for a manifest or config")
         try:
             with open(self.blob_path(digest), "rb") as f:
-                data = f.read(MAX_DOCUMENT + 1)
+                data = read_to_end(f, MAX_DOCUMENT, what)
         except FileNotFoundError:
             raise SquashError(f"{what}: blob {digest} is missing from the layout") from None
         return verify_bytes(data, digest, size if isinstance(size, int) else None, what)
@@ -97,7 +98,8 @@ def open_oci_layout(ref: SourceRef, platform: Platform | None) -> Image:
     layout = _Layout(ref.path, what)
     try:
         with open(os.path.join(ref.path, "index.json"), "rb") as f:
-            index = parse_json(f.read(MAX_DOCUMENT), f"{what}: index.json")
+            data = read_to_end(f, MAX_DOCUMENT, f"{what}: index.json")
+        index = parse_json(data, f"{what}: index.json")
     except FileNotFoundError:
         raise SquashError(f"{what}: the layout has no index.json") from None
     top = _select(index, ref.ref, platform or DEFAULT_PLATFORM, what)

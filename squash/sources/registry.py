@@ -21,6 +21,7 @@ from squash.sources.blobs import (
     layer_compression,
     layer_label,
 )
+from squash.streams import read_exactly, read_to_end
 from squash.verify import verify_bytes
 
 
@@ -46,7 +47,10 @@ def open_registry_image(
     if size is not None and size > MAX_DOCUMENT:
         raise SquashError(f"{what}: config of {size} bytes is too large")
     with registry.blob(repository, config_digest, size, f"{what}: config") as stream:
-        config_bytes = stream.read(MAX_DOCUMENT + 1)
+        if size is None:
+            config_bytes = read_to_end(stream, MAX_DOCUMENT, f"{what}: config")
+        else:
+            config_bytes = read_exactly(stream, size, f"{what}: config")
     config = parse_json(
         verify_bytes(config_bytes, config_digest, size, f"{what}: config"), f"{what}: config"
     )

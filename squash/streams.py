@@ -1,0 +1,70 @@
+"""Reading a known number of bytes from streams that may return fewer.
+
+A raw stream (a socket, a pipe, an HTTP body) hands back whatever has arrived: one
+`read(n)` may return any amount from 1 to n. Every place that needs n bytes, or a whole
+small document, reads through these helpers, so a short read is never mistaken for the
+end of the data.
+"""
+
+import io
+from typing import Protocol
+
+from squash.errors import SquashError
+
+
+class Truncated(SquashError):
+    """A stream ended before the bytes it was expected to hold."""
+
+
+class Readable(Protocol):
+    def readinto(self, buffer: bytearray | memoryview, /) -> int | None: ...
+
+
+def read_up_to(stream: Readable, n: int) -> bytes:
+    """Up to `n` bytes: fewer only if the stream ends first."""
+    buffer = bytearray(n)
+    view = memoryview(buffer)
+    got = 0
+    while got < n:
+        count = stream.readinto(view[got:])
+        if not count:
+            break
+        got += count
+    del view
+    del buffer[got:]
+    return bytes(buffer)
+
+
+def read_exactly(stream: Readable, n: int, what: str) -> bytes:
+    """Exactly `n` bytes, or a `Truncated` error naming `what`."""
+    data = read_up_to(stream, n)
+    if len(data) < n:
+        raise Truncated(f"{what}: ends early: {len(data)} of {n} bytes")
+    return data
+
+
+def read_to_end(stream: Readable, limit: int, what: str) -> bytes:
+    """Everything up to the end of the stream; more than `limit` bytes is an error."""
+    data = read_up_to(stream, limit + 1)
+    if len(data) > limit:
+        raise SquashError(f"{what}: larger than {limit} bytes")
+    return data
+
+
+class Prefixed(io.RawIOBase):
+    """`head` (bytes already read from `rest`) followed by the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: Readable) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._rest.readinto(buffer) or 0
