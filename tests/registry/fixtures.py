@@ -131,9 +131,10 @@ def tls_registry(tmp_path_factory) -> Iterator[tuple[Registry, Path]]:
 
 
 @contextlib.contextmanager
-def proxying(port: int, name: str) -> Iterator[FaultProxy]:
-    """A started FaultProxy in front of 127.0.0.1:`port`, stopped afterwards."""
-    proxy = FaultProxy((HOST, port), name=name).start()
+def proxying(port: int, name: str, **options) -> Iterator[FaultProxy]:
+    """A started FaultProxy in front of 127.0.0.1:`port` (`options` as FaultProxy takes
+    them), stopped afterwards."""
+    proxy = FaultProxy((HOST, port), name=name, **options).start()
     try:
         yield proxy
     finally:

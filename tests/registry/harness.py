@@ -918,7 +918,10 @@ class FaultProxy:
     asks for plain HTTP Basic auth (401 + `WWW-Authenticate: Basic`), and strips the
     header before forwarding. With `reject_authorization`, requests carrying an Authorization
     header get 400, as an object store answers a presigned URL sent with credentials;
-    `inject_headers` are added to what goes upstream (the store's own access).
+    `inject_headers` are added to what goes upstream (the store's own access). With
+    `piece_size`, every response body goes out in writes of that many bytes, each sent at
+    once (TCP_NODELAY, a pause between pieces), so clients see short reads every time, as
+    they do from a registry far away.
     """
 
     def __init__(
@@ -930,8 +933,10 @@ class FaultProxy:
         inject_headers: dict[str, str] | None = None,
         upstream_tls: bool = False,
         require_basic: tuple[str, str] | None = None,
+        piece_size: int | None = None,
     ):
         self.upstream = upstream
+        self.piece_size = piece_size
         self.require_basic = require_basic
         self.name = name
         self.reject_authorization = reject_authorization
@@ -1101,6 +1106,8 @@ class FaultProxy:
 
             def setup(self):
                 super().setup()
+                if owner.piece_size:
+                    self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with owner._lock:
                     owner._sockets.add(self.connection)
 
@@ -1119,6 +1126,7 @@ class FaultProxy:
                 pass
 
         self._server = QuietHTTPServer((HOST, 0), Handler)
+        self._server.piece_size = self.piece_size  # read by _write
         threading.Thread(
             target=self._server.serve_forever, name=f"{self.name}-server", daemon=True
         ).start()
@@ -1268,7 +1276,7 @@ class FaultProxy:
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
-        h.wfile.write(data)
+        _write(h, data)
         seen.status = status
 
     def _stream(self, h, seen: Seen, resp, length, start, total, cut, flip, hold) -> None:
@@ -1302,17 +1310,30 @@ class FaultProxy:
                 buf[flip_at - pos] ^= 0xFF
                 chunk = bytes(buf)
             if cut_at is not None and sent + len(chunk) >= cut_at:
-                h.wfile.write(chunk[: cut_at - sent])
+                _write(h, chunk[: cut_at - sent])
                 h.wfile.flush()
                 seen.sent = cut_at
                 _abort(h)
                 return
-            h.wfile.write(chunk)
+            _write(h, chunk)
             sent += len(chunk)
             pos += len(chunk)
             seen.sent = sent
         if sent < length:  # upstream ended early: do not pretend otherwise
             _abort(h)
+
+
+def _write(h, data: bytes) -> None:
+    """Send `data` to the client: at once, or in the proxy's small pieces."""
+    piece = getattr(h.server, "piece_size", None)
+    if not piece:
+        h.wfile.write(data)
+        return
+    h.wfile.flush()
+    for start in range(0, len(data), piece):
+        h.wfile.write(data[start : start + piece])
+        h.wfile.flush()
+        time.sleep(0.0002)  # lets each piece leave as its own segment
 
 
 def _abort(h: BaseHTTPRequestHandler) -> None:
@@ -1330,7 +1351,7 @@ def _send(h, seen: Seen, status: int, body: bytes, headers: dict[str, str]) -> N
     h.send_header("Docker-Distribution-Api-Version", "registry/2.0")
     h.end_headers()
     if h.command != "HEAD":
-        h.wfile.write(body)
+        _write(h, body)
     seen.status = status
 
 
