@@ -3,8 +3,10 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
-# Debian packages the tests judge the output with.
-TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium
+# Debian packages the tests judge the output with: docker.io brings dockerd, containerd,
+# ctr and runc (the tests start private daemons of their own); busybox-static is the root
+# of the image the tests build with Docker.
+TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium docker.io busybox-static
 BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time
 
 .PHONY: install run test lint bench debs clean
