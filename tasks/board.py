@@ -82,6 +82,15 @@ class Job:
 _SCALARS = [f for f in fields(Job) if f.name not in ("key", "spec")]
 
 
+def claim_allowed(
+    job: Job | None, locked: bool, now: float, grace: float, ready_missing: bool
+) -> bool:
+    """`claimable`, except that a ready job is left alone unless seen without its artifact."""
+    if job is not None and job.state == READY and not ready_missing:
+        return False
+    return claimable(job, locked, now, grace)
+
+
 def claimable(job: Job | None, locked: bool, now: float, grace: float) -> bool:
     """May a new build of this job be enqueued? (It would be a duplicate otherwise.)"""
     if job is None or job.state == READY:  # ready, yet the artifact was not found: gone
@@ -114,8 +123,12 @@ class Board(Protocol):
 
     def job(self, key: str) -> Job | None: ...
 
-    def claim(self, spec: ExportSpec, task_id: str, now: float) -> bool:
-        """Record a new queued job for `spec` unless one is alive (see `claimable`)."""
+    def claim(
+        self, spec: ExportSpec, task_id: str, now: float, ready_missing: bool = False
+    ) -> bool:
+        """Record a new queued job for `spec` unless one is alive (see `claimable`). A
+        ready job is claimed again only with `ready_missing`: the caller saw it ready and
+        then found no artifact (without it, a build that finished a moment ago)."""
         ...
 
     def unclaim(self, key: str, task_id: str) -> None:

@@ -17,7 +17,7 @@ from tasks.board import (
     Job,
     Lifetimes,
     build_observation,
-    claimable,
+    claim_allowed,
     failure_record,
     may_take,
     queued_job,
@@ -62,12 +62,14 @@ class MemoryBoard:
             job = self._live(self._jobs, key)
             return dataclasses.replace(job) if job else None
 
-    def claim(self, spec: ExportSpec, task_id: str, now: float) -> bool:
+    def claim(
+        self, spec: ExportSpec, task_id: str, now: float, ready_missing: bool = False
+    ) -> bool:
         key = spec.key
         with self._mutex:
             job = self._live(self._jobs, key)
             locked = self._live(self._locks, key) is not None
-            if not claimable(job, locked, now, self.life.grace):
+            if not claim_allowed(job, locked, now, self.life.grace, ready_missing):
                 return False
             self._put(queued_job(job, spec, task_id, now), self.life.job)
             return True

@@ -30,7 +30,7 @@ from tasks.board import (
     Job,
     Lifetimes,
     build_observation,
-    claimable,
+    claim_allowed,
     failure_record,
     may_take,
     queued_job,
@@ -111,11 +111,13 @@ class RedisBoard:
                 except redis.WatchError:
                     continue
 
-    def claim(self, spec: ExportSpec, task_id: str, now: float) -> bool:
+    def claim(
+        self, spec: ExportSpec, task_id: str, now: float, ready_missing: bool = False
+    ) -> bool:
         key = spec.key
 
         def decide(pipe, job: Job | None, lock: str | None) -> bool:
-            if not claimable(job, lock is not None, now, self.life.grace):
+            if not claim_allowed(job, lock is not None, now, self.life.grace, ready_missing):
                 return False
             pipe.delete(self._job_key(key))
             pipe.hset(self._job_key(key), mapping=queued_job(job, spec, task_id, now).to_fields())

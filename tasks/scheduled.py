@@ -33,7 +33,7 @@ def presquash() -> dict[str, int]:
                 runtime.board.remember_tag(tag, spec.key)
                 if runtime.lookup(spec.key) is not None:
                     summary["ready"] += 1
-                elif runtime.enqueue(spec, SCHEDULED_QUEUE):
+                elif runtime.enqueue(spec, SCHEDULED_QUEUE, ready_missing=True):
                     summary["enqueued"] += 1
                     log.info("pre-squash of %s (%s) queued", tag, spec.digest)
                 else:

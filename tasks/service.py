@@ -162,18 +162,22 @@ class Service:
             return self._found(spec, artifact, None, method, hit=True)
         if not start:
             return Outcome(None, self._board(self.board.job, spec.key))
-        return Outcome(None, self._ensure(spec))
+        return self.poll(spec, method)
 
     def poll(self, spec: ExportSpec, method: str | None = None) -> Outcome:
         """Where a started build stands; a build that died is started again."""
         job = self._board(self.board.job, spec.key)
+        if job is not None and job.state == FAILED:
+            return Outcome(None, job)
         if job is not None and job.state == READY:
             artifact = self.lookup(spec.key)
             if artifact is not None:
                 return self._found(spec, artifact, job, method)
-        if job is not None and job.state == FAILED:
-            return Outcome(None, job)
-        return Outcome(None, self._ensure(spec))
+            return Outcome(None, self._ensure(spec, ready_missing=True))
+        job = self._ensure(spec)
+        if job.state == READY:  # it finished between the two looks: hand it out
+            return self.poll(spec, method)
+        return Outcome(None, job)
 
     def _found(
         self,
@@ -189,10 +193,11 @@ class Service:
     def job(self, key: str) -> Job | None:
         return self._board(self.board.job, key)
 
-    def enqueue(self, spec: ExportSpec, queue: str) -> bool:
-        """Send a build of `spec` unless one is alive; True if this call sent it."""
+    def enqueue(self, spec: ExportSpec, queue: str, ready_missing: bool = False) -> bool:
+        """Send a build of `spec` unless one is alive; True if this call sent it. A job
+        that is ready is built again only with `ready_missing` (see Board.claim)."""
         task_id = str(uuid.uuid4())
-        if not self._board(self.board.claim, spec, task_id, time.time()):
+        if not self._board(self.board.claim, spec, task_id, time.time(), ready_missing):
             return False
         try:
             self.dispatcher.send(spec, task_id, queue)
@@ -204,10 +209,10 @@ class Service:
             raise Unavailable(f"cannot queue the build, the broker is unreachable: {exc}") from None
         return True
 
-    def _ensure(self, spec: ExportSpec) -> Job:
+    def _ensure(self, spec: ExportSpec, ready_missing: bool = False) -> Job:
         from celeryconfig import EXPORT_QUEUE
 
-        self.enqueue(spec, EXPORT_QUEUE)
+        self.enqueue(spec, EXPORT_QUEUE, ready_missing)
         return self._board(self.board.job, spec.key) or Job(spec.key, QUEUED, spec)
 
     # -- health

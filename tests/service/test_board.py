@@ -107,6 +107,18 @@ def test_ready_failed_and_requeued(board) -> None:
     assert board.cached(SPEC.key) is None
 
 
+def test_a_ready_job_is_claimed_again_only_when_seen_without_its_artifact(board) -> None:
+    """A build that finished between a caller's artifact lookup and its claim is not
+    sent again; a ready job whose artifact is gone (evicted) is."""
+    now = time.time()
+    board.claim(SPEC, "t1", now)
+    board.finished(SPEC.key, _artifact(SPEC.key), now)
+    assert not board.claim(SPEC, "t2", now)
+    assert board.job(SPEC.key).state == READY
+    assert board.claim(SPEC, "t3", now, ready_missing=True)
+    assert board.job(SPEC.key).state == QUEUED
+
+
 def test_unclaim_withdraws_only_its_own_claim(board) -> None:
     now = time.time()
     board.claim(SPEC, "t1", now)
