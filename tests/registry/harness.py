@@ -431,6 +431,8 @@ def upload_verbatim(registry: Registry, name: str, tag: str, layout: Path, diges
     raw = blob_path(layout, digest).read_bytes()
     manifest = json.loads(raw)
     for desc in [manifest["config"], *manifest["layers"]]:
+        if registry.get(f"/v2/{name}/blobs/{desc['digest']}", method="HEAD")[0] == 200:
+            continue  # already there (as a client would, skip it)
         data = blob_path(layout, desc["digest"]).read_bytes()
         status, headers, body = registry.get(f"/v2/{name}/blobs/uploads/", method="POST")
         assert status == 202, (status, body)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import LayerBuilder, write_oci_layout
+from tests.integration.helpers import LayerBuilder, write_blob, write_oci_layout
 
 from .fixtures import proxying
-from .harness import Squashed, export_ok, push, upload_verbatim
+from .harness import Squashed, export_ok, upload_verbatim
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +37,22 @@ def _big_layout(root: Path):
     return write_oci_layout(root / "big", layers, config=config)
 
 
+def _docker_form(image) -> str:
+    """The same image as a Docker schema 2 manifest in the same layout; its digest."""
+    manifest = json.loads(json.dumps(image.manifest))
+    manifest["mediaType"] = DOCKER_MANIFEST
+    manifest["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json"
+    for layer in manifest["layers"]:
+        layer["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    return write_blob(image.layout, json.dumps(manifest).encode())["digest"]
+
+
 @pytest.fixture(scope="module")
 def big_image(registry, module_work: Path, tools):
-    """The image in the registry twice: byte for byte (OCI) and via skopeo (schema 2)."""
+    """The image in the registry twice, uploaded byte for byte: OCI and schema 2 form."""
     image = _big_layout(module_work)
     upload_verbatim(registry, "squashd/big-oci", "v1", image.layout, image.manifest_digest)
-    push(image, registry.ref("squashd/big-v2s2", "v1"), fmt="v2s2")
+    upload_verbatim(registry, "squashd/big-v2s2", "v1", image.layout, _docker_form(image))
     local = module_work / "local.tar"
     export_ok(image.source, local)
     return image, Squashed.open(local)
@@ -68,10 +78,8 @@ def test_large_config_and_manifest_in_small_pieces(registry, big_image, work, na
     assert len(json.loads(document)["layers"]) == LAYERS
 
 
-ACCEPT = (
-    "application/vnd.oci.image.manifest.v1+json, "
-    "application/vnd.docker.distribution.manifest.v2+json"
-)
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+ACCEPT = f"application/vnd.oci.image.manifest.v1+json, {DOCKER_MANIFEST}"
 
 
 def _manifest(registry, name: str) -> bytes:
