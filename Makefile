@@ -13,7 +13,10 @@ BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The merger's core is compiled (Cython) by pip with the machine's own compiler.
+CORE := setup.py $(wildcard squash/*.pyx squash/*.pxd)
+
+$(STAMP): pyproject.toml $(CORE)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[test]'

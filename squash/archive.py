@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from squash.codec import Compressor
 from squash.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from squash.sinks import Sink
-from squash.tarindex import BLOCK
 
 LAYER_MEDIA_TYPES = {
     "none": "application/vnd.oci.image.layer.v1.tar",
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
 }
+BLOCK = tarfile.BLOCKSIZE
 _USTAR_SIZE_LIMIT = 8**11  # larger sizes need GNU base-256 in the same single block
 _BATCH = 1 << 20
 _QUEUE_DEPTH = 8  # chunks of about 1 MiB in flight to the writer thread

@@ -1,0 +1,291 @@
+# cython: language_level=3, boundscheck=True, wraparound=False, cdivision=True
+"""One layer decided against the layers above it, and the hard-link bookkeeping.
+
+A layer is applied as a runtime unpacks it, member by member: a later member at a path
+replaces an earlier one (rule 6), a non-directory replaces a directory and what this
+layer put under it (rule 5), a member under a non-directory turns it into a directory.
+Whiteouts and opaque markers act on lower layers only (rules 1-3). Each member that is
+still there and that no higher layer hides goes to the output.
+
+Hard links (rule 8): a link whose target was deleted or replaced keeps the content the
+target had in the link's layer (the first such link becomes the file, the others link
+to it); a link to a file of a lower layer waits ("pending") until that layer is read.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t
+from libc.stdlib cimport calloc, free
+
+from squash.layerindex cimport LayerIndex, Member
+from squash.output cimport Output, Spool
+from squash.pathtable cimport (
+    BELOW, EMITTED, GONE, IMPLICIT, IMPLIED, IN_LAYER, ISDIR, META, NO_PATH, NONDIR, OPAQUE,
+    OPAQUE_MARK, ROOT, WHITEOUT, PathTable,
+)
+
+from squash.errors import InvalidLayer
+
+
+cdef class Layers:
+    """What a merge holds across layers: the paths and their decisions, the output, and
+    hard links of higher layers waiting for their targets."""
+
+    cdef readonly PathTable paths
+    cdef readonly Output output
+    cdef dict pending            # target id -> [(link key id, header group, layer label)]
+    cdef readonly long long members_read
+
+    def __cinit__(self, object write_out, object expand_sparse):
+        self.paths = PathTable()
+        self.output = Output(self.paths, write_out, expand_sparse)
+        self.pending = {}
+
+    def index(self, str where, long long offset=0, int spool=-1, bint holes=False):
+        """A new index of a layer, interning into this merge's paths."""
+        return LayerIndex(self.paths, where, offset, spool, holes)
+
+    def plan(self, LayerIndex index):
+        """The layer applied in order; `run` it to write what survives."""
+        return LayerPlan(self, index)
+
+    def root_entry(self, LayerIndex head, bytes data) -> bool:
+        """Write the root directory first if `head` (the start of a layer) begins with it:
+        its attributes belong to the highest layer that has one (rule 7)."""
+        if not head.count:
+            return False
+        m = &head.members[0]
+        if m.path != ROOT or m.kind != 0 or m.type != b'5' or m.data > len(data):
+            return False
+        self.output.root(data[m.start:m.data])
+        self.paths.flags[ROOT] |= ISDIR
+        return True
+
+    def finish(self):
+        """Links whose target no layer held are an error; directories that exist only as
+        parents are written as plain ones; then the end of the archive."""
+        cdef PathTable paths = self.paths
+        cdef uint32_t d
+        for target, links in self.pending.items():
+            key, _, label = links[0]
+            raise InvalidLayer(
+                f"{label}: hard link {paths.text(key)!r} points to {paths.text(target)!r}, "
+                "which no layer below it holds"
+            )
+        implied = [d for d in paths.implied_order if not paths.marks[d] & EMITTED]
+        implied.sort(key=self._depth)
+        for d in implied:
+            if not paths.marks[d] & EMITTED:
+                self.output.plain_dir(d)
+        missing = self.output.unresolved()
+        if missing is not None:
+            raise InvalidLayer(f"member {missing[0]!r} needs {missing[1]!r}, which no layer holds")
+        self.output.finish()
+
+    def _depth(self, uint32_t id) -> int:
+        cdef int depth = 0
+        while id != ROOT:
+            id = self.paths.parent[id]
+            depth += 1
+        return depth
+
+
+cdef class LayerPlan:
+    cdef Layers layers
+    cdef LayerIndex index
+    cdef uint8_t* alive          # still there once the layer is unpacked in order
+    cdef uint8_t* visible        # and not hidden by a higher layer: written
+    cdef dict resolved           # hard link's member -> its source: j >= 0 member j here,
+                                 # -(id + 1) the file at id in a lower layer
+    cdef dict materialised       # member -> the link key that holds its content
+    cdef list new_pending
+
+    def __cinit__(self, Layers layers, LayerIndex index):
+        self.layers = layers
+        self.index = index
+        self.alive = <uint8_t*>calloc(max(index.count, 1), 1)
+        self.visible = <uint8_t*>calloc(max(index.count, 1), 1)
+        if self.alive == NULL or self.visible == NULL:
+            raise MemoryError()
+        self.resolved = {}
+        self.materialised = {}
+        self.new_pending = []
+        self._apply_in_order()
+
+    def __dealloc__(self):
+        free(self.alive)
+        free(self.visible)
+
+    cdef void _apply_in_order(self) except *:
+        cdef PathTable P = self.layers.paths
+        cdef Member* ms = self.index.members
+        cdef Member* m
+        cdef Py_ssize_t i
+        cdef long j
+        cdef uint32_t key, directory
+        for i in range(self.index.count):
+            m = &ms[i]
+            if m.kind == WHITEOUT:
+                P.touch(m.path)
+                P.lflags[m.path] |= GONE
+                continue
+            if m.kind == OPAQUE_MARK:
+                P.touch(m.path)
+                P.lflags[m.path] |= OPAQUE
+                continue
+            if m.kind == META:
+                continue
+            key = m.path
+            if m.type == b'1':  # the target as it is at this moment (rule 8)
+                j = <long>P.state[m.link] - 1
+                self.resolved[i] = -(<long>m.link + 1) if j < 0 else self.resolved.get(j, j)
+            directory = P.parent[key]
+            while directory != ROOT and not P.marks[directory] & BELOW:
+                j = <long>P.state[directory] - 1
+                if j >= 0 and ms[j].type != b'5':
+                    self.alive[j] = 0  # a file with children becomes a directory
+                    P.state[directory] = 0
+                P.touch(directory)
+                P.marks[directory] |= BELOW
+                directory = P.parent[directory]
+            P.touch(key)
+            j = <long>P.state[key] - 1
+            if j >= 0:
+                self.alive[j] = 0
+            if m.type != b'5':
+                if P.marks[key] & BELOW:  # replaces a directory and all this layer put under it
+                    self._remove_under(key)
+                P.lflags[key] |= NONDIR  # what lower layers have at and under it is replaced
+            P.state[key] = <uint32_t>(i + 1)
+            self.alive[i] = 1
+
+    cdef void _remove_under(self, uint32_t key) except *:
+        cdef PathTable P = self.layers.paths
+        cdef uint32_t d, c
+        cdef long j
+        todo = [P.child[key]]
+        P.child[key] = 0
+        P.marks[key] &= ~BELOW
+        while todo:
+            d = todo.pop()
+            while d:
+                j = <long>P.state[d] - 1
+                if j >= 0:
+                    self.alive[j] = 0
+                    P.state[d] = 0
+                P.marks[d] &= ~(BELOW | IN_LAYER)  # touched again, it is linked again
+                c = P.child[d]
+                if c:
+                    todo.append(c)
+                P.child[d] = 0
+                d = P.sibling[d]
+
+    def needs_skipped(self) -> bool:
+        """Would this layer's links read data its spool left out? Only hard links do:
+        to a target replaced or deleted higher up, from this layer or a higher one."""
+        cdef PathTable P = self.layers.paths
+        cdef Member* ms = self.index.members
+        cdef long j
+        sources = list(self.resolved.values())
+        for key in self.layers.pending:
+            j = <long>P.state[<uint32_t>key] - 1
+            if j >= 0:
+                sources.append(self.resolved.get(j, j))
+        return any(s >= 0 and ms[<long>s].skipped for s in sources)
+
+    def discard(self):
+        """Forget this layer's decisions (it is read again, whole)."""
+        self.layers.paths.discard_layer()
+
+    def run(self, Spool spool):
+        """Write the members that survive (or keep them waiting), then add this layer's
+        decisions to those of the layers above."""
+        cdef Layers layers = self.layers
+        cdef PathTable P = layers.paths
+        cdef Output out = layers.output
+        cdef Member* ms = self.index.members
+        cdef Member* m
+        cdef Py_ssize_t i
+        cdef uint32_t key
+        cdef bint hidden, is_dir
+        for i in range(self.index.count):
+            if not self.alive[i]:
+                continue
+            m = &ms[i]
+            key = m.path
+            is_dir = m.type == b'5'
+            hidden = P.hidden(key, is_dir)
+            self._imply_parents(key)
+            if not hidden:
+                self.visible[i] = 1
+                if is_dir:
+                    P.lflags[key] |= ISDIR
+                if m.type == b'1':
+                    self._link(spool, i)
+                else:
+                    out.member(spool, m.start, m.data, m.size, m.type, m.sparse, key)
+            if layers.pending:
+                self._resolve_pending(spool, i, not hidden)
+        for target, link in self.new_pending:  # only lower layers may resolve these
+            layers.pending.setdefault(target, []).append(link)
+        P.add_layer()
+        layers.members_read += self.index.count
+
+    cdef void _imply_parents(self, uint32_t key) except *:
+        """Parents of a member exist as directories unless higher layers removed them."""
+        cdef PathTable P = self.layers.paths
+        cdef uint32_t d = P.parent[key]
+        while d != ROOT and not P.lflags[d] & (ISDIR | IMPLICIT):
+            P.touch(d)
+            P.lflags[d] |= IMPLICIT
+            if not P.marks[d] & IMPLIED and not P.hidden(d, True):
+                P.marks[d] |= IMPLIED
+                P.implied_order.append(d)
+            d = P.parent[d]
+
+    cdef void _link(self, Spool spool, Py_ssize_t i) except *:
+        cdef Member* m = &self.index.members[i]
+        cdef Member* t
+        cdef Output out = self.layers.output
+        cdef long source = self.resolved[i]
+        if source < 0:  # the target lives in a lower layer
+            link = (m.path, spool.group(m.start, m.data), self.index.where)
+            self.new_pending.append((<uint32_t>(-source - 1), link))
+            return
+        t = &self.index.members[source]
+        if self.visible[source]:  # the target is in the output as it is: stay linked
+            out.link(spool, None, m.start, m.data, m.path, t.path)
+        elif source in self.materialised:  # the group already has a materialised member
+            out.link(spool, None, m.start, m.data, m.path, self.materialised[source])
+        else:  # rule 8: the target was replaced or deleted, keep the content it had here
+            self.materialised[source] = m.path
+            out.member(spool, t.start, t.data, t.size, t.type, t.sparse, m.path)
+
+    cdef void _resolve_pending(self, Spool spool, Py_ssize_t i, bint visible) except *:
+        """Links from higher layers to this member's key get what it is after this layer."""
+        cdef Member* m = &self.index.members[i]
+        cdef Member* t
+        cdef Output out = self.layers.output
+        cdef long source
+        cdef uint32_t group
+        links = self.layers.pending.pop(m.path, None)
+        if not links:
+            return
+        if visible:  # the key is in the output: the links join its group
+            for key, saved, _ in links:
+                out.link(None, saved, 0, len(saved), key, m.path)
+            return
+        source = self.resolved.get(i, i)
+        if source < 0:  # the key is itself a link to a lower layer's file
+            self.new_pending.extend((<uint32_t>(-source - 1), link) for link in links)
+            return
+        t = &self.index.members[source]
+        rest = links
+        if self.visible[source]:
+            group = t.path
+        elif source in self.materialised:
+            group = self.materialised[source]
+        else:  # the first link becomes the file, the others link to it
+            first, rest = links[0], links[1:]
+            group = self.materialised[source] = first[0]
+            out.member(spool, t.start, t.data, t.size, t.type, t.sparse, group)
+        for key, saved, _ in rest:
+            out.link(None, saved, 0, len(saved), key, group)
