@@ -11,7 +11,7 @@ CORE = ("tarheader", "pathtable", "layerindex", "output", "layerpass")
 setup(
     ext_modules=cythonize(
         [
-            Extension(f"squash.{name}", [f"squash/{name}.pyx"], extra_compile_args=["-O2"])
+            Extension(f"squash.{name}", [f"squash/{name}.pyx"], extra_compile_args=["-O3"])
             for name in CORE
         ],
         compiler_directives={"language_level": "3"},

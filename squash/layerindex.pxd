@@ -1,31 +1,46 @@
-# A layer's members, indexed as its tar streams past (see layerindex.pyx).
+# A layer's members, indexed as its tar streams past, and its spool (see layerindex.pyx).
 
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
 from squash.pathtable cimport PathTable
-from squash.tarheader cimport HeaderReader
+from squash.tarheader cimport Fields, HeaderReader
 
 
 cdef struct Member:
-    long long start        # first byte of its header group (extension headers included)
-    long long data         # first byte of its data
+    long long start        # its header group (extension headers included), in the spool
+                           # (only kept there when it is read again) or the layer's file
+    long long data         # its data, in the spool or the layer's file
     long long size         # bytes of data stored in the archive
+    int64_t mtime
     uint32_t path          # its key; for a whiteout what it hides, for an opaque marker
                            # the directory
     uint32_t link          # a hard link's target, else NO_PATH
+    uint32_t mode, uid, gid, devmajor, devminor
+    uint32_t text_at       # a symlink's target, in the layer's text arena
+    uint32_t text_len
+    uint16_t uname, gname  # owner names, in the layer's owner table
     uint8_t type           # '0' '1' '2' '3' '4' '5' '6'
     uint8_t kind           # PLAIN, WHITEOUT, OPAQUE_MARK, META
     uint8_t skipped        # its data was not spooled (hidden by higher layers)
+    uint8_t reread         # its header says more than the fields kept here: read it again
     uint8_t sparse         # GNU sparse: expanded by tarfile when written
 
 
-cdef struct Hole:
-    long long start
-    long long end
+cdef class Spool:
+    cdef readonly object file     # the Python file object (tarfile reads sparse members)
+    cdef readonly str label       # the layer, for errors
+    cdef int fd
+    cdef public int waiting       # members not written yet that read from it
+    cdef unsigned char* window
+    cdef long long window_start, window_end
+
+    cdef void read(self, unsigned char* dst, long long at, Py_ssize_t n) except *
+    cdef void _pread(self, unsigned char* dst, long long at, Py_ssize_t n) except *
 
 
 cdef class LayerIndex:
     cdef readonly str where
+    cdef readonly Spool spool      # where its members' bytes are read from (None: nowhere)
     cdef PathTable paths
     cdef HeaderReader reader
     cdef Member* members
@@ -38,15 +53,26 @@ cdef class LayerIndex:
     cdef unsigned char* held      # bytes from `next` on while they straddle chunks
     cdef Py_ssize_t held_len, held_cap
     cdef Py_ssize_t want          # bytes from `next` needed to read the header group there
-    cdef int spool                # fd the stream is written to, or -1 (read in place)
+    cdef int out                  # fd of the spool, or -1 (read in place)
     cdef bint holes_wanted        # leave out the data of big members hidden from above
-    cdef Hole* holes
-    cdef Py_ssize_t nholes, holes_cap, first_hole
+    cdef unsigned char* stage     # data gathered for the spool
+    cdef Py_ssize_t staged
+    cdef long long spooled        # bytes appended to the spool (the staged ones included)
+    cdef long long copy_at        # stream offset of the data still to be spooled
+    cdef long long copy_left
+    cdef bint copy_skip           # that data is hidden: skip it
+    cdef unsigned char* text      # symlink targets and owner names
+    cdef Py_ssize_t text_len, text_cap
+    cdef uint32_t* owner_at       # owner table: offset and length in `text`
+    cdef uint16_t* owner_len
+    cdef int nowners
 
+    cdef void fields(self, const Member* m, Fields* f) noexcept
     cdef void _scan(self, const unsigned char* chunk, Py_ssize_t n, long long base) except *
     cdef void _hold(self, const unsigned char* p, Py_ssize_t n) except *
-    cdef void _add(self) except *
-    cdef void _hole(self, long long start, long long end) except *
-    cdef void _write_around(self, const unsigned char* chunk, Py_ssize_t n,
-                            long long base) except *
+    cdef void _add(self, const unsigned char* group) except *
+    cdef uint32_t _text(self, const unsigned char* p, Py_ssize_t n) except? 0xFFFFFFFF
+    cdef int _owner(self, const unsigned char* p, Py_ssize_t n) except -2
+    cdef void _spool(self, const unsigned char* p, Py_ssize_t n) except *
+    cdef void _flush(self) except *
     cdef void _put(self, const unsigned char* p, Py_ssize_t n, long long at) except *

@@ -1,39 +1,103 @@
 # cython: language_level=3, boundscheck=True, wraparound=False, cdivision=True
-"""The spool side of a layer: its tar, fed chunk by chunk, is indexed and written to a
-spool file in one pass.
+"""The spool side of a layer: its tar, fed chunk by chunk, is indexed and its file data
+written to a spool file in one pass.
 
-Each member's header group is read strictly (tarheader) and kept as a few offsets, its
-name as a path id (pathtable); whiteouts and opaque markers are recognised here. Data of
-large regular files that the layers above already hide is not written: the spool gets a
-hole there (decisions only add, so such a file stays hidden).
+Each member's header group is read strictly (tarheader) and kept as its fields and a few
+offsets, its name as a path id (pathtable); whiteouts and opaque markers are recognised
+here. The spool holds only file data, back to back (and the header groups that say more
+than the fields kept: xattrs, hard links, sparse files), so an image of many small files
+spools a fraction of its tar. Data of large regular files that the layers above already
+hide is not spooled at all (decisions only add, so such a file stays hidden).
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.errno cimport errno
+from libc.stdint cimport int64_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
-from posix.unistd cimport ftruncate, pwrite
+from libc.string cimport memcmp, memcpy
+from posix.unistd cimport pread, pwrite
 
-from squash.pathtable cimport META, NO_PATH, PLAIN, ROOT, PathTable
-from squash.tarheader cimport BLOCK, HeaderReader
+from squash.pathtable cimport MAX_NAME, NO_PATH, PLAIN, ROOT, PathTable
+from squash.tarheader cimport BLOCK, Fields, HeaderReader
 
 from squash.errors import InvalidLayer
 
 cdef long long HOLE_MIN = 64 << 10  # hidden files at least this large are not spooled
+cdef enum:
+    WINDOW = 1 << 20    # bytes of a spool read at once
+    STAGE = 1 << 20     # small pieces of data gathered before they are written
+    MAX_OWNERS = 64     # distinct owner names kept per layer (more: headers are read again)
+cdef uint32_t U32 = 0xFFFFFFFF
 
 
 cdef inline long long padded(long long size) noexcept nogil:
     return (size + BLOCK - 1) // BLOCK * BLOCK
 
 
+cdef class Spool:
+    """A layer's spool (or the layer's own file, read in place) as the output reads it."""
+
+    def __cinit__(self, object file, str label):
+        self.file = file
+        self.fd = file.fileno()
+        self.label = label
+        self.window = <unsigned char*>malloc(WINDOW)
+        if self.window == NULL:
+            raise MemoryError()
+        self.window_start = self.window_end = 0
+
+    def __dealloc__(self):
+        free(self.window)
+
+    cdef void read(self, unsigned char* dst, long long at, Py_ssize_t n) except *:
+        """Bytes [at, at + n) of the spool into `dst`."""
+        cdef Py_ssize_t got
+        if n >= WINDOW // 2:
+            self._pread(dst, at, n)
+            return
+        if at < self.window_start or at + n > self.window_end:
+            with nogil:
+                got = pread(self.fd, self.window, WINDOW, at)
+            if got < 0:
+                raise OSError(errno, f"cannot read the spool of {self.label}")
+            self.window_start, self.window_end = at, at + got
+            if got < n:
+                raise OSError(f"the spool of {self.label} is shorter than its index")
+        memcpy(dst, self.window + (at - self.window_start), n)
+
+    cdef void _pread(self, unsigned char* dst, long long at, Py_ssize_t n) except *:
+        cdef Py_ssize_t got
+        while n > 0:
+            with nogil:
+                got = pread(self.fd, dst, n, at)
+            if got <= 0:
+                if got < 0:
+                    raise OSError(errno, f"cannot read the spool of {self.label}")
+                raise OSError(f"the spool of {self.label} is shorter than its index")
+            dst += got
+            at += got
+            n -= got
+
+    def group(self, long long start, long long data) -> bytes:
+        """A member's header group, kept after its spool is closed (pending hard links)."""
+        out = PyBytes_FromStringAndSize(NULL, data - start)
+        self.read(<unsigned char*>PyBytes_AS_STRING(out), start, data - start)
+        return out
+
+    def close(self):
+        self.file.close()
+
+
 cdef class LayerIndex:
     """Feed it a layer's tar in chunks; `count` members are indexed, in stream order.
 
-    `offset`: where the stream starts in the file members are read from later; `spool`:
-    the file descriptor the stream is written to (-1: the layer is read in place);
-    `holes`: leave out data the layers above hide."""
+    `file`: where the members' bytes are read later (None: nowhere, for a peek); with
+    `spool_out` the stream is written to it at its own offsets, else it is the layer's own
+    file with the stream starting at `offset`. `holes`: leave out data the layers above
+    hide."""
 
-    def __cinit__(self, PathTable paths, str where, long long offset=0, int spool=-1,
-                  bint holes=False):
+    def __cinit__(self, PathTable paths, str where, object file=None, long long offset=0,
+                  bint spool_out=False, bint holes=False):
         self.paths = paths
         self.where = where
         self.reader = HeaderReader()
@@ -41,19 +105,28 @@ cdef class LayerIndex:
         self.members = <Member*>malloc(self.cap * sizeof(Member))
         self.held_cap = 2 * BLOCK
         self.held = <unsigned char*>malloc(self.held_cap)
-        self.holes_cap = 64
-        self.holes = <Hole*>malloc(self.holes_cap * sizeof(Hole))
-        if self.members == NULL or self.held == NULL or self.holes == NULL:
+        self.text_cap = 4096
+        self.text = <unsigned char*>malloc(self.text_cap)
+        self.owner_at = <uint32_t*>malloc(MAX_OWNERS * sizeof(uint32_t))
+        self.owner_len = <uint16_t*>malloc(MAX_OWNERS * sizeof(uint16_t))
+        if not (self.members and self.held and self.text and self.owner_at and self.owner_len):
             raise MemoryError()
         self.position = self.next = offset
         self.want = BLOCK
-        self.spool = spool
-        self.holes_wanted = holes and spool >= 0
+        self.spool = None if file is None else Spool(file, where)
+        self.out = file.fileno() if spool_out else -1
+        self.holes_wanted = holes and spool_out
+        self.stage = <unsigned char*>malloc(STAGE) if spool_out else NULL
+        if spool_out and self.stage == NULL:
+            raise MemoryError()
 
     def __dealloc__(self):
         free(self.members)
         free(self.held)
-        free(self.holes)
+        free(self.stage)
+        free(self.text)
+        free(self.owner_at)
+        free(self.owner_len)
 
     def __len__(self):
         return self.count
@@ -66,8 +139,6 @@ cdef class LayerIndex:
             return
         self.position += n
         self._scan(&chunk[0], n, base)
-        if self.spool >= 0:
-            self._write_around(&chunk[0], n, base)
 
     cdef void _scan(self, const unsigned char* chunk, Py_ssize_t n, long long base) except *:
         cdef Py_ssize_t take, avail, got
@@ -75,6 +146,17 @@ cdef class LayerIndex:
         cdef long long off
         cdef const unsigned char* buf
         while not self.ended:
+            if self.copy_left:  # the data of the member just read goes to the spool
+                off = self.copy_at - base
+                if off >= n:
+                    return
+                take = min(n - off, self.copy_left)
+                if not self.copy_skip:
+                    self._spool(chunk + off, take)
+                self.copy_at += take
+                self.copy_left -= take
+                if self.copy_left:
+                    return
             if self.held_len:  # a header group straddles chunks: gather `want` bytes
                 take = min(self.want - self.held_len, n - pos)
                 self._hold(chunk + pos, take)
@@ -98,19 +180,19 @@ cdef class LayerIndex:
                 self.ended = True
                 return
             got = self.reader.read(buf, avail, self.where, self.next)
+            self.held_len = 0 if got <= 0 else self.held_len
             if got > 0:  # an extension header: read again once `got` bytes are here
                 self.want = got
                 if not self.held_len:
                     self._hold(buf, avail)
                     pos = n
                 continue
-            self.held_len = 0
             self.want = BLOCK
             if got < 0:
                 self.zero_blocks = 1
                 self.next += BLOCK
                 continue
-            self._add()
+            self._add(buf)
 
     cdef void _hold(self, const unsigned char* p, Py_ssize_t n) except *:
         cdef unsigned char* grown
@@ -124,12 +206,14 @@ cdef class LayerIndex:
         memcpy(self.held + self.held_len, p, n)
         self.held_len += n
 
-    cdef void _add(self) except *:
+    cdef void _add(self, const unsigned char* group) except *:
         cdef HeaderReader r = self.reader
         cdef int kind
         cdef Member* m
         cdef Member* grown
         cdef uint32_t path, link = NO_PATH
+        cdef int uname, gname
+        cdef long long copy_at
         if self.count == self.cap:
             self.cap *= 2
             grown = <Member*>realloc(self.members, self.cap * sizeof(Member))
@@ -160,46 +244,101 @@ cdef class LayerIndex:
         m.kind = kind
         m.sparse = r.h.sparse
         m.skipped = 0
+        m.mtime = r.h.mtime
+        m.mode, m.uid, m.gid = <uint32_t>r.h.mode, <uint32_t>r.h.uid, <uint32_t>r.h.gid
+        m.devmajor, m.devminor = <uint32_t>r.h.devmajor, <uint32_t>r.h.devminor
+        m.text_at = m.text_len = 0
+        if m.type == b'2':
+            if r.h.link_len > MAX_NAME:
+                raise InvalidLayer(
+                    f"{where}: symlink {_show(r.h.name, r.h.name_len)} has a target of "
+                    f"{r.h.link_len} bytes (more than {MAX_NAME}) at byte {self.next}"
+                )
+            m.text_at, m.text_len = self._text(r.h.link, r.h.link_len), r.h.link_len
+        uname = self._owner(r.h.uname, r.h.uname_len)
+        gname = self._owner(r.h.gname, r.h.gname_len)
+        m.uname, m.gname = max(uname, 0), max(gname, 0)
+        m.reread = (r.nkeep > 0 or r.h.mtime_text != NULL or uname < 0 or gname < 0
+                    or r.h.mode > U32 or r.h.uid > U32 or r.h.gid > U32
+                    or r.h.devmajor > U32 or r.h.devminor > U32)
         self.count += 1
         self.next = m.data + padded(m.size)
-        if self.holes_wanted and m.type == b'0' and kind == PLAIN and m.size >= HOLE_MIN \
-                and self.paths.hidden(path, False):
-            m.skipped = 1
-            self._hole(m.data, m.data + m.size)
+        if self.out < 0:
+            return  # read in place (or a peek): the offsets are the stream's own
+        if m.reread or m.sparse or m.type == b'1':  # its header is read again later
+            m.start = self.spooled
+            self._spool(group, r.h.group)
+        copy_at = m.data
+        m.data = self.spooled  # where its data goes (the group, if kept, is just before)
+        if m.type == b'0' and m.size:
+            self.copy_at, self.copy_left = copy_at, m.size
+            m.skipped = self.copy_skip = (
+                self.holes_wanted and kind == PLAIN and not m.sparse and m.size >= HOLE_MIN
+                and self.paths.hidden(path, False)
+            )
 
-    cdef void _hole(self, long long start, long long end) except *:
-        cdef Hole* grown
-        if self.nholes == self.holes_cap:
-            self.holes_cap *= 2
-            grown = <Hole*>realloc(self.holes, self.holes_cap * sizeof(Hole))
+    cdef uint32_t _text(self, const unsigned char* p, Py_ssize_t n) except? 0xFFFFFFFF:
+        """Keep `n` bytes in the text arena; return where."""
+        cdef unsigned char* grown
+        cdef uint32_t at = <uint32_t>self.text_len
+        if self.text_len + n > 0xFFFFFFF0:
+            raise InvalidLayer(f"{self.where}: more than 4 GiB of symlink targets")
+        if self.text_len + n > self.text_cap:
+            while self.text_len + n > self.text_cap:
+                self.text_cap *= 2
+            grown = <unsigned char*>realloc(self.text, self.text_cap)
             if grown == NULL:
                 raise MemoryError()
-            self.holes = grown
-        self.holes[self.nholes].start, self.holes[self.nholes].end = start, end
-        self.nholes += 1
+            self.text = grown
+        if n:
+            memcpy(self.text + at, p, n)
+        self.text_len += n
+        return at
 
-    cdef void _write_around(self, const unsigned char* chunk, Py_ssize_t n,
-                            long long base) except *:
-        """Write stream bytes [base, base + n) to the spool, except the holes."""
-        cdef long long end = base + n, position = base, start
-        cdef Py_ssize_t i = self.first_hole
-        while i < self.nholes and self.holes[i].end <= base:
-            i += 1
-        self.first_hole = i
-        while i < self.nholes:
-            start = self.holes[i].start
-            if start >= end:
-                break
-            if start > position:
-                self._put(chunk + (position - base), start - position, position)
-            position = max(position, min(self.holes[i].end, end))
-            i += 1
-        if position < end:
-            self._put(chunk + (position - base), end - position, position)
+    cdef int _owner(self, const unsigned char* p, Py_ssize_t n) except -2:
+        """The owner table's entry for this name (-1: the table is full)."""
+        cdef int i
+        if p == NULL:
+            p, n = self.text, 0
+        for i in range(self.nowners):
+            if self.owner_len[i] == n and memcmp(self.text + self.owner_at[i], p, n) == 0:
+                return i
+        if self.nowners == MAX_OWNERS or n > 0xFFFF:
+            return -1
+        self.owner_at[self.nowners] = self._text(p, n)
+        self.owner_len[self.nowners] = <uint16_t>n
+        self.nowners += 1
+        return self.nowners - 1
+
+    cdef void fields(self, const Member* m, Fields* f) noexcept:
+        """What the header writer needs of `m` (one that need not be read again)."""
+        f.mode, f.uid, f.gid, f.mtime = m.mode, m.uid, m.gid, m.mtime
+        f.devmajor, f.devminor = m.devmajor, m.devminor
+        f.uname, f.uname_len = self.text + self.owner_at[m.uname], self.owner_len[m.uname]
+        f.gname, f.gname_len = self.text + self.owner_at[m.gname], self.owner_len[m.gname]
+        f.mtime_text, f.mtime_text_len = NULL, 0
+        f.base, f.keep, f.nkeep = NULL, NULL, 0
+
+    cdef void _spool(self, const unsigned char* p, Py_ssize_t n) except *:
+        """Append to the spool: small pieces gathered, large ones written as they are."""
+        if n >= STAGE // 4:
+            self._flush()
+            self._put(p, n, self.spooled)
+        else:
+            if self.staged + n > STAGE:
+                self._flush()
+            memcpy(self.stage + self.staged, p, n)
+            self.staged += n
+        self.spooled += n
+
+    cdef void _flush(self) except *:
+        if self.staged:
+            self._put(self.stage, self.staged, self.spooled - self.staged)
+            self.staged = 0
 
     cdef void _put(self, const unsigned char* p, Py_ssize_t n, long long at) except *:
         cdef Py_ssize_t done
-        cdef int fd = self.spool
+        cdef int fd = self.out
         while n > 0:
             with nogil:
                 done = pwrite(fd, p, n, at)
@@ -210,12 +349,11 @@ cdef class LayerIndex:
             at += done
 
     def finish(self):
-        """At the end of the stream: a tar cut short is an error; the spool gets its full
-        length (holes at its end included)."""
-        if not self.ended and (self.next > self.position or self.held_len):
+        """At the end of the stream: a tar cut short is an error; the spool is complete."""
+        if not self.ended and (self.next > self.position or self.held_len or self.copy_left):
             raise InvalidLayer(f"{self.where}: tar stream ends inside a member (truncated layer)")
-        if self.spool >= 0 and ftruncate(self.spool, self.position) < 0:
-            raise OSError(errno, "cannot size the spool file")
+        if self.out >= 0:
+            self._flush()
 
     def entry(self, Py_ssize_t i):
         """For tests and the root entry: member `i` as a dict."""

@@ -16,7 +16,7 @@ from libc.stdint cimport uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 
 from squash.layerindex cimport LayerIndex, Member
-from squash.output cimport Output, Spool
+from squash.output cimport Output
 from squash.pathtable cimport (
     BELOW, EMITTED, GONE, IMPLICIT, IMPLIED, IN_LAYER, ISDIR, META, NO_PATH, NONDIR, OPAQUE,
     OPAQUE_MARK, ROOT, WHITEOUT, PathTable,
@@ -39,9 +39,10 @@ cdef class Layers:
         self.output = Output(self.paths, write_out, expand_sparse)
         self.pending = {}
 
-    def index(self, str where, long long offset=0, int spool=-1, bint holes=False):
-        """A new index of a layer, interning into this merge's paths."""
-        return LayerIndex(self.paths, where, offset, spool, holes)
+    def index(self, str where, object file=None, long long offset=0, bint spool_out=False,
+              bint holes=False):
+        """A new index of a layer, interning into this merge's paths (see LayerIndex)."""
+        return LayerIndex(self.paths, where, file, offset, spool_out, holes)
 
     def plan(self, LayerIndex index):
         """The layer applied in order; `run` it to write what survives."""
@@ -195,7 +196,7 @@ cdef class LayerPlan:
         """Forget this layer's decisions (it is read again, whole)."""
         self.layers.paths.discard_layer()
 
-    def run(self, Spool spool):
+    def run(self):
         """Write the members that survive (or keep them waiting), then add this layer's
         decisions to those of the layers above."""
         cdef Layers layers = self.layers
@@ -219,11 +220,11 @@ cdef class LayerPlan:
                 if is_dir:
                     P.lflags[key] |= ISDIR
                 if m.type == b'1':
-                    self._link(spool, i)
+                    self._link(i)
                 else:
-                    out.member(spool, m.start, m.data, m.size, m.type, m.sparse, key)
+                    out.member(self.index, i, key)
             if layers.pending:
-                self._resolve_pending(spool, i, not hidden)
+                self._resolve_pending(i, not hidden)
         for target, link in self.new_pending:  # only lower layers may resolve these
             layers.pending.setdefault(target, []).append(link)
         P.add_layer()
@@ -241,28 +242,29 @@ cdef class LayerPlan:
                 P.implied_order.append(d)
             d = P.parent[d]
 
-    cdef void _link(self, Spool spool, Py_ssize_t i) except *:
-        cdef Member* m = &self.index.members[i]
+    cdef void _link(self, Py_ssize_t i) except *:
+        cdef LayerIndex index = self.index
+        cdef Member* m = &index.members[i]
         cdef Member* t
         cdef Output out = self.layers.output
         cdef long source = self.resolved[i]
         if source < 0:  # the target lives in a lower layer
-            link = (m.path, spool.group(m.start, m.data), self.index.where)
+            link = (m.path, index.spool.group(m.start, m.data), index.where)
             self.new_pending.append((<uint32_t>(-source - 1), link))
             return
-        t = &self.index.members[source]
+        t = &index.members[source]
         if self.visible[source]:  # the target is in the output as it is: stay linked
-            out.link(spool, None, m.start, m.data, m.path, t.path)
+            out.link(index, i, None, m.path, t.path)
         elif source in self.materialised:  # the group already has a materialised member
-            out.link(spool, None, m.start, m.data, m.path, self.materialised[source])
+            out.link(index, i, None, m.path, self.materialised[source])
         else:  # rule 8: the target was replaced or deleted, keep the content it had here
             self.materialised[source] = m.path
-            out.member(spool, t.start, t.data, t.size, t.type, t.sparse, m.path)
+            out.member(index, source, m.path)
 
-    cdef void _resolve_pending(self, Spool spool, Py_ssize_t i, bint visible) except *:
+    cdef void _resolve_pending(self, Py_ssize_t i, bint visible) except *:
         """Links from higher layers to this member's key get what it is after this layer."""
-        cdef Member* m = &self.index.members[i]
-        cdef Member* t
+        cdef LayerIndex index = self.index
+        cdef Member* m = &index.members[i]
         cdef Output out = self.layers.output
         cdef long source
         cdef uint32_t group
@@ -271,21 +273,20 @@ cdef class LayerPlan:
             return
         if visible:  # the key is in the output: the links join its group
             for key, saved, _ in links:
-                out.link(None, saved, 0, len(saved), key, m.path)
+                out.link(None, 0, saved, key, m.path)
             return
         source = self.resolved.get(i, i)
         if source < 0:  # the key is itself a link to a lower layer's file
             self.new_pending.extend((<uint32_t>(-source - 1), link) for link in links)
             return
-        t = &self.index.members[source]
         rest = links
         if self.visible[source]:
-            group = t.path
+            group = index.members[source].path
         elif source in self.materialised:
             group = self.materialised[source]
         else:  # the first link becomes the file, the others link to it
             first, rest = links[0], links[1:]
             group = self.materialised[source] = first[0]
-            out.member(spool, t.start, t.data, t.size, t.type, t.sparse, group)
+            out.member(index, source, group)
         for key, saved, _ in rest:
-            out.link(None, saved, 0, len(saved), key, group)
+            out.link(None, 0, saved, key, group)

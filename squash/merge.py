@@ -15,6 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -22,11 +23,11 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from squash.errors import InvalidLayer, SquashError
-from squash.layerindex import LayerIndex
+from squash.layerindex import LayerIndex, Spool
 from squash.layerpass import Layers
-from squash.output import Spool
 
 CHUNK = 1 << 20
+READ_AHEAD = 2  # layers decompressed (and spooled) ahead of the one being decided
 _PEEK = 64 << 10  # of each layer's start, to find its root entry
 _FREE_SPACE_EVERY = 64 << 20  # spooled bytes between looks at the spool's free space
 
@@ -87,46 +88,47 @@ class Merger:
         self._bytes = 0
 
     def run(self, layers: Sequence[TarSource]) -> MergeStats:
-        """Merge; while one layer's members are decided, the next one is decompressed."""
+        """Merge; while one layer's members are decided, the next ones are decompressed."""
         order = list(reversed(layers))
         stop = threading.Event()
-        upcoming: Future[tuple[LayerIndex, Spool]] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="layer-reader") as reader:
+        upcoming: deque[Future[tuple[LayerIndex, Spool]]] = deque()
+        with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="layer-reader") as reader:
             try:
-                if order:
-                    upcoming = reader.submit(self._index, order[0], stop, True)
+                for layer in order[:READ_AHEAD]:
+                    upcoming.append(reader.submit(self._index, layer, stop, True))
                 self._root_first(layers)
                 for n, layer in enumerate(order):
-                    assert upcoming is not None
-                    index, spool = upcoming.result()
+                    index, spool = upcoming.popleft().result()
                     self._spools.append(spool)
-                    upcoming = None
-                    if n + 1 < len(order):
-                        upcoming = reader.submit(self._index, order[n + 1], stop, True)
+                    if n + READ_AHEAD < len(order):
+                        upcoming.append(
+                            reader.submit(self._index, order[n + READ_AHEAD], stop, True)
+                        )
                     plan = self._layers.plan(index)
                     if plan.needs_skipped():  # rare: read the layer again, whole
                         plan.discard()
                         self._spools.remove(spool)
-                        spool.file.close()
+                        spool.close()
                         index, spool = self._index(layer, stop, False)
                         self._spools.append(spool)
                         plan = self._layers.plan(index)
-                    plan.run(spool)
+                    plan.run()
                     self._release()
                 self._layers.finish()
             finally:
                 stop.set()
-                if upcoming is not None and upcoming.exception() is None:
-                    upcoming.result()[1].file.close()
+                for future in upcoming:
+                    if future.exception() is None:
+                        future.result()[1].close()
                 for spool in self._spools:
-                    spool.file.close()
+                    spool.close()
         output = self._layers.output
         return MergeStats(self._layers.members_read, output.members_written, output.bytes_written)
 
     def _release(self) -> None:
         """Close the spools no waiting member reads from any more."""
         for spool in [s for s in self._spools if not s.waiting]:
-            spool.file.close()
+            spool.close()
             self._spools.remove(spool)
 
     def _root_first(self, layers: Sequence[TarSource]) -> None:
@@ -155,10 +157,10 @@ class Merger:
         in_place = layer.plain_file()
         if in_place is not None:
             file = open(in_place[0], "rb")  # noqa: SIM115 - closed with its Spool
-            index = self._layers.index(layer.label, in_place[1])
+            index = self._layers.index(layer.label, file, in_place[1])
         else:
             file = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - as above
-            index = self._layers.index(layer.label, 0, file.fileno(), holes)
+            index = self._layers.index(layer.label, file, 0, True, holes)
         try:
             buf = bytearray(CHUNK)
             view = memoryview(buf)
@@ -178,7 +180,7 @@ class Merger:
             raise
         self._members += len(index)
         self._bytes += index.position - (in_place[1] if in_place else 0)
-        return index, Spool(file, layer.label)
+        return index, index.spool
 
     def _check(self, label: str, index: LayerIndex) -> None:
         limits = self._limits

@@ -3,30 +3,17 @@
 
 from libc.stdint cimport uint32_t
 
+from squash.layerindex cimport LayerIndex, Member, Spool
 from squash.pathtable cimport PathTable
 from squash.tarheader cimport HeaderReader, HeaderWriter
 
 
-cdef class Spool:
-    cdef readonly object file     # the Python file object (tarfile reads sparse members)
-    cdef readonly str label       # the layer, for errors
-    cdef int fd
-    cdef public int waiting       # items not written yet that read from it
-    cdef unsigned char* window
-    cdef long long window_start, window_end
-
-    cdef void read(self, unsigned char* dst, long long at, Py_ssize_t n) except *
-    cdef void _pread(self, unsigned char* dst, long long at, Py_ssize_t n) except *
-
-
 cdef class Item:
     cdef uint32_t key, need_parent, need_link
-    cdef int what                 # MEMBER, LINK, PLAIN_DIR, ROOT_DIR
-    cdef char type
-    cdef Spool spool              # where its header group (and data) are, or None
-    cdef bytes saved              # its header group, kept in memory (no spool)
-    cdef long long start, data, size
-    cdef bint sparse
+    cdef int what                 # MEMBER, LINK
+    cdef LayerIndex index         # the member whose header (and data) it writes,
+    cdef Py_ssize_t member        # or None with the header group `saved`
+    cdef bytes saved
 
 
 cdef class Output:
@@ -43,10 +30,9 @@ cdef class Output:
     cdef unsigned char* target
     cdef readonly long long bytes_written, members_written
 
-    cdef void member(self, Spool spool, long long start, long long data, long long size,
-                     char type, bint sparse, uint32_t key) except *
-    cdef void link(self, Spool spool, bytes saved, long long start, long long data,
-                   uint32_t key, uint32_t target) except *
+    cdef void member(self, LayerIndex index, Py_ssize_t i, uint32_t key) except *
+    cdef void link(self, LayerIndex index, Py_ssize_t i, bytes saved, uint32_t key,
+                   uint32_t target) except *
     cdef void plain_dir(self, uint32_t key) except *
     cdef void root(self, bytes saved) except *
     cdef bint _ready(self, uint32_t key, uint32_t other) noexcept
@@ -54,12 +40,12 @@ cdef class Output:
     cdef void _written(self, uint32_t key) except *
     cdef void _release(self, uint32_t key, list stack) except *
     cdef void _write(self, Item item) except *
-    cdef void _write_member(self, Spool spool, long long start, long long data,
-                            long long size, char type, uint32_t key) except *
-    cdef void _write_link(self, Spool spool, bytes saved, long long start, long long data,
-                          uint32_t key, uint32_t target) except *
-    cdef const unsigned char* _group(self, Spool spool, bytes saved, long long start,
-                                     long long data) except NULL
+    cdef void _write_member(self, LayerIndex index, Py_ssize_t i, uint32_t key) except *
+    cdef void _write_link(self, LayerIndex index, Py_ssize_t i, bytes saved, uint32_t key,
+                          uint32_t target) except *
+    cdef void _header(self, LayerIndex index, const Member* m, bytes saved,
+                      const unsigned char* name, Py_ssize_t name_len, char type,
+                      const unsigned char* link, Py_ssize_t link_len, long long size) except *
     cdef void _append(self, const unsigned char* p, Py_ssize_t n) except *
     cdef void _copy(self, Spool spool, long long at, long long n) except *
     cdef void _flush(self) except *

@@ -9,81 +9,26 @@ cost no system call each.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.errno cimport errno
 from libc.stdint cimport uint32_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
-from posix.unistd cimport pread
 
+from squash.layerindex cimport LayerIndex, Member, Spool
 from squash.pathtable cimport EMITTED, MAX_NAME, NO_PATH, ROOT, PathTable
-from squash.tarheader cimport BLOCK, HeaderReader, HeaderWriter
+from squash.tarheader cimport BLOCK, Fields, HeaderReader, HeaderWriter
 
 from squash.errors import InvalidLayer
 
 cdef enum:
-    WINDOW = 1 << 20   # bytes of a spool read at once
     BIG = 256 << 10    # data at least this large is read straight into its own block
     FLUSH = 1 << 20    # output gathered before it is handed on
 
 cdef enum What:
-    MEMBER = 0         # a member's header and data, under its key
-    LINK = 1           # a hard link to `target`, with the link member's header
-    PLAIN_DIR = 2      # a directory that exists only as a parent
-    ROOT_DIR = 3       # the root entry, from a header group kept in memory
+    MEMBER = 0         # a member's header and data, under a key
+    LINK = 1           # a hard link to a target, with the link member's header
 
 cdef unsigned char ZEROS[BLOCK]
 memset(ZEROS, 0, BLOCK)
-
-
-cdef class Spool:
-    """A layer's spool (or the layer's own file, read in place) as the output reads it."""
-
-    def __cinit__(self, object file, str label):
-        self.file = file
-        self.fd = file.fileno()
-        self.label = label
-        self.window = <unsigned char*>malloc(WINDOW)
-        if self.window == NULL:
-            raise MemoryError()
-        self.window_start = self.window_end = 0
-
-    def __dealloc__(self):
-        free(self.window)
-
-    cdef void read(self, unsigned char* dst, long long at, Py_ssize_t n) except *:
-        """Bytes [at, at + n) of the spool into `dst`."""
-        cdef Py_ssize_t got
-        if n >= WINDOW // 2:
-            self._pread(dst, at, n)
-            return
-        if at < self.window_start or at + n > self.window_end:
-            with nogil:
-                got = pread(self.fd, self.window, WINDOW, at)
-            if got < 0:
-                raise OSError(errno, f"cannot read the spool of {self.label}")
-            self.window_start, self.window_end = at, at + got
-            if got < n:
-                raise OSError(f"the spool of {self.label} is shorter than its index")
-        memcpy(dst, self.window + (at - self.window_start), n)
-
-    cdef void _pread(self, unsigned char* dst, long long at, Py_ssize_t n) except *:
-        cdef Py_ssize_t got
-        while n > 0:
-            with nogil:
-                got = pread(self.fd, dst, n, at)
-            if got <= 0:
-                if got < 0:
-                    raise OSError(errno, f"cannot read the spool of {self.label}")
-                raise OSError(f"the spool of {self.label} is shorter than its index")
-            dst += got
-            at += got
-            n -= got
-
-    def group(self, long long start, long long data) -> bytes:
-        """A member's header group, kept after its spool is closed (pending hard links)."""
-        out = PyBytes_FromStringAndSize(NULL, data - start)
-        self.read(<unsigned char*>PyBytes_AS_STRING(out), start, data - start)
-        return out
 
 
 cdef class Item:
@@ -114,32 +59,29 @@ cdef class Output:
 
     # -- offering members: written now if what they need is written, else later
 
-    cdef void member(self, Spool spool, long long start, long long data, long long size,
-                     char type, bint sparse, uint32_t key) except *:
-        """The member at `start` of `spool` (header group, then data), under `key`."""
+    cdef void member(self, LayerIndex index, Py_ssize_t i, uint32_t key) except *:
+        """Member `i` of `index` (header, then data) under `key`."""
         cdef Item item
         if self._ready(self.paths.parent[key], NO_PATH):
-            self._write_member(spool, start, data, size, type, key)
+            self._write_member(index, i, key)
             self._written(key)
             return
         item = Item()
-        item.what, item.key, item.type, item.spool = MEMBER, key, type, spool
-        item.start, item.data, item.size, item.sparse = start, data, size, sparse
+        item.what, item.key, item.index, item.member = MEMBER, key, index, i
         item.need_parent, item.need_link = self.paths.parent[key], NO_PATH
         self._wait(item)
 
-    cdef void link(self, Spool spool, bytes saved, long long start, long long data,
-                   uint32_t key, uint32_t target) except *:
-        """A hard link `key` -> `target`, with the header of the link member (in `spool`
-        at `start`, or `saved`)."""
+    cdef void link(self, LayerIndex index, Py_ssize_t i, bytes saved, uint32_t key,
+                   uint32_t target) except *:
+        """A hard link `key` -> `target`, with the header of link member `i` of `index`
+        (or the header group `saved`, when its layer is gone)."""
         cdef Item item
         if self._ready(self.paths.parent[key], target):
-            self._write_link(spool, saved, start, data, key, target)
+            self._write_link(index, i, saved, key, target)
             self._written(key)
             return
         item = Item()
-        item.what, item.key, item.spool, item.saved = LINK, key, spool, saved
-        item.start, item.data = start, data
+        item.what, item.key, item.index, item.member, item.saved = LINK, key, index, i, saved
         item.need_parent, item.need_link = self.paths.parent[key], target
         self._wait(item)
 
@@ -151,11 +93,7 @@ cdef class Output:
 
     cdef void root(self, bytes saved) except *:
         """The root directory entry, first: its header group is `saved`."""
-        cdef const unsigned char* g = self._group(None, saved, 0, len(saved))
-        cdef Py_ssize_t h
-        self.reader.read(g, len(saved), "the root entry", 0)
-        h = self.writer.write(self.reader, <const unsigned char*>b"./", 2, b'5', NULL, 0, 0)
-        self._append(self.writer.out, h)
+        self._header(None, NULL, saved, <const unsigned char*>b"./", 2, b'5', NULL, 0, 0)
         self.members_written += 1
 
     cdef bint _ready(self, uint32_t key, uint32_t other) noexcept:
@@ -167,8 +105,8 @@ cdef class Output:
         if self.paths.marks[need] & EMITTED:
             need = item.need_link
         self.waiting.setdefault(need, []).append(item)
-        if item.spool is not None:
-            item.spool.waiting += 1
+        if item.index is not None:
+            item.index.spool.waiting += 1
 
     cdef void _written(self, uint32_t key) except *:
         """`key` is out: write, in order, what waited for it (and what waited for those)."""
@@ -193,8 +131,8 @@ cdef class Output:
         if waiters is None:
             return
         for waiter in reversed(waiters):
-            if waiter.spool is not None:
-                waiter.spool.waiting -= 1
+            if waiter.index is not None:
+                waiter.index.spool.waiting -= 1
             if self._ready(waiter.need_parent, waiter.need_link):
                 stack.append(waiter)
             else:
@@ -216,54 +154,62 @@ cdef class Output:
 
     cdef void _write(self, Item item) except *:
         if item.what == MEMBER:
-            self._write_member(item.spool, item.start, item.data, item.size, item.type, item.key)
-        elif item.what == LINK:
-            self._write_link(item.spool, item.saved, item.start, item.data, item.key,
-                             item.need_link)
+            self._write_member(item.index, item.member, item.key)
+        else:
+            self._write_link(item.index, item.member, item.saved, item.key, item.need_link)
 
-    cdef const unsigned char* _group(self, Spool spool, bytes saved, long long start,
-                                     long long data) except NULL:
-        """A header group, from the spool or from memory."""
-        cdef Py_ssize_t n = data - start
-        cdef unsigned char* grown
-        if saved is not None:
-            return <const unsigned char*>PyBytes_AS_STRING(saved)
-        if n > self.group_cap:
-            grown = <unsigned char*>realloc(self.group, n)
-            if grown == NULL:
-                raise MemoryError()
-            self.group, self.group_cap = grown, n
-        spool.read(self.group, start, n)
-        return self.group
-
-    cdef void _write_member(self, Spool spool, long long start, long long data,
-                            long long size, char type, uint32_t key) except *:
-        cdef const unsigned char* g = self._group(spool, None, start, data)
-        cdef Py_ssize_t n, h
-        if self.reader.read(g, data - start, spool.label, start) != 0:
-            raise InvalidLayer(f"{spool.label}: the spool does not match its index at byte {start}")
-        n = self.paths.key(key, type == b'5')
-        if self.reader.h.sparse:  # rule 9: GNU sparse becomes a regular file (tarfile)
+    cdef void _write_member(self, LayerIndex index, Py_ssize_t i, uint32_t key) except *:
+        cdef const Member* m = &index.members[i]
+        cdef Py_ssize_t n = self.paths.key(key, m.type == b'5')
+        if m.sparse:  # rule 9: GNU sparse becomes a regular file (tarfile expands it)
             self._flush()
-            for chunk in self.expand_sparse(spool.file, start, self.paths.keybuf[:n]):
+            for chunk in self.expand_sparse(index.spool.file, m.start, self.paths.keybuf[:n]):
                 self._append(chunk, len(chunk))
             return
-        h = self.writer.write(self.reader, self.paths.keybuf, n, type, self.reader.h.link,
-                              self.reader.h.link_len, size)
-        self._append(self.writer.out, h)
-        if type == b'0' and size:
-            self._copy(spool, data, size)
-            self._append(ZEROS, (BLOCK - size % BLOCK) % BLOCK)
+        self._header(index, m, None, self.paths.keybuf, n, m.type, NULL, 0, m.size)
+        if m.type == b'0' and m.size:
+            self._copy(index.spool, m.data, m.size)
+            self._append(ZEROS, (BLOCK - m.size % BLOCK) % BLOCK)
 
-    cdef void _write_link(self, Spool spool, bytes saved, long long start, long long data,
-                          uint32_t key, uint32_t target) except *:
-        cdef const unsigned char* g = self._group(spool, saved, start, data)
-        cdef Py_ssize_t t, n, h
-        self.reader.read(g, data - start, "a hard link", start)
-        t = self.paths.key(target, False)
+    cdef void _write_link(self, LayerIndex index, Py_ssize_t i, bytes saved, uint32_t key,
+                          uint32_t target) except *:
+        cdef const Member* m = NULL if index is None else &index.members[i]
+        cdef Py_ssize_t t = self.paths.key(target, False), n
         memcpy(self.target, self.paths.keybuf, t)
         n = self.paths.key(key, False)
-        h = self.writer.write(self.reader, self.paths.keybuf, n, b'1', self.target, t, 0)
+        self._header(index, m, saved, self.paths.keybuf, n, b'1', self.target, t, 0)
+
+    cdef void _header(self, LayerIndex index, const Member* m, bytes saved,
+                      const unsigned char* name, Py_ssize_t name_len, char type,
+                      const unsigned char* link, Py_ssize_t link_len, long long size) except *:
+        """The header of member `m` (or of the header group `saved`) written as `name`;
+        a symlink keeps its own target, a hard link gets `link`."""
+        cdef Fields f
+        cdef Py_ssize_t n, h
+        cdef unsigned char* grown
+        cdef const unsigned char* g
+        if m != NULL and not m.reread:
+            index.fields(m, &f)
+            if type == b'2':
+                link, link_len = index.text + m.text_at, m.text_len
+        else:  # read the header group again: it says more than the index kept
+            if saved is not None:
+                g, n = <const unsigned char*>PyBytes_AS_STRING(saved), len(saved)
+            else:
+                n = m.data - m.start
+                if n > self.group_cap:
+                    grown = <unsigned char*>realloc(self.group, n)
+                    if grown == NULL:
+                        raise MemoryError()
+                    self.group, self.group_cap = grown, n
+                index.spool.read(self.group, m.start, n)
+                g = self.group
+            if self.reader.read(g, n, "a header read again", 0) != 0:
+                raise InvalidLayer("a header group read again is not one")
+            self.reader.fields(&f)
+            if type == b'2':
+                link, link_len = self.reader.h.link, self.reader.h.link_len
+        h = self.writer.write(&f, name, name_len, type, link, link_len, size)
         self._append(self.writer.out, h)
 
     cdef void _append(self, const unsigned char* p, Py_ssize_t n) except *:
@@ -304,6 +250,3 @@ cdef class Output:
             self.used = 0
             self.write_out(block)
 
-    @property
-    def waiting_items(self) -> int:
-        return sum(len(items) for items in self.waiting.values())

@@ -1,6 +1,6 @@
 # Interned path keys and what the layers decided about them (see pathtable.pyx).
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef enum:
@@ -50,7 +50,7 @@ cdef class PathTable:
     cdef uint32_t generation
     cdef unsigned char* arena
     cdef Py_ssize_t arena_len, arena_cap
-    cdef uint32_t* slots
+    cdef uint64_t* slots
     cdef Py_ssize_t nslots
     cdef uint32_t* touched
     cdef Py_ssize_t ntouched, touched_cap

@@ -15,6 +15,7 @@ from libc.string cimport memcmp, memcpy, memset
 
 from squash.errors import InvalidLayer
 
+cdef uint64_t TAG = 0xFFFFFFFF00000000ULL
 cdef const unsigned char* WHITEOUT_PREFIX = b".wh."
 cdef const unsigned char* META_PREFIX = b".wh..wh."
 cdef const unsigned char* OPAQUE_NAME = b".wh..wh..opq"
@@ -46,7 +47,7 @@ cdef class PathTable:
         self.arena_cap = 1 << 16
         self.arena = <unsigned char*>malloc(self.arena_cap)
         self.nslots = 1 << 12
-        self.slots = <uint32_t*>calloc(self.nslots, sizeof(uint32_t))
+        self.slots = <uint64_t*>calloc(self.nslots, sizeof(uint64_t))
         self.touched_cap = 1024
         self.touched = <uint32_t*>malloc(self.touched_cap * sizeof(uint32_t))
         self.last_dir = <unsigned char*>malloc(MAX_NAME)
@@ -109,34 +110,42 @@ cdef class PathTable:
         self.cap = cap
 
     cdef void _rehash(self) except *:
-        cdef Py_ssize_t n = self.nslots * 2, i, at
-        cdef uint32_t* slots = <uint32_t*>calloc(n, sizeof(uint32_t))
+        cdef Py_ssize_t n = self.nslots * 2, at
+        cdef uint64_t* slots = <uint64_t*>calloc(n, sizeof(uint64_t))
+        cdef uint64_t h
         cdef uint32_t id
         if slots == NULL:
             raise MemoryError()
         for id in range(1, self.count):
-            at = hash_of(self.parent[id], self.arena + self.name_at[id], self.name_len[id]) & (n - 1)
+            h = hash_of(self.parent[id], self.arena + self.name_at[id], self.name_len[id])
+            at = h & (n - 1)
             while slots[at]:
                 at = (at + 1) & (n - 1)
-            slots[at] = id
+            slots[at] = (h & TAG) | id
         free(self.slots)
         self.slots, self.nslots = slots, n
 
     cdef uint32_t intern(self, uint32_t parent, const unsigned char* name,
                          Py_ssize_t n) except NO_PATH:
-        """The id of component `name` under `parent`, made if new."""
-        cdef Py_ssize_t at = hash_of(parent, name, n) & (self.nslots - 1)
+        """The id of component `name` under `parent`, made if new. A slot holds the id
+        and the hash's high bits, so most other keys are passed over without a look at
+        their names."""
+        cdef uint64_t h = hash_of(parent, name, n), slot
+        cdef Py_ssize_t at = h & (self.nslots - 1)
         cdef uint32_t id
         while True:
-            id = self.slots[at]
-            if id == 0:
+            slot = self.slots[at]
+            if slot == 0:
                 break
-            if self.parent[id] == parent and self.name_len[id] == n and \
-                    memcmp(self.arena + self.name_at[id], name, n) == 0:
+            id = <uint32_t>(slot & 0xFFFFFFFF)
+            if (slot & TAG) == (h & TAG) and self.parent[id] == parent and \
+                    self.name_len[id] == n and memcmp(self.arena + self.name_at[id], name, n) == 0:
                 return id
             at = (at + 1) & (self.nslots - 1)
         if self.count >= 0xFFFFFFF0:
             raise InvalidLayer("more than 4 billion paths")
+        if n > 0xFFFF:
+            raise InvalidLayer(f"a path component of {n} bytes")
         if self.count == self.cap:
             self._grow(self.cap * 2)
         while self.arena_len + n > self.arena_cap:
@@ -149,7 +158,7 @@ cdef class PathTable:
         self.name_len[id] = <uint16_t>n
         self.arena_len += n
         self.parent[id] = parent
-        self.slots[at] = id
+        self.slots[at] = (h & TAG) | id
         if self.count * 2 > self.nslots:
             self._rehash()
         return id
@@ -359,7 +368,7 @@ cdef class PathTable:
 
     def memory(self) -> int:
         """Bytes held, for the benchmark's per-path figure."""
-        return self.cap * 31 + self.arena_cap + self.nslots * 4 + self.touched_cap * 4
+        return self.cap * 31 + self.arena_cap + self.nslots * 8 + self.touched_cap * 4
 
     def __len__(self):
         return self.count

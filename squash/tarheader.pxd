@@ -37,6 +37,20 @@ cdef struct Header:
     Py_ssize_t mtime_text_len
 
 
+# What a header is written from (a parsed Header, or what the index kept of one).
+cdef struct Fields:
+    int64_t mode, uid, gid, mtime, devmajor, devminor
+    const unsigned char* uname
+    Py_ssize_t uname_len
+    const unsigned char* gname
+    Py_ssize_t gname_len
+    const unsigned char* mtime_text
+    Py_ssize_t mtime_text_len
+    const unsigned char* base      # the buffer `keep` spans point into
+    const Keep* keep
+    int nkeep
+
+
 cdef class HeaderReader:
     cdef Header h
     cdef unsigned char joined[260]       # prefix "/" name of a ustar header
@@ -48,6 +62,7 @@ cdef class HeaderReader:
     # `buf` are needed first. Errors raise InvalidLayer naming `where` and the offset.
     cdef Py_ssize_t read(self, const unsigned char* buf, Py_ssize_t n, str where,
                          long long offset) except -2
+    cdef void fields(self, Fields* f) noexcept
     cdef void _pax(self, const unsigned char* d, Py_ssize_t size, str where, long long at,
                    Span* path, Span* link, Span* uname, Span* gname, Span* sparse_name,
                    bint* sparse, bint* have_size, int64_t* psize, bint* have_uid,
@@ -63,9 +78,9 @@ cdef class HeaderWriter:
     cdef unsigned char* pax
     cdef Py_ssize_t pax_cap, pax_len
 
-    # The canonical header (a PAX header when needed, then ustar) of `h` under `name`,
-    # with `type`, `link` and `size` as given; valid until the next call.
-    cdef Py_ssize_t write(self, HeaderReader source, const unsigned char* name,
+    # The canonical header (a PAX header when needed, then ustar) of `f` under `name`,
+    # with `type`, `link` and `size` as given, in `out`; valid until the next call.
+    cdef Py_ssize_t write(self, const Fields* f, const unsigned char* name,
                           Py_ssize_t name_len, char type, const unsigned char* link,
                           Py_ssize_t link_len, int64_t size) except -1
     cdef Py_ssize_t write_plain_dir(self, const unsigned char* name,
