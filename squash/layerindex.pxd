@@ -6,24 +6,32 @@ from squash.pathtable cimport PathTable
 from squash.tarheader cimport Fields, HeaderReader
 
 
+# flags of a member
+cdef enum:
+    SKIPPED = 1            # its data was not spooled (hidden by higher layers)
+    REREAD = 2             # its header says more than the index keeps: read it again
+    SPARSE = 4             # GNU sparse: expanded by tarfile when written
+
+
 cdef struct Member:
-    long long start        # its header group (extension headers included), in the spool
-                           # (only kept there when it is read again) or the layer's file
-    long long data         # its data, in the spool or the layer's file
-    long long size         # bytes of data stored in the archive
-    int64_t mtime
+    long long data         # its data, in the spool or the layer's own file; a symlink's
+                           # target or a device's numbers (unless REREAD): in the text arena
+    long long size         # bytes of that
     uint32_t path          # its key; for a whiteout what it hides, for an opaque marker
                            # the directory
     uint32_t link          # a hard link's target, else NO_PATH
-    uint32_t mode, uid, gid, devmajor, devminor
-    uint32_t text_at       # a symlink's target, in the layer's text arena
-    uint32_t text_len
-    uint16_t uname, gname  # owner names, in the layer's owner table
+    uint32_t mtime         # seconds (later or sub-second mtimes: REREAD)
+    uint32_t group         # bytes of its header group just before `data`, when it can be
+                           # read there again (0: it cannot)
+    uint16_t attrs         # mode, owner and group, in the layer's attribute table
     uint8_t type           # '0' '1' '2' '3' '4' '5' '6'
     uint8_t kind           # PLAIN, WHITEOUT, OPAQUE_MARK, META
-    uint8_t skipped        # its data was not spooled (hidden by higher layers)
-    uint8_t reread         # its header says more than the fields kept here: read it again
-    uint8_t sparse         # GNU sparse: expanded by tarfile when written
+    uint8_t flags          # SKIPPED, REREAD, SPARSE
+
+
+cdef struct Attrs:
+    uint32_t mode, uid, gid
+    uint16_t uname, gname  # in the layer's owner table
 
 
 cdef class Spool:
@@ -61,11 +69,15 @@ cdef class LayerIndex:
     cdef long long copy_at        # stream offset of the data still to be spooled
     cdef long long copy_left
     cdef bint copy_skip           # that data is hidden: skip it
-    cdef unsigned char* text      # symlink targets and owner names
+    cdef unsigned char* text      # symlink targets, device numbers and owner names
     cdef Py_ssize_t text_len, text_cap
     cdef uint32_t* owner_at       # owner table: offset and length in `text`
     cdef uint16_t* owner_len
     cdef int nowners
+    cdef Attrs* attrs             # attribute table: what members share (mode, owners)
+    cdef Py_ssize_t nattrs, attrs_cap
+    cdef uint32_t* attr_slots     # its hash slots: index + 1
+    cdef Py_ssize_t nattr_slots
 
     cdef void fields(self, const Member* m, Fields* f) noexcept
     cdef void _scan(self, const unsigned char* chunk, Py_ssize_t n, long long base) except *
@@ -73,6 +85,8 @@ cdef class LayerIndex:
     cdef void _add(self, const unsigned char* group) except *
     cdef uint32_t _text(self, const unsigned char* p, Py_ssize_t n) except? 0xFFFFFFFF
     cdef int _owner(self, const unsigned char* p, Py_ssize_t n) except -2
+    cdef long _attrs(self, uint32_t mode, uint32_t uid, uint32_t gid, int uname,
+                     int gname) except -2
     cdef void _spool(self, const unsigned char* p, Py_ssize_t n) except *
     cdef void _flush(self) except *
     cdef void _put(self, const unsigned char* p, Py_ssize_t n, long long at) except *

@@ -12,8 +12,8 @@ hide is not spooled at all (decisions only add, so such a file stays hidden).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.errno cimport errno
-from libc.stdint cimport int64_t, uint16_t, uint32_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 from posix.unistd cimport pread, pwrite
 
@@ -109,7 +109,12 @@ cdef class LayerIndex:
         self.text = <unsigned char*>malloc(self.text_cap)
         self.owner_at = <uint32_t*>malloc(MAX_OWNERS * sizeof(uint32_t))
         self.owner_len = <uint16_t*>malloc(MAX_OWNERS * sizeof(uint16_t))
-        if not (self.members and self.held and self.text and self.owner_at and self.owner_len):
+        self.attrs_cap = 64
+        self.attrs = <Attrs*>malloc(self.attrs_cap * sizeof(Attrs))
+        self.nattr_slots = 128
+        self.attr_slots = <uint32_t*>calloc(self.nattr_slots, sizeof(uint32_t))
+        if not (self.members and self.held and self.text and self.owner_at and self.owner_len
+                and self.attrs and self.attr_slots):
             raise MemoryError()
         self.position = self.next = offset
         self.want = BLOCK
@@ -127,6 +132,8 @@ cdef class LayerIndex:
         free(self.text)
         free(self.owner_at)
         free(self.owner_len)
+        free(self.attrs)
+        free(self.attr_slots)
 
     def __len__(self):
         return self.count
@@ -213,7 +220,9 @@ cdef class LayerIndex:
         cdef Member* grown
         cdef uint32_t path, link = NO_PATH
         cdef int uname, gname
+        cdef long attrs
         cdef long long copy_at
+        cdef uint32_t numbers[2]
         if self.count == self.cap:
             self.cap *= 2
             grown = <Member*>realloc(self.members, self.cap * sizeof(Member))
@@ -235,47 +244,52 @@ cdef class LayerIndex:
                     f"directory at byte {self.next}"
                 )
         m = &self.members[self.count]
-        m.start = self.next
         m.data = self.next + r.h.group
         m.size = r.h.size
         m.path = path
         m.link = link
         m.type = r.h.type
         m.kind = kind
-        m.sparse = r.h.sparse
-        m.skipped = 0
-        m.mtime = r.h.mtime
-        m.mode, m.uid, m.gid = <uint32_t>r.h.mode, <uint32_t>r.h.uid, <uint32_t>r.h.gid
-        m.devmajor, m.devminor = <uint32_t>r.h.devmajor, <uint32_t>r.h.devminor
-        m.text_at = m.text_len = 0
-        if m.type == b'2':
-            if r.h.link_len > MAX_NAME:
-                raise InvalidLayer(
-                    f"{where}: symlink {_show(r.h.name, r.h.name_len)} has a target of "
-                    f"{r.h.link_len} bytes (more than {MAX_NAME}) at byte {self.next}"
-                )
-            m.text_at, m.text_len = self._text(r.h.link, r.h.link_len), r.h.link_len
+        m.group = r.h.group  # the stream (a layer's own file, a peek) holds it
+        m.flags = SPARSE if r.h.sparse else 0
+        m.mtime = <uint32_t>r.h.mtime
         uname = self._owner(r.h.uname, r.h.uname_len)
         gname = self._owner(r.h.gname, r.h.gname_len)
-        m.uname, m.gname = max(uname, 0), max(gname, 0)
-        m.reread = (r.nkeep > 0 or r.h.mtime_text != NULL or uname < 0 or gname < 0
-                    or r.h.mode > U32 or r.h.uid > U32 or r.h.gid > U32
-                    or r.h.devmajor > U32 or r.h.devminor > U32)
+        attrs = -1
+        if uname >= 0 and gname >= 0 and r.h.mode <= U32 and r.h.uid <= U32 and r.h.gid <= U32:
+            attrs = self._attrs(<uint32_t>r.h.mode, <uint32_t>r.h.uid, <uint32_t>r.h.gid,
+                                uname, gname)
+        m.attrs = max(attrs, 0)
+        if (attrs < 0 or r.nkeep > 0 or r.h.mtime_text != NULL or r.h.mtime > U32
+                or r.h.devmajor > U32 or r.h.devminor > U32):
+            m.flags |= REREAD
+        if m.type == b'2' and r.h.link_len > MAX_NAME:
+            raise InvalidLayer(
+                f"{where}: symlink {_show(r.h.name, r.h.name_len)} has a target of "
+                f"{r.h.link_len} bytes (more than {MAX_NAME}) at byte {self.next}"
+            )
         self.count += 1
         self.next = m.data + padded(m.size)
-        if self.out < 0:
-            return  # read in place (or a peek): the offsets are the stream's own
-        if m.reread or m.sparse or m.type == b'1':  # its header is read again later
-            m.start = self.spooled
-            self._spool(group, r.h.group)
         copy_at = m.data
-        m.data = self.spooled  # where its data goes (the group, if kept, is just before)
-        if m.type == b'0' and m.size:
-            self.copy_at, self.copy_left = copy_at, m.size
-            m.skipped = self.copy_skip = (
-                self.holes_wanted and kind == PLAIN and not m.sparse and m.size >= HOLE_MIN
-                and self.paths.hidden(path, False)
-            )
+        if self.out >= 0:  # the spool holds the data, and the header group if it is needed
+            m.group = 0
+            if m.flags & (REREAD | SPARSE) or m.type == b'1':
+                self._spool(group, r.h.group)
+                m.group = <uint32_t>r.h.group
+            m.data = self.spooled
+            if m.type == b'0' and m.size:
+                self.copy_at, self.copy_left = copy_at, m.size
+                self.copy_skip = (self.holes_wanted and kind == PLAIN and not m.flags & SPARSE
+                                  and m.size >= HOLE_MIN and self.paths.hidden(path, False))
+                if self.copy_skip:
+                    m.flags |= SKIPPED
+        if m.flags & REREAD:
+            return
+        if m.type == b'2':  # its target (the header is not read again)
+            m.data, m.size, m.group = self._text(r.h.link, r.h.link_len), r.h.link_len, 0
+        elif m.type == b'3' or m.type == b'4':
+            numbers[0], numbers[1] = <uint32_t>r.h.devmajor, <uint32_t>r.h.devminor
+            m.data, m.size, m.group = self._text(<const unsigned char*>numbers, 8), 8, 0
 
     cdef uint32_t _text(self, const unsigned char* p, Py_ssize_t n) except? 0xFFFFFFFF:
         """Keep `n` bytes in the text arena; return where."""
@@ -310,12 +324,62 @@ cdef class LayerIndex:
         self.nowners += 1
         return self.nowners - 1
 
+    cdef long _attrs(self, uint32_t mode, uint32_t uid, uint32_t gid, int uname,
+                     int gname) except -2:
+        """The attribute table's entry for these (-1: the table is full)."""
+        cdef uint64_t h = ((<uint64_t>mode * 0x9E3779B97F4A7C15ULL) ^ (<uint64_t>uid << 17)
+                           ^ (<uint64_t>gid << 41) ^ (<uint64_t>uname << 7) ^ <uint64_t>gname)
+        cdef Py_ssize_t at, i
+        cdef uint32_t slot
+        cdef Attrs* a
+        h ^= h >> 29
+        at = h & (self.nattr_slots - 1)
+        while True:
+            slot = self.attr_slots[at]
+            if slot == 0:
+                break
+            a = &self.attrs[slot - 1]
+            if a.mode == mode and a.uid == uid and a.gid == gid and a.uname == uname \
+                    and a.gname == gname:
+                return slot - 1
+            at = (at + 1) & (self.nattr_slots - 1)
+        if self.nattrs == 0xFFFF:
+            return -1
+        if self.nattrs == self.attrs_cap:
+            self.attrs_cap *= 2
+            self.attrs = <Attrs*>_grown(self.attrs, self.attrs_cap * sizeof(Attrs))
+        a = &self.attrs[self.nattrs]
+        a.mode, a.uid, a.gid, a.uname, a.gname = mode, uid, gid, uname, gname
+        self.nattrs += 1
+        self.attr_slots[at] = <uint32_t>self.nattrs
+        if self.nattrs * 2 > self.nattr_slots:
+            free(self.attr_slots)
+            self.nattr_slots *= 2
+            self.attr_slots = <uint32_t*>calloc(self.nattr_slots, sizeof(uint32_t))
+            if self.attr_slots == NULL:
+                raise MemoryError()
+            for i in range(self.nattrs):
+                a = &self.attrs[i]
+                h = ((<uint64_t>a.mode * 0x9E3779B97F4A7C15ULL) ^ (<uint64_t>a.uid << 17)
+                     ^ (<uint64_t>a.gid << 41) ^ (<uint64_t>a.uname << 7) ^ <uint64_t>a.gname)
+                h ^= h >> 29
+                at = h & (self.nattr_slots - 1)
+                while self.attr_slots[at]:
+                    at = (at + 1) & (self.nattr_slots - 1)
+                self.attr_slots[at] = <uint32_t>(i + 1)
+        return self.nattrs - 1
+
     cdef void fields(self, const Member* m, Fields* f) noexcept:
         """What the header writer needs of `m` (one that need not be read again)."""
-        f.mode, f.uid, f.gid, f.mtime = m.mode, m.uid, m.gid, m.mtime
-        f.devmajor, f.devminor = m.devmajor, m.devminor
-        f.uname, f.uname_len = self.text + self.owner_at[m.uname], self.owner_len[m.uname]
-        f.gname, f.gname_len = self.text + self.owner_at[m.gname], self.owner_len[m.gname]
+        cdef const Attrs* a = &self.attrs[m.attrs]
+        cdef uint32_t numbers[2]
+        f.mode, f.uid, f.gid, f.mtime = a.mode, a.uid, a.gid, m.mtime
+        f.devmajor = f.devminor = 0
+        if m.type == b'3' or m.type == b'4':
+            memcpy(numbers, self.text + m.data, 8)
+            f.devmajor, f.devminor = numbers[0], numbers[1]
+        f.uname, f.uname_len = self.text + self.owner_at[a.uname], self.owner_len[a.uname]
+        f.gname, f.gname_len = self.text + self.owner_at[a.gname], self.owner_len[a.gname]
         f.mtime_text, f.mtime_text_len = NULL, 0
         f.base, f.keep, f.nkeep = NULL, NULL, 0
 
@@ -361,11 +425,18 @@ cdef class LayerIndex:
             raise IndexError(i)
         m = &self.members[i]
         return {
-            "start": m.start, "data": m.data, "size": m.size, "key": self.paths.text(m.path),
+            "data": m.data, "size": m.size, "group": m.group, "key": self.paths.text(m.path),
             "link": None if m.link == NO_PATH else self.paths.text(m.link),
-            "type": chr(m.type), "kind": m.kind, "skipped": bool(m.skipped),
-            "sparse": bool(m.sparse),
+            "type": chr(m.type), "kind": m.kind, "skipped": bool(m.flags & SKIPPED),
+            "reread": bool(m.flags & REREAD), "sparse": bool(m.flags & SPARSE),
         }
+
+
+cdef void* _grown(void* p, Py_ssize_t size) except NULL:
+    cdef void* q = realloc(p, size)
+    if q == NULL:
+        raise MemoryError()
+    return q
 
 
 cdef inline bint any_set(const unsigned char* p, Py_ssize_t n) noexcept nogil:

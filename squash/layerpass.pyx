@@ -15,7 +15,7 @@ to it); a link to a file of a lower layer waits ("pending") until that layer is 
 from libc.stdint cimport uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 
-from squash.layerindex cimport LayerIndex, Member
+from squash.layerindex cimport SKIPPED, LayerIndex, Member
 from squash.output cimport Output
 from squash.pathtable cimport (
     BELOW, EMITTED, GONE, IMPLICIT, IMPLIED, IN_LAYER, ISDIR, META, NO_PATH, NONDIR, OPAQUE,
@@ -56,7 +56,7 @@ cdef class Layers:
         m = &head.members[0]
         if m.path != ROOT or m.kind != 0 or m.type != b'5' or m.data > len(data):
             return False
-        self.output.root(data[m.start:m.data])
+        self.output.root(data[m.data - m.group:m.data])
         self.paths.flags[ROOT] |= ISDIR
         return True
 
@@ -190,7 +190,7 @@ cdef class LayerPlan:
             j = <long>P.state[<uint32_t>key] - 1
             if j >= 0:
                 sources.append(self.resolved.get(j, j))
-        return any(s >= 0 and ms[<long>s].skipped for s in sources)
+        return any(s >= 0 and ms[<long>s].flags & SKIPPED for s in sources)
 
     def discard(self):
         """Forget this layer's decisions (it is read again, whole)."""
@@ -249,7 +249,7 @@ cdef class LayerPlan:
         cdef Output out = self.layers.output
         cdef long source = self.resolved[i]
         if source < 0:  # the target lives in a lower layer
-            link = (m.path, index.spool.group(m.start, m.data), index.where)
+            link = (m.path, index.spool.group(m.data - m.group, m.data), index.where)
             self.new_pending.append((<uint32_t>(-source - 1), link))
             return
         t = &index.members[source]

@@ -13,7 +13,7 @@ from libc.stdint cimport uint32_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
-from squash.layerindex cimport LayerIndex, Member, Spool
+from squash.layerindex cimport REREAD, SPARSE, LayerIndex, Member, Spool
 from squash.pathtable cimport EMITTED, MAX_NAME, NO_PATH, ROOT, PathTable
 from squash.tarheader cimport BLOCK, Fields, HeaderReader, HeaderWriter
 
@@ -161,9 +161,10 @@ cdef class Output:
     cdef void _write_member(self, LayerIndex index, Py_ssize_t i, uint32_t key) except *:
         cdef const Member* m = &index.members[i]
         cdef Py_ssize_t n = self.paths.key(key, m.type == b'5')
-        if m.sparse:  # rule 9: GNU sparse becomes a regular file (tarfile expands it)
+        if m.flags & SPARSE:  # rule 9: GNU sparse becomes a regular file (tarfile expands it)
             self._flush()
-            for chunk in self.expand_sparse(index.spool.file, m.start, self.paths.keybuf[:n]):
+            start = m.data - m.group
+            for chunk in self.expand_sparse(index.spool.file, start, self.paths.keybuf[:n]):
                 self._append(chunk, len(chunk))
             return
         self._header(index, m, None, self.paths.keybuf, n, m.type, NULL, 0, m.size)
@@ -188,21 +189,21 @@ cdef class Output:
         cdef Py_ssize_t n, h
         cdef unsigned char* grown
         cdef const unsigned char* g
-        if m != NULL and not m.reread:
+        if m != NULL and not m.flags & REREAD:
             index.fields(m, &f)
             if type == b'2':
-                link, link_len = index.text + m.text_at, m.text_len
+                link, link_len = index.text + m.data, m.size
         else:  # read the header group again: it says more than the index kept
             if saved is not None:
                 g, n = <const unsigned char*>PyBytes_AS_STRING(saved), len(saved)
             else:
-                n = m.data - m.start
+                n = m.group
                 if n > self.group_cap:
                     grown = <unsigned char*>realloc(self.group, n)
                     if grown == NULL:
                         raise MemoryError()
                     self.group, self.group_cap = grown, n
-                index.spool.read(self.group, m.start, n)
+                index.spool.read(self.group, m.data - n, n)
                 g = self.group
             if self.reader.read(g, n, "a header read again", 0) != 0:
                 raise InvalidLayer("a header group read again is not one")
