@@ -14,6 +14,7 @@ from squash.codec import COMPRESSIONS
 from squash.errors import SquashError
 from squash.export import export_image
 from squash.image import Image
+from squash.limits import Limits, parse_size
 from squash.reference import Platform, SourceRef, parse_source
 from squash.registry.credentials import Credentials
 from squash.registry.options import RegistryOptions
@@ -72,6 +73,28 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--tmpdir", metavar="DIR", help="where layers are spooled while merging (default $TMPDIR)"
     )
+    defaults = Limits()
+    export.add_argument(
+        "--max-members",
+        metavar="N",
+        type=_count,
+        default=defaults.members,
+        help=f"refuse images of more tar members in all (default {defaults.members:,}; 0: any)",
+    )
+    export.add_argument(
+        "--max-image-bytes",
+        metavar="SIZE",
+        type=_size,
+        default=defaults.uncompressed,
+        help="refuse images whose layers' tars are larger in all (default 64G; 0: any)",
+    )
+    export.add_argument(
+        "--spool-reserve",
+        metavar="SIZE",
+        type=_size,
+        default=defaults.free_space,
+        help="fail before the spool directory has less free space (default 512M)",
+    )
     export.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     registry = export.add_argument_group("registry sources")
     registry.add_argument(
@@ -99,6 +122,19 @@ def _credentials(text: str) -> Credentials:
         return Credentials.parse(text)
     except SquashError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of members")
+    return int(text)
 
 
 def _boolean(text: str) -> bool:
@@ -158,8 +194,14 @@ def _write(args: argparse.Namespace, image: Image, to_stdout: bool) -> None:
     ):
         if bar is not None:
             image.set_progress(bar.update)
+        limits = Limits(args.max_members or None, args.max_image_bytes or None, args.spool_reserve)
         result = export_image(
-            image, sink, tag=args.tag, compression=args.layer_compression, tmpdir=args.tmpdir
+            image,
+            sink,
+            tag=args.tag,
+            compression=args.layer_compression,
+            tmpdir=args.tmpdir,
+            limits=limits,
         )
     if not to_stdout and not args.quiet:
         print(

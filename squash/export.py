@@ -7,6 +7,7 @@ from squash.archive import ArchiveWriter, write_documents
 from squash.config import squashed_config
 from squash.errors import BadReference
 from squash.image import Image
+from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
 from squash.sinks import Sink
@@ -42,6 +43,7 @@ def export_image(
     tag: str | None = None,
     compression: str = "none",
     tmpdir: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ExportResult:
     """Squash `image` into `sink`; the sink is committed on success, aborted on failure."""
     try:
@@ -50,7 +52,7 @@ def export_image(
         archive.begin()
         layer = archive.layer(compression)
         try:
-            stats = Merger(layer.writer.write, tmpdir).run(image.layers)
+            stats = Merger(layer.writer.write, tmpdir, limits).run(image.layers)
         except BaseException:
             layer.writer.abort()
             raise

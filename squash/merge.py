@@ -22,9 +22,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from squash.errors import InvalidLayer, SquashError
+from squash.errors import InvalidLayer
 from squash.layerindex import LayerIndex, Spool
 from squash.layerpass import Layers
+from squash.limits import DEFAULT_LIMITS, LimitExceeded, Limits
 
 CHUNK = 1 << 20
 READ_AHEAD = 2  # layers decompressed (and spooled) ahead of the one being decided
@@ -36,10 +37,6 @@ Write = Callable[[bytes], None]
 
 class _Stopped(Exception):
     """The merge failed elsewhere; a layer still being read gives up."""
-
-
-class LimitExceeded(SquashError):
-    """An image is larger than the limits allow (a bomb, or just too big for this host)."""
 
 
 class TarSource(Protocol):
@@ -60,15 +57,6 @@ class TarSource(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one image may cost; None: no limit."""
-
-    members: int | None = 5_000_000  # tar members of all layers
-    uncompressed: int | None = 64 << 30  # bytes of all layers' tars
-    free_space: int = 512 << 20  # bytes the spool directory keeps free
-
-
 @dataclass
 class MergeStats:
     members_read: int = 0
@@ -79,7 +67,7 @@ class MergeStats:
 class Merger:
     """Merges layers (bottom first, as manifests list them) into one tar via `write`."""
 
-    def __init__(self, write: Write, tmpdir: str | None = None, limits: Limits = Limits()):
+    def __init__(self, write: Write, tmpdir: str | None = None, limits: Limits = DEFAULT_LIMITS):
         self._layers = Layers(write, _expand_sparse)
         self._tmpdir = tmpdir
         self._limits = limits
@@ -162,6 +150,8 @@ class Merger:
             file = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - as above
             index = self._layers.index(layer.label, file, 0, True, holes)
         try:
+            if in_place is None:
+                self._check_space(layer.label)
             buf = bytearray(CHUNK)
             view = memoryview(buf)
             checked = 0

@@ -345,15 +345,15 @@ cdef class HeaderReader:
             t = b'5' if named_dir else b'0'
         elif t == b'0' or t == b'7' or t == b'S':
             if named_dir:
-                _fail(where, offset + pos, f"regular file {_show(h.name, h.name_len)} is named like a directory")
+                _fail(where, offset + pos, f"regular file {_name(h.name, h.name_len)} is named like a directory")
             t = b'0'
         elif b'1' <= t <= b'6':
             if named_dir and t != b'5':
-                _fail(where, offset + pos, f"non-directory {_show(h.name, h.name_len)} is named like a directory")
+                _fail(where, offset + pos, f"non-directory {_name(h.name, h.name_len)} is named like a directory")
             if size != 0 or (have_size and pax_size != 0):
-                _fail(where, offset + pos, f"{_show(h.name, h.name_len)} of type {chr(t)!r} has data")
+                _fail(where, offset + pos, f"{_name(h.name, h.name_len)} of type {chr(t)!r} has data")
         else:
-            _fail(where, offset + pos, f"member {_show(h.name, h.name_len)} has unsupported type {bytes([t])!r}")
+            _fail(where, offset + pos, f"member {_name(h.name, h.name_len)} has unsupported type {bytes([t])!r}")
         if sparse and t != b'0':
             _fail(where, offset + pos, "sparse records on a member that is not a regular file")
         h.type = t
@@ -495,6 +495,10 @@ cdef Format _format(const unsigned char* blk, str where, long long at) except *:
 
 cdef str _show(const unsigned char* p, Py_ssize_t n):
     return repr(bytes(p[:n]))
+
+
+cdef str _name(const unsigned char* p, Py_ssize_t n):
+    return repr(p[:n].decode("utf-8", "surrogateescape"))
 
 
 cdef void _fail(str where, long long at, str what) except *:

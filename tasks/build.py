@@ -11,6 +11,7 @@ import time
 import uuid
 
 from squash.export import export_image
+from squash.limits import DEFAULT_LIMITS, Limits
 from squash.reference import Platform
 from squash.registry.options import RegistryOptions
 from squash.sources import open_image
@@ -94,6 +95,7 @@ def build(
     lease_seconds: float,
     options: RegistryOptions,
     tmpdir: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Artifact:
     """Build `spec` into `store` unless it is there; raises Busy if another build runs."""
     key = spec.key
@@ -107,7 +109,7 @@ def build(
     with Heartbeat(board, key, owner, lease_seconds) as heartbeat:
         artifact = store.stat(key)  # finished by another build a moment ago?
         if artifact is None:
-            artifact = _squash(spec, task_id, board, store, heartbeat, options, tmpdir)
+            artifact = _squash(spec, task_id, board, store, heartbeat, options, tmpdir, limits)
         board.finished(key, artifact, time.time())
     return artifact
 
@@ -120,6 +122,7 @@ def _squash(
     heartbeat: Heartbeat,
     options: RegistryOptions,
     tmpdir: str | None,
+    limits: Limits,
 ) -> Artifact:
     started = time.monotonic()
     image = open_image(spec.source, Platform.parse(spec.platform), options)
@@ -129,7 +132,7 @@ def _squash(
         image.set_progress(heartbeat.advance)
         sink = store.create(spec.key, spec.digest, spec.name)
         result = export_image(
-            image, sink, tag=spec.tag, compression=spec.compression, tmpdir=tmpdir
+            image, sink, tag=spec.tag, compression=spec.compression, tmpdir=tmpdir, limits=limits
         )
     artifact: Artifact = result.committed
     seconds = time.monotonic() - started

@@ -40,6 +40,7 @@ def export(self, spec: dict) -> dict:
                 lease_seconds=settings.lease_seconds,
                 options=registry_options(wanted, runtime.plain_http_registry),
                 tmpdir=settings.tmpdir,
+                limits=settings.limits,
             )
         except Busy:
             log.info("another build of this artifact is running; leaving it to that one")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from squash.codec import COMPRESSIONS
 from squash.errors import BadReference
+from squash.limits import Limits, parse_size
 from squash.reference import Platform
 
 
@@ -29,19 +30,15 @@ def _number(env: dict[str, str], name: str, default: float, minimum: float = 0) 
     return value
 
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _bytes(env: dict[str, str], name: str) -> int:
-    """A size such as `500M`, `20G` or `1073741824`; empty or 0: no limit."""
-    text = env.get(name, "").strip().upper().removesuffix("B").removesuffix("I")
+def _bytes(env: dict[str, str], name: str, default: int = 0) -> int:
+    """A size such as `500M`, `20G` or `1073741824`; empty: the default, 0: no limit."""
+    text = env.get(name, "").strip()
     if not text:
-        return 0
-    unit = text[-1] if text[-1] in _UNITS else ""
+        return default
     try:
-        return int(float(text.removesuffix(unit)) * _UNITS[unit])
+        return parse_size(text)
     except ValueError:
-        raise SettingsError(f"{name}={env[name]!r} is not a size (e.g. 500M, 20G)") from None
+        raise SettingsError(f"{name}={text!r} is not a size (e.g. 500M, 20G)") from None
 
 
 def _upstream(text: str) -> tuple[str, bool]:
@@ -80,6 +77,7 @@ class Settings:
     janitor_interval: float = 600.0
     artifact_ttl: float = 7 * 86400.0  # an artifact not downloaded for this long goes
     storage_budget: int = 0  # bytes; beyond it the least recently used go first (0: none)
+    limits: Limits = field(default_factory=Limits)  # what one image may cost a build
 
     @property
     def embedded(self) -> bool:
@@ -142,4 +140,17 @@ class Settings:
             janitor_interval=_number(env, "SQUASHD_JANITOR_INTERVAL", 600, 1),
             artifact_ttl=_number(env, "SQUASHD_ARTIFACT_TTL", 7 * 86400, 1),
             storage_budget=_bytes(env, "SQUASHD_STORAGE_BUDGET"),
+            limits=_limits(env),
         )
+
+
+def _limits(env: dict[str, str]) -> Limits:
+    """SQUASHD_MAX_IMAGE_BYTES, SQUASHD_MAX_MEMBERS, SQUASHD_SPOOL_RESERVE (0: no limit)."""
+    default = Limits()
+    members = int(_number(env, "SQUASHD_MAX_MEMBERS", default.members or 0))
+    size = _bytes(env, "SQUASHD_MAX_IMAGE_BYTES", default.uncompressed or 0)
+    return Limits(
+        members=members or None,
+        uncompressed=size or None,
+        free_space=_bytes(env, "SQUASHD_SPOOL_RESERVE", default.free_space),
+    )
