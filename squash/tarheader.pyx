@@ -85,7 +85,7 @@ cdef inline Py_ssize_t field_len(const unsigned char* p, Py_ssize_t n) noexcept 
 
 cdef int parse_number(const unsigned char* f, Py_ssize_t n, int64_t* out) noexcept nogil:
     """A numeric field: base-256 (0x80 first: positive only), or optional leading spaces,
-    octal digits, then only NULs and spaces. 0 if valid, -1 if not."""
+    octal digits, then only NULs and spaces (not only spaces). 0 if valid, -1 if not."""
     cdef Py_ssize_t i = 0
     cdef int64_t value = 0
     if f[0] & 0x80:
@@ -99,6 +99,8 @@ cdef int parse_number(const unsigned char* f, Py_ssize_t n, int64_t* out) noexce
         return 0
     while i < n and f[i] == 32:
         i += 1
+    if i == n:
+        return -1  # only blanks: GNU tar refuses what the others read as 0
     while i < n and 48 <= f[i] <= 55:
         if value > (INT64_MAX >> 3):
             return -1
@@ -341,8 +343,16 @@ cdef class HeaderReader:
             h.mtime = pax_mtime
         # the type, as every reader takes it
         named_dir = h.name[h.name_len - 1] == b'/'
-        if t == 0:
+        if t == 0:  # pre-POSIX: a directory by its trailing slash; readers look at the
+            # header's own name or at the long one, so the two must agree
+            nlen = field_len(blk + NAME, NAME_LEN)
+            if nlen == 0 or (blk[NAME + nlen - 1] == b'/') != named_dir or \
+                    not _has_name(h.name, h.name_len):
+                _fail(where, offset + pos, f"old-style member {_name(h.name, h.name_len)}: its "
+                      "header's name and its long name disagree on whether it is a directory")
             t = b'5' if named_dir else b'0'
+            if named_dir and (size != 0 or (have_size and pax_size != 0)):
+                _fail(where, offset + pos, f"{_name(h.name, h.name_len)} of type '5' has data")
         elif t == b'0' or t == b'7' or t == b'S':
             if named_dir:
                 _fail(where, offset + pos, f"regular file {_name(h.name, h.name_len)} is named like a directory")
@@ -426,6 +436,14 @@ cdef class HeaderReader:
                     self.h.mtime_text_len = vlen
                 else:
                     self.h.mtime_text = NULL
+            elif same(d + key, klen, "atime") or same(d + key, klen, "ctime"):
+                # not written out, but a reader that finds it malformed refuses the layer
+                found = memchr(d + value, b'.', vlen)
+                dot = vlen if found == NULL else <const unsigned char*>found - (d + value)
+                i = 1 if vlen and d[value] == b'-' else 0
+                if not all_digits(d + value + i, dot - i) or (
+                        dot < vlen and not all_digits(d + value + dot + 1, vlen - dot - 1)):
+                    _fail(where, at, f"malformed PAX {_show(d + key, klen)} {_show(d + value, vlen)}")
             elif starts(d + key, klen, "GNU.sparse."):
                 sparse[0] = True
             elif starts(d + key, klen, "SCHILY.xattr.") and klen > 13:
@@ -491,6 +509,15 @@ cdef Format _format(const unsigned char* blk, str where, long long at) except *:
     if not all_zero(blk + MAGIC, BLOCK - MAGIC):
         _fail(where, at, f"unknown tar header format (magic {_show(blk + MAGIC, 8)})")
     return V7
+
+
+cdef bint _has_name(const unsigned char* p, Py_ssize_t n) noexcept:
+    """Has it more than slashes and dots (readers strip those differently)?"""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if p[i] != b'/' and p[i] != b'.':
+            return True
+    return False
 
 
 cdef str _show(const unsigned char* p, Py_ssize_t n):
