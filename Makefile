@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium docker.io busybox-static
 BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time
 
-.PHONY: install run test lint bench debs clean
+.PHONY: install run test lint bench fuzz debs clean
 
 install: $(STAMP)
 
@@ -51,6 +51,12 @@ bench: install
 	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
 	$(PY) bench/squash_bench.py
 	$(PY) bench/service_bench.py
+
+# The fuzz target over the compiled core, instrumented (clang, libFuzzer, ASan), for
+# FUZZ_SECONDS (default 600); `make test` runs it briefly, uninstrumented.
+fuzz: install
+	$(MAKE) --no-print-directory debs DEBS="clang"
+	tests/fuzz/run
 
 clean:
 	rm -rf $(VENV) bench/work .pytest_cache .hypothesis

@@ -478,7 +478,10 @@ cdef class HeaderReader:
     def parse(self, const unsigned char[::1] group, str where="test"):
         """For tests and the fuzz target: the fields of the first member in `group`, or
         -1 (the end-of-archive block) or the bytes needed first."""
-        cdef Py_ssize_t got = self.read(&group[0], group.shape[0], where, 0)
+        cdef Py_ssize_t got
+        if group.shape[0] < BLOCK:
+            return BLOCK
+        got = self.read(&group[0], group.shape[0], where, 0)
         if got:
             return got
         h = &self.h
