@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from squash.reference import check_repo_tag, familiar_name, source_tag, squash_tag
 
 #: Bump when the archive writer's output changes for the same input.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every member header written anew from the fields read
 
 
 @dataclass(frozen=True)
