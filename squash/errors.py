@@ -19,3 +19,15 @@ class InvalidLayer(SquashError):
 
 class UnsupportedMediaType(SquashError):
     """A manifest, index or layer of a kind we do not read."""
+
+
+class RegistryError(SquashError):
+    """The registry refused or failed; the message says which registry and why."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the registry's HTTP answer, when it refused (401, 403, 404)
+
+
+class TransientError(RegistryError):
+    """Worth retrying: connection trouble, 429, 5xx."""

@@ -10,8 +10,9 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from squash.errors import RegistryError, TransientError
 from squash.reference import DockerRef
-from squash.registry.client import Registry, RegistryError, TransientError
+from squash.registry.client import Registry
 from squash.registry.credentials import Credentials
 from squash.registry.options import RegistryOptions
 from tasks.errors import Denied, ServiceError, Unavailable

@@ -3,8 +3,7 @@ build failures are worth a retry."""
 
 import errno
 
-from squash.errors import SquashError
-from squash.registry.client import TransientError
+from squash.errors import SquashError, TransientError
 
 
 class ServiceError(Exception):

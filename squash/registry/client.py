@@ -10,9 +10,10 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from squash.errors import SquashError
+from squash.errors import RegistryError, TransientError
 from squash.registry.credentials import lookup
 from squash.registry.options import RegistryOptions
+from squash.registry.reach import Reach
 from squash.verify import verify_bytes
 
 ACCEPT = ", ".join(
@@ -28,18 +29,6 @@ ACCEPT = ", ".join(
 MAX_MANIFEST = 4 << 20
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 1 << 20
-
-
-class RegistryError(SquashError):
-    """The registry refused or failed; the message says which registry and why."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  # the registry's HTTP answer, when it refused (401, 403, 404)
-
-
-class TransientError(RegistryError):
-    """Worth retrying: connection trouble, 429, 5xx."""
 
 
 def is_loopback(host: str) -> bool:
@@ -103,6 +92,7 @@ class Registry:
         self._credentials = self.options.credentials
         if self._credentials is None and self.options.ambient and not self.options.bearer:
             self._credentials = lookup(name)
+        self._reach = Reach(api_host)
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (Authorization, expiry)
         self._basic = False  # the registry asked for basic auth
         self.token_requests = 0
@@ -167,6 +157,7 @@ class Registry:
             target = urljoin(url, response.headers["location"])
             response.close()
             if urlsplit(target).netloc != urlsplit(url).netloc:
+                self._reach.check(target, f"{self.name}: a redirect")
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             url = target
         raise RegistryError(f"{self.name}: too many redirects")
@@ -216,13 +207,20 @@ class Registry:
             return
         if scheme != "bearer" or "realm" not in params:
             raise RegistryError(f"{what}: unsupported authentication challenge {challenge!r}")
+        realm = params["realm"]
+        self._reach.check(realm, f"{what}: the token realm")
+        if self._credentials and not self._reach.may_take_credentials(realm):
+            raise RegistryError(
+                f"{what}: the registry names the token realm {realm}, which is neither HTTPS "
+                "nor on the registry's own host; its credentials are not sent there"
+            )
         query = {"scope": params.get("scope") or scope}
         if params.get("service"):
             query["service"] = params["service"]
         headers = {"Authorization": self._credentials.basic()} if self._credentials else {}
         self.token_requests += 1
         try:
-            response = self._http.get(params["realm"], params=query, headers=headers)
+            response = self._http.get(realm, params=query, headers=headers)
         except httpx.TransportError as exc:
             raise TransientError(f"{what}: token server: {self._describe(exc)}") from None
         if response.status_code in (401, 403):

@@ -49,8 +49,7 @@ def test_transient_failures_are_retried_permanent_ones_not() -> None:
     from botocore.exceptions import ClientError, EndpointConnectionError
     from redis.exceptions import ConnectionError as RedisDown
 
-    from squash.errors import DigestMismatch
-    from squash.registry.client import RegistryError, TransientError
+    from squash.errors import DigestMismatch, RegistryError, TransientError
 
     assert is_transient(TransientError("registry answered 503"))
     assert is_transient(EndpointConnectionError(endpoint_url="http://s3"))
