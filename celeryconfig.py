@@ -62,15 +62,22 @@ task_queues = (Queue(EXPORT_QUEUE), Queue(SCHEDULED_QUEUE))
 task_routes = {
     "squashd.presquash": {"queue": SCHEDULED_QUEUE},
     "squashd.janitor": {"queue": SCHEDULED_QUEUE},
+    "squashd.sweep": {"queue": SCHEDULED_QUEUE},
 }
 
-# Celery beat: pre-squash the most requested tags, evict cold artifacts. A run that
+# Celery beat: pre-squash the most requested tags, send again builds whose worker died,
+# evict cold artifacts. A run that
 # waited in the queue longer than its interval is dropped: the next one does its work.
 beat_schedule = {
     "presquash": {
         "task": "squashd.presquash",
         "schedule": _settings.presquash_interval,
         "options": {"expires": _settings.presquash_interval},
+    },
+    "sweep": {
+        "task": "squashd.sweep",
+        "schedule": _settings.sweep_interval,
+        "options": {"expires": _settings.sweep_interval},
     },
     "janitor": {
         "task": "squashd.janitor",

@@ -28,6 +28,16 @@ class Caller:
     credentials: Credentials | None = None
     bearer: str | None = None
     service: bool = False
+    address: str = ""  # where an anonymous caller's requests come from (its quota)
+
+    @property
+    def anonymous(self) -> bool:
+        return not (self.service or self.credentials is not None or self.bearer is not None)
+
+    @property
+    def quota_key(self) -> str:
+        """Whose builds count together: an account's, a token's, an address's."""
+        return f"address:{self.address}" if self.anonymous else self.fingerprint
 
     @property
     def fingerprint(self) -> str:

@@ -208,6 +208,15 @@ class Board(Protocol):
         """Jobs queued or building."""
         ...
 
+    def active_count(self) -> int:
+        """How many builds are queued or running (the cap on queued builds)."""
+        ...
+
+    def take_quota(self, who: str, now: float, window: float, limit: int) -> bool:
+        """Count a build started by `who` in this `window`; False (and not counted) if
+        `limit` builds were started in it already."""
+        ...
+
     def failures(self) -> list[dict]:
         """Recent failures, newest first: key, image, error, time."""
         ...

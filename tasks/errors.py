@@ -37,6 +37,16 @@ class NotFound(ServiceError):
     status = 404
 
 
+class TooMany(ServiceError):
+    """Too many builds queued, or this caller started too many: try again later."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class LeaseLost(Exception):
     """The build lock's lease ran out under a running build; another may have started."""
 

@@ -39,6 +39,7 @@ class MemoryBoard:
         self._downloads: dict[str, float] = {}
         self._failures: collections.deque[dict] = collections.deque(maxlen=RECENT_FAILURES)
         self._metrics: collections.Counter[str] = collections.Counter()
+        self._quotas: dict[tuple[str, int], int] = {}  # (caller, window number) -> builds
 
     def describe(self) -> str:
         return "the in-process board"
@@ -223,6 +224,18 @@ class MemoryBoard:
         with self._mutex:
             keys = list(self._jobs)
         return [job for key in keys if (job := self.job(key)) is not None and job.active]
+
+    def active_count(self) -> int:
+        return len(self.active())
+
+    def take_quota(self, who: str, now: float, window: float, limit: int) -> bool:
+        key = (who, int(now // window))
+        with self._mutex:
+            self._quotas = {k: v for k, v in self._quotas.items() if k[1] == key[1]}
+            if self._quotas.get(key, 0) >= limit:
+                return False
+            self._quotas[key] = self._quotas.get(key, 0) + 1
+            return True
 
     def failures(self) -> list[dict]:
         with self._mutex:

@@ -306,6 +306,20 @@ class RedisBoard:
             self.redis.zrem(ACTIVE, *gone)
         return [job for job in jobs if job.active]
 
+    def active_count(self) -> int:
+        return int(self.redis.zcard(ACTIVE))
+
+    def take_quota(self, who: str, now: float, window: float, limit: int) -> bool:
+        key = f"{PREFIX}quota:{who}:{int(now // window)}"
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, int(window) + 1)
+            count, _ = pipe.execute()
+        if count > limit:
+            self.redis.decr(key)
+            return False
+        return True
+
     def failures(self) -> list[dict]:
         return [json.loads(item) for item in self.redis.lrange(FAILURES, 0, -1)]
 

@@ -45,6 +45,23 @@ def presquash() -> dict[str, int]:
     return summary
 
 
+@app.task(name="squashd.sweep")
+def sweep_builds() -> dict[str, int]:
+    """Send again the builds whose lease ran out (a worker died) or whose message was lost,
+    even when nobody is asking about them: recovery does not wait for the broker's
+    visibility timeout."""
+    runtime = service()
+    summary = {"active": 0, "resent": 0}
+    for job in runtime.board.active():
+        summary["active"] += 1
+        after = runtime.revive(job)
+        if after is not None and after.task_id != job.task_id:
+            summary["resent"] += 1
+    if summary["resent"]:
+        log.info("sweep: %s", summary)
+    return summary
+
+
 @app.task(name="squashd.janitor")
 def janitor() -> dict[str, object]:
     """Evict cold artifacts and abort abandoned uploads (see tasks.janitor)."""

@@ -18,13 +18,14 @@ from squash.errors import BadReference
 from squash.reference import Platform, check_repo_tag, parse_docker_ref
 from storage.base import Artifact, Location, open_store
 from tasks.access import Caller, Sessions
-from tasks.board import FAILED, QUEUED, READY, Board, Job, Lifetimes
+from tasks.board import FAILED, QUEUED, READY, Board, Job, Lifetimes, claim_allowed
 from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
-from tasks.errors import BadRequest, Denied, Unavailable
+from tasks.errors import BadRequest, Denied, TooMany, Unavailable
 from tasks.settings import Settings
 from tasks.spec import ExportSpec, default_tag
 
 log = logging.getLogger("squashd.service")
+RETRY_LATER = 30  # seconds a client turned away for a full queue is asked to wait
 T = TypeVar("T")
 
 
@@ -84,6 +85,8 @@ class Service:
             ref = parse_docker_ref(image.removeprefix("docker://"))
             platform = str(Platform.parse(platform)) if platform else self.default_platform
             if tag is not None:
+                if caller.anonymous:
+                    raise BadRequest("a tag of your own needs credentials (each makes a build)")
                 name, out = check_repo_tag(tag)
                 tag = f"{name}:{out}"
         except BadReference as exc:
@@ -153,7 +156,13 @@ class Service:
                 log.warning("download not recorded: %s", exc)
         return self.store.locate(artifact.key, method, filename)
 
-    def request(self, spec: ExportSpec, start: bool = True, method: str | None = None) -> Outcome:
+    def request(
+        self,
+        spec: ExportSpec,
+        start: bool = True,
+        method: str | None = None,
+        caller: Caller | None = None,
+    ) -> Outcome:
         """The artifact if it is there (handed out for `method`, if given); else its
         build, started (or joined) if `start`. Every request counts for its tag."""
         self.count(spec)
@@ -162,9 +171,11 @@ class Service:
             return self._found(spec, artifact, None, method, hit=True)
         if not start:
             return Outcome(None, self._board(self.board.job, spec.key))
-        return self.poll(spec, method)
+        return self.poll(spec, method, caller)
 
-    def poll(self, spec: ExportSpec, method: str | None = None) -> Outcome:
+    def poll(
+        self, spec: ExportSpec, method: str | None = None, caller: Caller | None = None
+    ) -> Outcome:
         """Where a started build stands; a build that died is started again."""
         job = self._board(self.board.job, spec.key)
         if job is not None and job.state == FAILED:
@@ -173,10 +184,10 @@ class Service:
             artifact = self.lookup(spec.key)
             if artifact is not None:
                 return self._found(spec, artifact, job, method)
-            return Outcome(None, self._ensure(spec, ready_missing=True))
-        job = self._ensure(spec)
+            return Outcome(None, self._ensure(spec, True, caller))
+        job = self._ensure(spec, False, caller)
         if job.state == READY:  # it finished between the two looks: hand it out
-            return self.poll(spec, method)
+            return self.poll(spec, method, caller)
         return Outcome(None, job)
 
     def _found(
@@ -193,11 +204,25 @@ class Service:
     def job(self, key: str) -> Job | None:
         return self._board(self.board.job, key)
 
-    def enqueue(self, spec: ExportSpec, queue: str, ready_missing: bool = False) -> bool:
+    def enqueue(
+        self,
+        spec: ExportSpec,
+        queue: str,
+        ready_missing: bool = False,
+        caller: Caller | None = None,
+    ) -> bool:
         """Send a build of `spec` unless one is alive; True if this call sent it. A job
-        that is ready is built again only with `ready_missing` (see Board.claim)."""
+        that is ready is built again only with `ready_missing` (see Board.claim). A new
+        build must fit the quotas (`caller`'s, and the cap on queued builds)."""
         task_id = str(uuid.uuid4())
-        if not self._board(self.board.claim, spec, task_id, time.time(), ready_missing):
+        now = time.time()
+        current = self._board(self.board.job, spec.key)
+        locked = current is not None and self._board(self.board.locked, spec.key)
+        if not claim_allowed(current, locked, now, self.settings.queued_grace, ready_missing):
+            return False  # a live build to join, or a failure still reported
+        if caller is not None and not caller.service:
+            self._admit(caller, now)
+        if not self._board(self.board.claim, spec, task_id, now, ready_missing):
             return False
         try:
             self.dispatcher.send(spec, task_id, queue)
@@ -209,10 +234,40 @@ class Service:
             raise Unavailable(f"cannot queue the build, the broker is unreachable: {exc}") from None
         return True
 
-    def _ensure(self, spec: ExportSpec, ready_missing: bool = False) -> Job:
+    def _admit(self, caller: Caller, now: float) -> None:
+        """Quotas of a new build: 429 when too many are queued, or the caller started
+        too many in its window."""
+        settings = self.settings
+        if settings.max_queued and self._board(self.board.active_count) >= settings.max_queued:
+            raise TooMany(
+                f"{settings.max_queued} builds are queued or running; try again later",
+                RETRY_LATER,
+            )
+        if settings.caller_builds and not self._board(
+            self.board.take_quota, caller.quota_key, now, settings.caller_window,
+            settings.caller_builds,
+        ):  # fmt: skip
+            window = settings.caller_window
+            raise TooMany(
+                f"this caller started {settings.caller_builds} builds in the last "
+                f"{window:g} s; try again later",
+                int(window - now % window) + 1,
+            )
+
+    def revive(self, job: Job | None) -> Job | None:
+        """A build whose lease ran out (its worker died) or whose message was lost is
+        sent again; any look at an export does this, and so does the beat's sweep."""
+        if job is None or job.spec is None or not job.active:
+            return job
+        self._ensure(job.spec)
+        return self._board(self.board.job, job.key) or job
+
+    def _ensure(
+        self, spec: ExportSpec, ready_missing: bool = False, caller: Caller | None = None
+    ) -> Job:
         from celeryconfig import EXPORT_QUEUE
 
-        self.enqueue(spec, EXPORT_QUEUE, ready_missing)
+        self.enqueue(spec, EXPORT_QUEUE, ready_missing, caller)
         return self._board(self.board.job, spec.key) or Job(spec.key, QUEUED, spec)
 
     # -- health

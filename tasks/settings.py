@@ -78,6 +78,11 @@ class Settings:
     artifact_ttl: float = 7 * 86400.0  # an artifact not downloaded for this long goes
     storage_budget: int = 0  # bytes; beyond it the least recently used go first (0: none)
     limits: Limits = field(default_factory=Limits)  # what one image may cost a build
+    max_queued: int = 200  # builds queued or running at once; beyond: 429 (0: no cap)
+    caller_builds: int = 100  # builds one caller may start per caller_window (0: no cap)
+    caller_window: float = 3600.0
+    sweep_interval: float = 15.0  # seconds between sweeps for builds whose lease ran out
+    operator_token: str | None = None  # if set, `/` and `/metrics` want it as a Bearer token
 
     @property
     def embedded(self) -> bool:
@@ -141,6 +146,11 @@ class Settings:
             artifact_ttl=_number(env, "SQUASHD_ARTIFACT_TTL", 7 * 86400, 1),
             storage_budget=_bytes(env, "SQUASHD_STORAGE_BUDGET"),
             limits=_limits(env),
+            max_queued=int(_number(env, "SQUASHD_MAX_QUEUED", 200)),
+            caller_builds=int(_number(env, "SQUASHD_CALLER_BUILDS", 100)),
+            caller_window=_number(env, "SQUASHD_CALLER_WINDOW", 3600, 1),
+            sweep_interval=_number(env, "SQUASHD_SWEEP_INTERVAL", 15, 1),
+            operator_token=env.get("SQUASHD_OPERATOR_TOKEN") or None,
         )
 
 

@@ -3,14 +3,15 @@
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tasks.errors import ServiceError
+from tasks.errors import ServiceError, TooMany
 from tasks.service import Service, service
 from web import c1, exports, health
 from web.callers import CHALLENGE
 from web.metrics import CountRequests, Metrics
+from web.operators import operators_only
 from web.status_page import status_page
 
 
@@ -40,13 +41,18 @@ def create_app(runtime: Service | None = None) -> FastAPI:
     app.include_router(c1.router)
     app.include_router(exports.router)
     app.include_router(health.router)
-    app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/", status_page, methods=["GET"], include_in_schema=False)
+    operators = [Depends(operators_only)]
+    app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False,
+                      dependencies=operators)  # fmt: skip
+    app.add_api_route("/", status_page, methods=["GET"], include_in_schema=False,
+                      dependencies=operators)  # fmt: skip
     app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        headers = CHALLENGE if exc.status == 401 else None
+        headers = dict(CHALLENGE) if exc.status == 401 else {}
+        if isinstance(exc, TooMany):
+            headers["Retry-After"] = str(exc.retry_after)
         return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
 
     return app

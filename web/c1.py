@@ -38,8 +38,9 @@ async def squash(
     image = _image(service.settings.registry, path)
 
     def look() -> tuple[ExportSpec, Outcome]:  # one trip to a thread for a cache hit
-        spec = service.spec(image, caller_of(request), platform=platform, compression=compression)
-        return spec, service.request(spec, request.method != "HEAD", request.method)
+        caller = caller_of(request)
+        spec = service.spec(image, caller, platform=platform, compression=compression)
+        return spec, service.request(spec, request.method != "HEAD", request.method, caller)
 
     spec, outcome = await run_in_threadpool(look)
     request.app.state.metrics.cache(outcome.artifact is not None)

@@ -18,7 +18,7 @@ def caller_of(request: Request) -> Caller:
     passed to the registry as it is (a registry token); none is an anonymous caller."""
     header = request.headers.get("authorization", "").strip()
     if not header:
-        return Caller()
+        return Caller(address=request.client.host if request.client else "")
     scheme, _, value = header.partition(" ")
     value = value.strip()
     if scheme.lower() == "basic" and value:

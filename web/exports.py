@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from storage.base import Artifact
 from tasks.access import Caller
 from tasks.board import FAILED, Job
-from tasks.errors import NotFound
+from tasks.errors import Denied, NotFound
 from tasks.service import Service
 from web.callers import caller_of
 from web.responses import deliver, document, failed, links, pending
@@ -35,15 +35,16 @@ async def create(
 ) -> Response:
     """Start (or join) an export: 202 with its id and links, 200 when already built."""
     service: Service = request.app.state.service
+    caller = caller_of(request)
     spec = await run_in_threadpool(
         service.spec,
         body.image,
-        caller_of(request),
+        caller,
         platform=body.platform,
         tag=body.tag,
         compression=body.layer_compression,
     )
-    outcome = await run_in_threadpool(service.request, spec)
+    outcome = await run_in_threadpool(service.request, spec, True, None, caller)
     request.app.state.metrics.cache(outcome.artifact is not None)
     if outcome.artifact is None and wait:
         seconds = min(wait, service.settings.wait_seconds)
@@ -55,8 +56,18 @@ async def create(
     return JSONResponse(document(spec.key, outcome.job, outcome.artifact), status, headers)
 
 
+def unknown(key: str) -> NotFound:
+    """What an export answers that does not exist, or that the caller may not read (the
+    two look the same: ids of private images leak nothing)."""
+    return NotFound(
+        f"no export {key} here (if you made it, squashd may have lost its state: "
+        "POST /v1/exports again)"
+    )
+
+
 async def _find(request: Request, key: str) -> tuple[Job | None, Artifact | None]:
-    """The export `key` if the caller may read its image; 404 if there is no such export."""
+    """The export `key` if the caller may read its image; a build of it that died is
+    sent again."""
     service: Service = request.app.state.service
     caller: Caller = caller_of(request)
 
@@ -67,8 +78,13 @@ async def _find(request: Request, key: str) -> tuple[Job | None, Artifact | None
         elif artifact is not None and artifact.image:
             name, digest = artifact.image, artifact.source_digest
         else:
-            raise NotFound(f"no export {key}")
-        service.check(name, digest, caller)
+            raise unknown(key)
+        try:
+            service.check(name, digest, caller)
+        except Denied:
+            raise unknown(key) from None
+        if artifact is None:
+            job = service.revive(job)
         return job, artifact
 
     return await run_in_threadpool(find)

@@ -72,7 +72,9 @@ def _page(service: Service) -> str:
         metrics = board.metrics()
         context["artifacts"] = int(metrics.get("artifacts", 0))
         context["artifact_bytes"] = _size(metrics.get("artifact_bytes", 0))
-        active = sorted(board.active(), key=lambda job: job.created)
+        revived = (service.revive(job) for job in board.active())  # a look resends dead builds
+        active = sorted((job for job in revived if job is not None and job.active),
+                        key=lambda job: job.created)  # fmt: skip
         context["active"] = [_job_row(job, now, settings.lease_seconds) for job in active]
         context["failures"] = [
             {**failure, "ago": _ago(failure["time"], now)} for failure in board.failures()[:20]

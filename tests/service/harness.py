@@ -438,7 +438,12 @@ class Stack:
     ) -> None:
         self.root, self.redis, self.moto = root, redis, moto
         self.bucket = moto.create_bucket(f"squashd-{secrets.token_hex(6)}") if moto else None
-        self.env = {**redis.env(), "SQUASHD_REGISTRY": upstream, "SQUASHD_BUILD_LEASE": "10"}
+        self.env = {
+            **redis.env(),
+            "SQUASHD_REGISTRY": upstream,
+            "SQUASHD_BUILD_LEASE": "10",
+            "SQUASHD_CALLER_BUILDS": "0",  # the suite's callers build more than one would
+        }
         if moto is not None:
             self.env.update(moto.env(), SQUASHD_STORAGE_URL=f"s3://{self.bucket}/artifacts")
         else:

@@ -72,8 +72,14 @@ def test_a_cached_private_artifact_is_never_handed_to_a_refused_caller(stack, tm
         status, headers, _ = stack.c1(f"{PRIVATE}/v1", ask)
         assert status in (401, 403) and "location" not in headers, (refused, status)
         for path in (f"/v1/exports/{key}", f"/v1/exports/{key}/download"):
-            status, headers, _ = stack.web.get(path, ask)
-            assert status in (401, 403) and "location" not in headers, (refused, path, status)
+            # exactly as an export that does not exist (F9: ids of private images leak
+            # neither their existence nor their names)
+            status, headers, body = stack.web.get(path, ask)
+            unknown = path.replace(key, "f" * 64)
+            status_u, _, body_u = stack.web.get(unknown, ask)
+            assert (status, "location" in headers) == (404, False), (refused, path, status)
+            assert (status_u, body.replace(key.encode(), b"f" * 64)) == (404, body_u)
+            assert PRIVATE.encode() not in body
 
     status, headers, _ = stack.c1(f"{PRIVATE}/v1", _as("alice"))
     assert status == 302 and headers["x-squashd-cache"] == "hit"
