@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium docker.io busybox-static
 BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time
 
-.PHONY: install run test lint bench fuzz debs clean
+.PHONY: install run test lint bench fuzz soak debs clean
 
 install: $(STAMP)
 
@@ -51,6 +51,15 @@ bench: install
 	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
 	$(PY) bench/squash_bench.py
 	$(PY) bench/service_bench.py
+
+# The soak test, long: rounds of images requested at once while workers are killed, Redis
+# restarted empty, S3 and the registry frozen (`make test` runs one short round).
+SOAK_ROUNDS ?= 5
+SOAK_IMAGES ?= 6
+soak: install
+	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
+	SQUASHD_SOAK_ROUNDS=$(SOAK_ROUNDS) SQUASHD_SOAK_IMAGES=$(SOAK_IMAGES) \
+		$(PY) -m pytest -q -s -p no:cacheprovider tests/service/test_soak.py
 
 # The fuzz target over the compiled core, instrumented (clang, libFuzzer, ASan), for
 # FUZZ_SECONDS (default 600); `make test` runs it briefly, uninstrumented.

@@ -298,7 +298,18 @@ def test_corrupt_blob_fails_the_build_with_its_reason(stack, registry, upstream,
 def test_transient_registry_failure_is_retried(stack, registry, upstream, tmp_path) -> None:
     push_image(registry, tmp_path, "flaky", seed=81)
     blob = layer_digest(registry, "flaky")
-    upstream.fail(blob, 503, times=5, methods=("GET",))  # more than one build's attempts
+    # every download of it fails until the first build has given up (however many
+    # requests for the blob that build makes at once)
+    rule = upstream.fail(blob, 503, times=None, methods=("GET",))
+    status, _, body = stack.c1("svc/flaky/v1?wait=0")
+    assert status == 202, body
+    key = json.loads(body)["id"]
+
+    def gave_up() -> bool:
+        return "503" in (stack.export_status(key)["error"] or "")
+
+    wait_until("the first build to give up", gave_up, explain=stack.describe)
+    rule.times = 0
     data, headers = squash_ok(stack, "svc/flaky/v1", tmp_path / "flaky.tar")
     doc = stack.export_status(headers["x-squashd-export"])
     assert doc["builds"] == 2 and doc["state"] == "ready", doc
