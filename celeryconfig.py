@@ -10,14 +10,10 @@ import os
 
 from kombu import Queue
 
+from tasks.queues import EXPORT_QUEUE, SCHEDULED_QUEUE
 from tasks.settings import Settings
 
 _settings = Settings.from_env()
-
-#: Interactive exports; scheduled work (pre-squash, janitor) has a queue of its own, so
-#: a worker serving this one is never stuck behind it.
-EXPORT_QUEUE = "squashd.export"
-SCHEDULED_QUEUE = "squashd.scheduled"
 
 broker_url = os.environ.get("CELERY_BROKER_URL") or "memory://"
 result_backend = os.environ.get("CELERY_RESULT_BACKEND") or None

@@ -57,7 +57,7 @@ from squash_bench import (
 from storage.base import sha256_of
 from storage.s3 import S3Store
 from tasks.board import Lifetimes
-from tasks.redis_board import RedisBoard
+from tasks.board.redis_board import RedisBoard
 from tasks.settings import Settings
 from tests.registry.harness import Registry
 from tests.service.harness import MotoS3, RedisServer, Stack, fetch

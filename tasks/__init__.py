@@ -1,4 +1,4 @@
-"""Celery tasks: export (build one artifact), pre-squash of popular tags, janitor.
-
-Not built yet: it arrives with the export-service issue.
-"""
+"""The export service: what the web asks (`service`), the builds it sends (`dispatch`,
+`build_task`, `build`), the shared state of jobs and locks (`state`), the checks of
+callers at the registry (`access`), and the scheduled work (`scheduled`, `janitor`).
+See docs/architecture.md."""

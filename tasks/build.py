@@ -1,6 +1,6 @@
 """One build: pull the image by digest, squash it into the store, report on the board.
 
-Plain Python, called by the Celery task (tasks.export); holding the build lock is
+Plain Python, called by the Celery task (tasks.build_task); holding the build lock is
 what makes it the only build of its artifact.
 """
 
@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from typing import Protocol
 
 from squash.export import export_image
 from squash.limits import DEFAULT_LIMITS, Limits
@@ -16,12 +17,16 @@ from squash.reference import Platform
 from squash.registry.options import RegistryOptions
 from squash.sources import open_image
 from storage.base import Artifact, ArtifactStore
-from tasks.board import Board
+from tasks.board import BuildLocks, Counters, Jobs
 from tasks.errors import LeaseLost
 from tasks.spec import ExportSpec
 
 log = logging.getLogger("squashd.build")
 PROGRESS_EVERY = 0.5  # seconds between progress reports to the board
+
+
+class BuildBoard(Jobs, BuildLocks, Counters, Protocol):
+    """What a build uses of the board: its job's states, its lock, the build counters."""
 
 
 class Busy(Exception):
@@ -36,7 +41,7 @@ class Heartbeat:
     renewed three times a lease. A renewal that finds the lock taken, or no successful
     renewal for a whole lease (Redis down), loses it: the next `advance` raises."""
 
-    def __init__(self, board: Board, key: str, owner: str, lease: float) -> None:
+    def __init__(self, board: BuildBoard, key: str, owner: str, lease: float) -> None:
         self._board, self._key, self._owner, self._lease = board, key, owner, lease
         self._stop = threading.Event()
         self.lost: str | None = None
@@ -90,7 +95,7 @@ def build(
     spec: ExportSpec,
     task_id: str,
     *,
-    board: Board,
+    board: BuildBoard,
     store: ArtifactStore,
     lease_seconds: float,
     options: RegistryOptions,
@@ -117,7 +122,7 @@ def build(
 def _squash(
     spec: ExportSpec,
     task_id: str,
-    board: Board,
+    board: BuildBoard,
     store: ArtifactStore,
     heartbeat: Heartbeat,
     options: RegistryOptions,

@@ -5,6 +5,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from tasks.celery_app import BUILD_TASK, app
 from tasks.spec import ExportSpec
 
 
@@ -21,20 +22,16 @@ class Dispatcher(Protocol):
 
 
 class CeleryDispatcher:
-    def send(self, spec: ExportSpec, task_id: str, queue: str) -> None:
-        from tasks.export import export
+    """The build task, by name, through the broker."""
 
-        export.apply_async(args=[spec.to_dict()], task_id=task_id, queue=queue)
+    def send(self, spec: ExportSpec, task_id: str, queue: str) -> None:
+        app.send_task(BUILD_TASK, args=[spec.to_dict()], task_id=task_id, queue=queue)
 
     def ping(self) -> None:
-        from worker.app import app
-
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
 
     def depths(self) -> dict[str, int]:
-        from worker.app import app
-
         depths = {}
         with app.connection_for_read() as connection:
             for queue in app.conf.task_queues:
@@ -58,16 +55,15 @@ class LocalDispatcher:
         self._mutex = threading.Lock()
 
     def send(self, spec: ExportSpec, task_id: str, queue: str) -> None:
-        from tasks.export import export
-
         with self._mutex:
             self._waiting += 1
-        self._pool.submit(self._run, export, spec, task_id)
+        self._pool.submit(self._run, spec, task_id)
 
-    def _run(self, task, spec: ExportSpec, task_id: str) -> None:
+    def _run(self, spec: ExportSpec, task_id: str) -> None:
         with self._mutex:
             self._waiting -= 1
-        task.apply(args=[spec.to_dict()], task_id=task_id)
+        app.loader.import_default_modules()  # the app's `include`: the task is declared
+        app.tasks[BUILD_TASK].apply(args=[spec.to_dict()], task_id=task_id)
 
     def ping(self) -> None:
         pass

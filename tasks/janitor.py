@@ -9,9 +9,10 @@ no build of its key holds the lock.
 
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from storage.base import ArtifactStore, Entry
-from tasks.board import Board
+from tasks.board import BuildLocks, Counters, Usage
 
 log = logging.getLogger("squashd.janitor")
 
@@ -44,7 +45,11 @@ class Sweep:
         }
 
 
-def sweep(store: ArtifactStore, board: Board, policy: Policy, now: float) -> Sweep:
+class JanitorBoard(Usage, BuildLocks, Counters, Protocol):
+    """What the janitor uses of the board: downloads, locks of builds, the stored gauge."""
+
+
+def sweep(store: ArtifactStore, board: JanitorBoard, policy: Policy, now: float) -> Sweep:
     result = Sweep()
     downloads = board.downloads()
 

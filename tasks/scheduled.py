@@ -6,12 +6,12 @@ import logging
 import threading
 import time
 
-from celeryconfig import SCHEDULED_QUEUE
 from tasks import logs
 from tasks.access import SERVICE
+from tasks.celery_app import app
 from tasks.janitor import Policy, sweep
+from tasks.queues import SCHEDULED_QUEUE
 from tasks.service import service
-from worker.app import app
 
 log = logging.getLogger("squashd.scheduled")
 

@@ -16,11 +16,13 @@ from typing import TypeVar
 from squash.codec import COMPRESSIONS
 from squash.errors import BadReference
 from squash.reference import Platform, check_repo_tag, parse_docker_ref
-from storage.base import Artifact, Location, open_store
+from storage import open_store
+from storage.base import Artifact, Location
 from tasks.access import Caller, Sessions
-from tasks.board import FAILED, QUEUED, READY, Board, Job, Lifetimes, claim_allowed
+from tasks.board import FAILED, QUEUED, READY, Board, Job, Lifetimes, claim_allowed, open_board
 from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from tasks.errors import BadRequest, Denied, TooMany, Unavailable
+from tasks.queues import EXPORT_QUEUE
 from tasks.settings import Settings
 from tasks.spec import ExportSpec, default_tag
 
@@ -51,15 +53,7 @@ class Service:
             artifact=settings.artifact_cache_seconds,
             half_life=settings.popularity_half_life,
         )
-        self.board: Board
-        if settings.redis_url:
-            from tasks.redis_board import RedisBoard
-
-            self.board = RedisBoard(settings.redis_url, lifetimes)
-        else:
-            from tasks.memory_board import MemoryBoard
-
-            self.board = MemoryBoard(lifetimes)
+        self.board: Board = open_board(settings.redis_url, lifetimes)
         self.store = open_store(settings.storage_url, settings.url_lifetime)
         self.dispatcher: Dispatcher = (
             LocalDispatcher(settings.local_workers) if settings.embedded else CeleryDispatcher()
@@ -263,10 +257,41 @@ class Service:
     def _ensure(
         self, spec: ExportSpec, ready_missing: bool = False, caller: Caller | None = None
     ) -> Job:
-        from celeryconfig import EXPORT_QUEUE
-
         self.enqueue(spec, EXPORT_QUEUE, ready_missing, caller)
         return self._board(self.board.job, spec.key) or Job(spec.key, QUEUED, spec)
+
+    # -- what the operators see (the status page, /metrics)
+
+    @property
+    def state_errors(self) -> tuple[type[Exception], ...]:
+        """What reading the board raises when Redis is unreachable."""
+        return self.board.errors
+
+    def describe_store(self) -> str:
+        return self.store.describe()
+
+    def counters(self) -> dict[str, float]:
+        return self.board.metrics()
+
+    def active_jobs(self, revive: bool = False) -> list[Job]:
+        """Exports queued or building, oldest first; with `revive`, a look that sends
+        dead builds again (the status page's)."""
+        jobs = self.board.active()
+        if revive:
+            jobs = [job for j in jobs if (job := self.revive(j)) is not None and job.active]
+        return sorted(jobs, key=lambda job: job.created)
+
+    def failures(self) -> list[dict]:
+        return self.board.failures()
+
+    def popular_tags(self, now: float) -> list[tuple[str, float, str | None]]:
+        """The most requested tags: (tag, decayed count, artifact key of its default)."""
+        top = self.board.popular(self.settings.presquash_top, now)
+        keys = self.board.tag_keys([tag for tag, _ in top])
+        return [(tag, count, keys.get(tag)) for tag, count in top]
+
+    def queue_depths(self) -> dict[str, int]:
+        return self.dispatcher.depths()
 
     # -- health
 

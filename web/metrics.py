@@ -14,7 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tasks.board import BUILD_SECONDS_BUCKETS, BUILDING, QUEUED
+from tasks.board import BUILDING, QUEUED
+from tasks.board.jobs import BUILD_SECONDS_BUCKETS
 from tasks.service import Service
 
 log = logging.getLogger("squashd.metrics")
@@ -100,11 +101,11 @@ class _Deployment:
         self._service = service
 
     def collect(self):
-        board = self._service.board
+        service = self._service
         up = GaugeMetricFamily("squashd_board_up", "Whether the board (Redis) answered")
         try:
-            values = board.metrics()
-            active = board.active()
+            values = service.counters()
+            active = service.active_jobs()
         except Exception as exc:
             log.warning("metrics: board unavailable: %s", exc)
             up.add_metric([], 0)
@@ -136,7 +137,7 @@ class _Deployment:
         yield size
         depth = GaugeMetricFamily("squashd_queue_depth", "Builds waiting", labels=["queue"])
         try:
-            for queue, count in self._service.dispatcher.depths().items():
+            for queue, count in service.queue_depths().items():
                 depth.add_metric([queue], count)
         except Exception as exc:
             log.warning("metrics: broker unavailable: %s", exc)

@@ -54,11 +54,11 @@ def _job_row(job: Job, now: float, lease: float) -> dict:
 
 def _page(service: Service) -> str:
     now = time.time()
-    board, settings = service.board, service.settings
+    settings = service.settings
     context: dict = {
         "refresh": REFRESH,
         "upstream": settings.registry,
-        "store": service.store.describe(),
+        "store": service.describe_store(),
         "mode": "embedded (builds in-process)" if settings.embedded else "Celery workers",
         "now": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
         "active": [],
@@ -69,23 +69,19 @@ def _page(service: Service) -> str:
         "board_error": None,
     }
     try:
-        metrics = board.metrics()
+        metrics = service.counters()
         context["artifacts"] = int(metrics.get("artifacts", 0))
         context["artifact_bytes"] = _size(metrics.get("artifact_bytes", 0))
-        revived = (service.revive(job) for job in board.active())  # a look resends dead builds
-        active = sorted((job for job in revived if job is not None and job.active),
-                        key=lambda job: job.created)  # fmt: skip
+        active = service.active_jobs(revive=True)  # a look sends dead builds again
         context["active"] = [_job_row(job, now, settings.lease_seconds) for job in active]
         context["failures"] = [
-            {**failure, "ago": _ago(failure["time"], now)} for failure in board.failures()[:20]
+            {**failure, "ago": _ago(failure["time"], now)} for failure in service.failures()[:20]
         ]
-        top = board.popular(settings.presquash_top, now)
-        keys = board.tag_keys([tag for tag, _ in top])
         context["popular"] = [
-            {"name": tag, "count": f"{count:.1f}", "state": _tag_state(service, keys.get(tag))}
-            for tag, count in top
+            {"name": tag, "count": f"{count:.1f}", "state": _tag_state(service, key)}
+            for tag, count, key in service.popular_tags(now)
         ]
-    except board.errors as exc:
+    except service.state_errors as exc:
         context["board_error"] = str(exc)
     return _templates.get_template("status.html").render(context)
 
@@ -94,7 +90,7 @@ def _tag_state(service: Service, key: str | None) -> str:
     """ready, building, queued, failed, or absent (not built, or never resolved)."""
     if key is None:
         return "absent"
-    job = service.board.job(key)
+    job = service.job(key)
     if job is not None and job.state != READY:
         return job.state
     return READY if service.lookup(key) is not None else "absent"

@@ -4,7 +4,7 @@
 schedule (see celeryconfig.py).
 """
 
+from tasks.celery_app import app
 from worker import signals  # noqa: F401 - connects the worker's signal handlers
-from worker.app import app
 
 __all__ = ["app"]

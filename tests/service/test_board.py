@@ -11,8 +11,8 @@ import pytest
 
 from storage.base import Artifact
 from tasks.board import BUILDING, FAILED, QUEUED, READY, Job, Lifetimes, claimable, may_take
-from tasks.memory_board import MemoryBoard
-from tasks.redis_board import RedisBoard
+from tasks.board.memory_board import MemoryBoard
+from tasks.board.redis_board import RedisBoard
 from tasks.spec import ExportSpec
 
 LIFE = Lifetimes(lease=0.5, grace=30, failure=1, job=3600, artifact=1)
@@ -154,7 +154,7 @@ def test_may_take() -> None:
 def test_request_counts_decay_and_survive_an_epoch_change(request) -> None:
     """Half-life 1 s: an epoch lasts 256 s. Counts halve each second; the ranking holds
     across the epoch boundary (the previous epoch's scores are scaled in)."""
-    from tasks import popularity
+    from tasks.board import decay as popularity
 
     life = Lifetimes(lease=1, grace=1, failure=1, job=60, artifact=1, half_life=1.0)
     boards = [MemoryBoard(life), RedisBoard(request.getfixturevalue("redis_db").url, life)]

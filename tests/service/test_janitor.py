@@ -13,9 +13,9 @@ from storage.base import ArtifactStore
 from storage.local import LocalStore
 from storage.s3 import S3Store
 from tasks.board import Board, Lifetimes
+from tasks.board.memory_board import MemoryBoard
+from tasks.board.redis_board import RedisBoard
 from tasks.janitor import Policy, sweep
-from tasks.memory_board import MemoryBoard
-from tasks.redis_board import RedisBoard
 
 pytestmark = pytest.mark.integration
 

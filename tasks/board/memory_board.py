@@ -7,8 +7,8 @@ import threading
 import time
 
 from storage.base import Artifact
-from tasks import popularity
-from tasks.board import (
+from tasks.board import decay as popularity
+from tasks.board.jobs import (
     BUILDING,
     FAILED,
     QUEUED,

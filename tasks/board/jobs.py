@@ -1,12 +1,5 @@
-"""The shared board of builds: job states, build locks, cached artifact records.
-
-Two implementations of one interface: Redis (`tasks.redis_board`) when there is a
-broker, memory (`tasks.memory_board`) in the embedded default. Both take their
-decisions from the functions here, so they cannot drift apart.
-
-It also keeps what the scheduled work and the operators need: decaying request counts
-per tag (`tasks.popularity`), when each artifact was last handed out (the janitor's
-LRU), the jobs in progress, recent failures and the build counters behind /metrics.
+"""Jobs as the board records them, and the decisions both backends take from here
+(so they cannot drift apart): when a build may be claimed, who may take a build lock.
 
 A job is `queued` (claimed, its message on the way or waiting for a retry), `building`
 (a worker holds the build lock, renewing its lease), `ready` or `failed`. A job whose
@@ -15,9 +8,7 @@ past a grace period, may be claimed again: that is how a killed worker's build i
 """
 
 from dataclasses import dataclass, fields
-from typing import Protocol
 
-from storage.base import Artifact
 from tasks.spec import ExportSpec
 
 QUEUED, BUILDING, READY, FAILED = "queued", "building", "ready", "failed"
@@ -110,132 +101,6 @@ def may_take(current: str | None, owner: str) -> bool:
     Free, or held by an earlier run of the same Celery task: a task id runs once at a
     time, so that run is dead (its worker was lost and the message redelivered)."""
     return current is None or current.rpartition("/")[0] == owner.rpartition("/")[0]
-
-
-class Board(Protocol):
-    errors: tuple[type[Exception], ...]  # raised when the board cannot be reached
-
-    def describe(self) -> str: ...
-
-    def ping(self) -> None:
-        """Raise if the board cannot be reached."""
-        ...
-
-    def job(self, key: str) -> Job | None: ...
-
-    def claim(
-        self, spec: ExportSpec, task_id: str, now: float, ready_missing: bool = False
-    ) -> bool:
-        """Record a new queued job for `spec` unless one is alive (see `claimable`). A
-        ready job is claimed again only with `ready_missing`: the caller saw it ready and
-        then found no artifact (without it, a build that finished a moment ago)."""
-        ...
-
-    def unclaim(self, key: str, task_id: str) -> None:
-        """Forget a claim whose message could not be sent."""
-        ...
-
-    def started(self, spec: ExportSpec, task_id: str, total: int, now: float) -> None: ...
-
-    def progress(self, key: str, done: int, now: float) -> None: ...
-
-    def requeue(self, key: str, task_id: str, error: str, due: float, now: float) -> None: ...
-
-    def finished(self, key: str, artifact: Artifact, now: float) -> None:
-        """Ready; the artifact's record is cached too."""
-        ...
-
-    def failed(self, key: str, error: str, now: float) -> None: ...
-
-    def acquire(self, key: str, owner: str) -> bool:
-        """Take the build lock of `key` for one lease (see `may_take`)."""
-        ...
-
-    def renew(self, key: str, owner: str) -> bool:
-        """Extend the lease; False if the lock is no longer ours."""
-        ...
-
-    def release(self, key: str, owner: str) -> None: ...
-
-    def cached(self, key: str) -> Artifact | None: ...
-
-    def cache(self, artifact: Artifact) -> None: ...
-
-    def forget(self, key: str) -> None:
-        """Drop the cached record (the artifact was deleted)."""
-        ...
-
-    def locked(self, key: str) -> bool:
-        """Is a build of `key` running (holding its lease)?"""
-        ...
-
-    # -- what the scheduled work and the operators need
-
-    def count_request(self, tag: str, now: float, key: str | None = None) -> None:
-        """A request for `tag` (`registry/name:tag`); `key`: the artifact it resolved to
-        with the default options, remembered as `remember_tag` does (in the same trip)."""
-        ...
-
-    def remember_tag(self, tag: str, key: str) -> None:
-        """The artifact `tag` resolved to with the default options (the status page)."""
-        ...
-
-    def popular(self, limit: int, now: float) -> list[tuple[str, float]]:
-        """The most requested tags with their decayed counts, most first."""
-        ...
-
-    def tag_keys(self, tags: list[str]) -> dict[str, str]:
-        """The artifact key each tag last resolved to (default options)."""
-        ...
-
-    def trim_popular(self, now: float) -> None:
-        """Forget the least requested tags beyond popularity.MAX_TAGS."""
-        ...
-
-    def touch(self, key: str, now: float) -> None:
-        """The artifact was just handed out (a redirect or the file)."""
-        ...
-
-    def downloads(self) -> dict[str, float]:
-        """When each artifact was last handed out."""
-        ...
-
-    def drop(self, key: str) -> None:
-        """The artifact was evicted: forget its job, cached record and downloads."""
-        ...
-
-    def active(self) -> list[Job]:
-        """Jobs queued or building."""
-        ...
-
-    def active_count(self) -> int:
-        """How many builds are queued or running (the cap on queued builds)."""
-        ...
-
-    def take_quota(self, who: str, now: float, window: float, limit: int) -> bool:
-        """Count a build started by `who` in this `window`; False (and not counted) if
-        `limit` builds were started in it already."""
-        ...
-
-    def failures(self) -> list[dict]:
-        """Recent failures, newest first: key, image, error, time."""
-        ...
-
-    def count(self, name: str, amount: float = 1) -> None:
-        """Add to a counter behind /metrics (builds_started, builds_failed, ...)."""
-        ...
-
-    def observe_build(self, seconds: float, size: int) -> None:
-        """A build succeeded in `seconds`, writing `size` bytes."""
-        ...
-
-    def set_stored(self, count: int, size: int) -> None:
-        """What the store holds, as the janitor last counted it."""
-        ...
-
-    def metrics(self) -> dict[str, float]:
-        """Every counter and gauge by name."""
-        ...
 
 
 @dataclass(frozen=True)

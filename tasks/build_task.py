@@ -13,17 +13,17 @@ from celery.utils.time import get_exponential_backoff_interval
 from squash.errors import SquashError
 from tasks import logs
 from tasks.build import Busy, build, registry_options
+from tasks.celery_app import BUILD_TASK, app
 from tasks.errors import is_transient
 from tasks.service import service
 from tasks.spec import ExportSpec
-from worker.app import app
 
 log = logging.getLogger("squashd.export")
 BACKOFF = 2  # seconds before the first retry, doubled each time
 BACKOFF_MAX = 300
 
 
-@app.task(bind=True, name="squashd.export", acks_late=True, reject_on_worker_lost=True)
+@app.task(bind=True, name=BUILD_TASK, acks_late=True, reject_on_worker_lost=True)
 def export(self, spec: dict) -> dict:
     """Build the artifact of `spec` (an ExportSpec as a dict); returns its record."""
     wanted = ExportSpec.from_dict(spec)

@@ -20,8 +20,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from storage.base import Artifact
-from tasks import popularity
-from tasks.board import (
+from tasks.board import decay as popularity
+from tasks.board.jobs import (
     BUILDING,
     FAILED,
     QUEUED,
