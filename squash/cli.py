@@ -192,8 +192,6 @@ def _write(args: argparse.Namespace, image: Image, to_stdout: bool) -> None:
         contextlib.closing(image),
         _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar,
     ):
-        if bar is not None:
-            image.set_progress(bar.update)
         limits = Limits(args.max_members or None, args.max_image_bytes or None, args.spool_reserve)
         result = export_image(
             image,
@@ -202,6 +200,7 @@ def _write(args: argparse.Namespace, image: Image, to_stdout: bool) -> None:
             compression=args.layer_compression,
             tmpdir=args.tmpdir,
             limits=limits,
+            progress=None if bar is None else bar.update,
         )
     if not to_stdout and not args.quiet:
         print(

@@ -1,12 +1,13 @@
 """One export: an image in, a squashed docker-loadable archive out, into a sink."""
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from squash.archive import ArchiveWriter, write_documents
 from squash.config import squashed_config
 from squash.errors import BadReference
-from squash.image import Image
+from squash.image import Image, Progress, StoredLayer
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
@@ -36,6 +37,22 @@ def output_tag(image: Image, tag: str | None) -> tuple[str, str]:
     return f"{name}:{out_tag}", f"{full_name(name)}:{out_tag}"
 
 
+class _Reporting:
+    """A layer whose stored bytes are counted as they are read (the merger's TarSource)."""
+
+    def __init__(self, layer: StoredLayer, progress: Progress) -> None:
+        self.layer, self.progress, self.label = layer, progress, layer.label
+
+    def open_tar(self) -> AbstractContextManager[BinaryIO]:
+        return self.layer.open_tar(self.progress)
+
+    def peek(self) -> bytes:
+        return self.layer.peek()
+
+    def plain_file(self) -> tuple[str, int] | None:
+        return self.layer.plain_file()
+
+
 def export_image(
     image: Image,
     sink: Sink,
@@ -44,15 +61,22 @@ def export_image(
     compression: str = "none",
     tmpdir: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    progress: Progress | None = None,
 ) -> ExportResult:
-    """Squash `image` into `sink`; the sink is committed on success, aborted on failure."""
+    """Squash `image` into `sink`; the sink is committed on success, aborted on failure.
+    `progress` is told of each stored layer byte read."""
     try:
         repo_tag, full = output_tag(image, tag)
         archive = ArchiveWriter(sink)
         archive.begin()
         layer = archive.layer(compression)
         try:
-            stats = Merger(layer.writer.write, tmpdir, limits).run(image.layers)
+            layers = (
+                image.layers
+                if progress is None
+                else [_Reporting(stored, progress) for stored in image.layers]
+            )
+            stats = Merger(layer.writer.write, tmpdir, limits).run(layers)
         except BaseException:
             layer.writer.abort()
             raise

@@ -1,16 +1,16 @@
 """The small image interface every source yields and the writer consumes.
 
-An `Image` is a config plus an ordered list of `Layer`s; a layer opens as the raw
-stored bytes (compressed or not). Sources never decompress or merge; the writer never
-knows where the bytes came from.
+An `Image` is a config plus an ordered list of `StoredLayer`s; a layer opens as the raw
+stored bytes (compressed or not) and, through `open_tar`, as its verified tar. Sources
+never decompress or merge; the writer never knows where the bytes came from.
 """
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from squash.codec import compression_of, decompress_prefix, open_decompressed
 from squash.errors import InvalidLayer, SquashError
@@ -45,25 +45,39 @@ LAYER_TYPES = {
 Progress = Callable[[int], None]
 PEEK_BYTES = 256 << 10  # stored bytes read when only a layer's start is wanted
 
+JSONObject = dict[str, Any]
 
-@dataclass
-class Layer:
-    """One layer: how to open its stored bytes and what they must hash to."""
 
-    label: str  # how errors name it, e.g. "image oci:x:1, layer 2/3 sha256:ab12…"
-    opener: Callable[[], BinaryIO]
-    digest: str | None  # of the stored bytes, when the source names it
-    size: int | None  # of the stored bytes, when known
-    diff_id: str | None  # of the uncompressed tar (checked when there is no digest)
-    progress: Progress | None = None
-    head: Callable[..., BinaryIO] | None = None  # head(limit=N): the first N bytes, if cheaper
-    location: tuple[str, int] | None = None  # (file, offset) of the stored bytes, if local
+class StoredLayer(ABC):
+    """One layer: where its stored bytes are, and what they must hash to. A source
+    says how to open them; reading them as a verified tar is the same for all."""
+
+    def __init__(
+        self, label: str, digest: str | None, size: int | None, diff_id: str | None
+    ) -> None:
+        self.label = label  # how errors name it, e.g. "image oci:x:1, layer 2/3 sha256:ab12…"
+        self.digest = digest  # of the stored bytes, when the source names it
+        self.size = size  # of the stored bytes, when known
+        self.diff_id = diff_id  # of the uncompressed tar (checked when there is no digest)
+
+    @abstractmethod
+    def open_stored(self) -> BinaryIO:
+        """The stored bytes, from their start."""
+
+    def open_start(self, limit: int) -> BinaryIO:
+        """At least the first `limit` stored bytes (a source may fetch no more)."""
+        return self.open_stored()
+
+    def location(self) -> tuple[str, int] | None:
+        """(file, offset) of the stored bytes if they lie in a local file."""
+        return None
 
     @contextmanager
-    def open_tar(self) -> Iterator[BinaryIO]:
-        """The uncompressed tar; leaving the context checks digest and size."""
-        with self.opener() as raw:
-            stored = VerifyingReader(raw, self.label, self.digest, self.size, self.progress)
+    def open_tar(self, progress: Progress | None = None) -> Iterator[BinaryIO]:
+        """The uncompressed tar; leaving the context checks digest and size. `progress`
+        is told of each stored byte read."""
+        with self.open_stored() as raw:
+            stored = VerifyingReader(raw, self.label, self.digest, self.size, progress)
             with open_decompressed(stored, self.label) as tar:
                 checked = tar
                 if self.digest is None and self.diff_id is not None:
@@ -81,24 +95,28 @@ class Layer:
 
     def plain_file(self) -> tuple[str, int] | None:
         """(file, offset) where the uncompressed tar can be read in place, if it can."""
-        if self.location is None:
+        location = self.location()
+        if location is None:
             return None
-        path, offset = self.location
+        path, offset = location
         with open(path, "rb") as f:
             f.seek(offset)
             plain = compression_of(read_up_to(f, 4)) == "none"
-        return self.location if plain else None
+        return location if plain else None
 
     def peek(self) -> bytes:
         """The start of the uncompressed tar, from the first stored bytes only (unchecked)."""
-        opener = partial(self.head, limit=PEEK_BYTES) if self.head else self.opener
-        with opener() as raw:
+        with self.open_start(PEEK_BYTES) as raw:
             return decompress_prefix(read_up_to(raw, PEEK_BYTES))
 
 
 def _drain(stream: BinaryIO) -> None:
     while stream.read(1 << 20):
         pass
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -109,29 +127,33 @@ class Image:
     name: str  # familiar repository name, for the default tag
     tag: str  # source tag, or "latest"
     manifest_digest: str
-    config: dict
-    layers: list[Layer] = field(default_factory=list)
-    on_close: Callable[[], None] | None = None  # releases what the source holds open
+    config: JSONObject
+    layers: list[StoredLayer] = field(default_factory=list)
+    holds: Closeable | None = None  # what the source keeps open (a registry session)
 
     def close(self) -> None:
-        if self.on_close is not None:
-            self.on_close()
-
-    def set_progress(self, progress: Progress | None) -> None:
-        for layer in self.layers:
-            layer.progress = progress
+        if self.holds is not None:
+            self.holds.close()
 
     @property
     def total_size(self) -> int:
         return sum(layer.size or 0 for layer in self.layers)
 
 
-def parse_json(data: bytes, what: str) -> dict:
-    """Decode a JSON document, naming it in the error."""
+def parse_json(data: bytes, what: str) -> JSONObject | list[Any]:
+    """Decode a JSON document (an object or a list), naming it in the error."""
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SquashError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict | list):
+        raise SquashError(f"{what} is not a JSON object")
+    return value
+
+
+def parse_object(data: bytes, what: str) -> JSONObject:
+    """Decode a JSON object, naming it in the error."""
+    value = parse_json(data, what)
+    if not isinstance(value, dict):
         raise SquashError(f"{what} is not a JSON object")
     return value

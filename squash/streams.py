@@ -68,3 +68,27 @@ class Prefixed(io.RawIOBase):
             self._head = self._head[n:]
             return n
         return self._rest.readinto(buffer) or 0
+
+
+class FileSlice(io.RawIOBase):
+    """Reads `size` bytes of a file from `offset` on (a layer inside a tar)."""
+
+    def __init__(self, path: str, offset: int, size: int) -> None:
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._file.seek(offset)
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer)[: self._left]
+        n = self._file.readinto(view) or 0
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()

@@ -134,10 +134,15 @@ def _squash(
     with contextlib.closing(image):
         board.started(spec, task_id, image.total_size, time.time())
         log.info("build started: %d layers, %d bytes", len(image.layers), image.total_size)
-        image.set_progress(heartbeat.advance)
         sink = store.create(spec.key, spec.digest, spec.name)
         result = export_image(
-            image, sink, tag=spec.tag, compression=spec.compression, tmpdir=tmpdir, limits=limits
+            image,
+            sink,
+            tag=spec.tag,
+            compression=spec.compression,
+            tmpdir=tmpdir,
+            limits=limits,
+            progress=heartbeat.advance,
         )
     artifact: Artifact = result.committed
     seconds = time.monotonic() - started

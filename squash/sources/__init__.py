@@ -18,7 +18,7 @@ def open_image(
     """Resolve SOURCE to one image; `platform` picks from an index (default linux/amd64)."""
     ref = parse_source(source) if isinstance(source, str) else source
     if ref.transport == "docker":
-        from squash.sources.registry import open_registry_image
+        from squash.sources.docker import open_registry_image
 
         return open_registry_image(ref, platform, registry)
     if ref.transport == "oci":

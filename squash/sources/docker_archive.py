@@ -4,7 +4,6 @@ Both layouts: the classic one (`<id>/layer.tar`, layers possibly symlinks to ano
 layer's tar) and Docker 25+'s (`blobs/sha256/<digest>`). Layers are read in place.
 """
 
-import functools
 import hashlib
 import os
 import posixpath
@@ -12,7 +11,7 @@ import re
 import tarfile
 
 from squash.errors import SquashError
-from squash.image import Image, Layer, parse_json
+from squash.image import Image, JSONObject, parse_json, parse_object
 from squash.reference import (
     Platform,
     SourceRef,
@@ -21,7 +20,8 @@ from squash.reference import (
     sanitize_name,
     split_name_tag,
 )
-from squash.sources.blobs import MAX_DOCUMENT, FileSlice, check_digest, layer_label
+from squash.sources.descriptors import MAX_DOCUMENT, check_digest, layer_label
+from squash.sources.files import FileLayer
 from squash.streams import read_exactly
 from squash.verify import verify_bytes
 
@@ -65,7 +65,7 @@ class _Archive:
             return read_exactly(f, info.size, f"{self.what}: {name!r} in the archive")
 
 
-def _choose(entries: list, wanted: str | None, what: str) -> dict:
+def _choose(entries: list[object], wanted: str | None, what: str) -> JSONObject:
     entries = [e for e in entries if isinstance(e, dict)]
     if wanted is None:
         if len(entries) != 1:
@@ -105,9 +105,7 @@ def open_docker_archive(ref: SourceRef, platform: Platform | None) -> Image:
     config_digest = _expected_digest(config_path)
     if config_digest:
         verify_bytes(config_bytes, config_digest, None, f"{what}: config")
-    config = parse_json(config_bytes, f"{what}: config")
-    if not isinstance(config, dict):
-        raise SquashError(f"{what}: config is not a JSON object")
+    config = parse_object(config_bytes, f"{what}: config")
     if platform is not None and not platform.matches(config):
         raise SquashError(
             f"{what}: the image is for {config.get('os')}/"
@@ -126,15 +124,21 @@ def open_docker_archive(ref: SourceRef, platform: Platform | None) -> Image:
     else:
         name, tag = sanitize_name(os.path.basename(ref.path).removesuffix(".tar")), None
     digest_of_image = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
-    image = Image(
-        ref.text, familiar_name(full_name(name)), tag or "latest", digest_of_image, config
-    )
+    layers = []
     for n, path in enumerate(layer_paths):
         info = archive.member(path)
         digest = _expected_digest(path)
         diff_id = check_digest(diff_ids[n], what)
         label = layer_label(ref.text, n, len(layer_paths), digest or diff_id)
-        opener = functools.partial(FileSlice, ref.path, info.offset_data, info.size)
-        location = (ref.path, info.offset_data)
-        image.layers.append(Layer(label, opener, digest, info.size, diff_id, location=location))
-    return image
+        layers.append(
+            FileLayer(
+                label,
+                ref.path,
+                offset=info.offset_data,
+                size=info.size,
+                digest=digest,
+                diff_id=diff_id,
+            )
+        )
+    name = familiar_name(full_name(name))
+    return Image(ref.text, name, tag or "latest", digest_of_image, config, layers)

@@ -1,17 +1,10 @@
 """The `oci:DIR[:TAG]` source: an OCI image layout directory."""
 
-import functools
 import os
 
 from squash.errors import BadReference, SquashError
-from squash.image import Image, Layer, parse_json
-from squash.manifest import (
-    check_supported,
-    choose_platform,
-    is_index,
-    media_type,
-    parse_manifest,
-)
+from squash.image import Image, JSONObject, StoredLayer, parse_object
+from squash.manifest import choose_platform
 from squash.reference import (
     DEFAULT_PLATFORM,
     Platform,
@@ -20,12 +13,9 @@ from squash.reference import (
     parse_docker_ref,
     sanitize_name,
 )
-from squash.sources.blobs import (
-    MAX_DOCUMENT,
-    check_digest,
-    layer_compression,
-    layer_label,
-)
+from squash.sources.descriptors import MAX_DOCUMENT, check_digest
+from squash.sources.files import FileLayer
+from squash.sources.walk import descriptor_size, resolve
 from squash.streams import read_to_end
 from squash.verify import verify_bytes
 
@@ -34,6 +24,8 @@ CONTAINERD_NAME = "io.containerd.image.name"
 
 
 class _Layout:
+    """The layout's blobs, as the shared walk asks for them (a ManifestStore)."""
+
     def __init__(self, root: str, what: str) -> None:
         self.root, self.what = root, what
         if not os.path.isdir(root):
@@ -45,17 +37,30 @@ class _Layout:
         algorithm, _, hexdigest = check_digest(digest, self.what).partition(":")
         return os.path.join(self.root, "blobs", algorithm, hexdigest)
 
-    def document(self, descriptor: dict, what: str) -> bytes:
+    def document(self, descriptor: JSONObject, what: str) -> bytes:
         digest = check_digest(descriptor.get("digest"), what)
-        size = descriptor.get("size")
-        if isinstance(size, int) and size > MAX_DOCUMENT:
+        size = descriptor_size(descriptor)
+        if size is not None and size > MAX_DOCUMENT:
             raise SquashError(f"{what}: {size} bytes is too large for a manifest or config")
         try:
             with open(self.blob_path(digest), "rb") as f:
                 data = read_to_end(f, MAX_DOCUMENT, what)
         except FileNotFoundError:
             raise SquashError(f"{what}: blob {digest} is missing from the layout") from None
-        return verify_bytes(data, digest, size if isinstance(size, int) else None, what)
+        return verify_bytes(data, digest, size, what)
+
+    def manifest(self, descriptor: JSONObject) -> tuple[bytes, str | None]:
+        return self.document(descriptor, self.what), descriptor.get("mediaType")
+
+    def config(self, descriptor: JSONObject) -> bytes:
+        return self.document(descriptor, f"{self.what}: config")
+
+    def layer(self, descriptor: JSONObject, label: str) -> StoredLayer:
+        digest = check_digest(descriptor.get("digest"), label)
+        path = self.blob_path(digest)
+        if not os.path.isfile(path):
+            raise SquashError(f"{label}: blob is missing from the layout")
+        return FileLayer(label, path, size=descriptor_size(descriptor), digest=digest)
 
 
 def _select(index: dict, tag: str | None, platform: Platform, what: str) -> dict:
@@ -99,33 +104,12 @@ def open_oci_layout(ref: SourceRef, platform: Platform | None) -> Image:
     try:
         with open(os.path.join(ref.path, "index.json"), "rb") as f:
             data = read_to_end(f, MAX_DOCUMENT, f"{what}: index.json")
-        index = parse_json(data, f"{what}: index.json")
+        index = parse_object(data, f"{what}: index.json")
     except FileNotFoundError:
         raise SquashError(f"{what}: the layout has no index.json") from None
     top = _select(index, ref.ref, platform or DEFAULT_PLATFORM, what)
-    descriptor = top
-    while True:
-        kind = media_type({}, descriptor.get("mediaType"))
-        check_supported(kind, what)
-        if not is_index(kind):
-            break
-        nested = parse_json(layout.document(descriptor, what), f"{what}: index")
-        descriptor = choose_platform(nested, platform or DEFAULT_PLATFORM, what)
-    manifest_digest = check_digest(descriptor.get("digest"), what)
-    config_desc, layer_descs = parse_manifest(layout.document(descriptor, what), what)
-    config = parse_json(layout.document(config_desc, f"{what}: config"), f"{what}: config")
-    if not isinstance(config, dict):
-        raise SquashError(f"{what}: config is not a JSON object")
+    document, declared = layout.manifest(top)
+    digest = check_digest(top.get("digest"), what)
+    found = resolve(layout, document, declared, digest, platform or DEFAULT_PLATFORM, ref.text)
     name, tag = _name_and_tag(ref.path, top, ref.ref)
-    image = Image(ref.text, name, tag, manifest_digest, config)
-    for n, desc in enumerate(layer_descs):
-        digest = check_digest(desc.get("digest"), what)
-        label = layer_label(ref.text, n, len(layer_descs), digest)
-        layer_compression(desc, label)
-        path = layout.blob_path(digest)
-        if not os.path.isfile(path):
-            raise SquashError(f"{label}: blob is missing from the layout")
-        size = desc.get("size") if isinstance(desc.get("size"), int) else None
-        opener = functools.partial(open, path, "rb", buffering=0)
-        image.layers.append(Layer(label, opener, digest, size, None, location=(path, 0)))
-    return image
+    return Image(ref.text, name, tag, found.manifest_digest, found.config, found.layers)

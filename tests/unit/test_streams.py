@@ -2,11 +2,12 @@
 
 import hashlib
 import io
+from typing import BinaryIO
 
 import pytest
 
 from squash.errors import SquashError
-from squash.image import Layer
+from squash.image import StoredLayer
 from squash.streams import Prefixed, Truncated, read_exactly, read_to_end, read_up_to
 from tests.integration.helpers import compress
 from tests.layertar import layer, listing, member
@@ -58,13 +59,21 @@ def test_prefixed_gives_back_what_was_read_first() -> None:
     assert io.BufferedReader(Prefixed(head, stream)).read() == b"0123456789"
 
 
+class _TrickleLayer(StoredLayer):
+    stored = b""
+
+    def open_stored(self) -> BinaryIO:
+        return Trickle(self.stored)  # type: ignore[return-value]
+
+
 @pytest.mark.parametrize("codec", ["none", "gzip", "zstd"])
 def test_layer_read_one_byte_at_a_time(codec: str) -> None:
     """The codec is recognised from the first bytes even when they come one by one."""
     tar = layer(member("etc", "dir"), member("etc/a", data=b"A" * 3000))
     stored = compress(tar, codec)
     digest = "sha256:" + hashlib.sha256(stored).hexdigest()
-    stream = Layer("layer 1/1", lambda: Trickle(stored), digest, len(stored), None)
+    stream = _TrickleLayer("layer 1/1", digest, len(stored), None)
+    stream.stored = stored
     with stream.open_tar() as opened:
         got = read_to_end(opened, 1 << 20, "tar")
     assert got == tar

@@ -1,6 +1,6 @@
-"""Helpers shared by the local sources: digest checks and byte-range readers."""
+"""What the sources check in descriptors: digests, layer media types, and how errors
+name a layer."""
 
-import io
 import re
 
 from squash.errors import SquashError, UnsupportedMediaType
@@ -26,27 +26,3 @@ def layer_compression(descriptor: dict, what: str) -> str:
 def layer_label(image: str, index: int, count: int, digest: str | None) -> str:
     short = f" {digest[:19]}" if digest else ""
     return f"image {image}, layer {index + 1}/{count}{short}"
-
-
-class FileSlice(io.RawIOBase):
-    """Reads `size` bytes of a file from `offset` on (a layer inside a tar)."""
-
-    def __init__(self, path: str, offset: int, size: int) -> None:
-        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        self._file.seek(offset)
-        self._left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        if self._left <= 0:
-            return 0
-        view = memoryview(buffer)[: self._left]
-        n = self._file.readinto(view) or 0
-        self._left -= n
-        return n
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
