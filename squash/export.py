@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from squash.archive import ArchiveWriter, write_documents
-from squash.config import squashed_config
+from squash.image_config import squashed_config
 from squash.errors import BadReference
 from squash.image import Image, Progress, StoredLayer
 from squash.limits import DEFAULT_LIMITS, Limits
