@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from squash.archive import ArchiveWriter, write_documents
-from squash.image_config import squashed_config
 from squash.errors import BadReference
 from squash.image import Image, Progress, StoredLayer
+from squash.image_config import squashed_config
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
