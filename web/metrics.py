@@ -12,6 +12,7 @@ from fastapi import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasks.board import BUILDING, QUEUED
@@ -90,8 +91,17 @@ class CountRequests:
         try:
             await self._app(scope, receive, sending)
         finally:
-            endpoint = getattr(scope.get("route"), "path", "unmatched")
-            self._requests.labels(endpoint, _OUTCOMES.get(status, "error")).inc()
+            self._requests.labels(_route(scope), _OUTCOMES.get(status, "error")).inc()
+
+
+def _route(scope: Scope) -> str:
+    """The path template of the route that served the request. FastAPI's own routes put
+    themselves in the scope; Starlette's (/docs, /openapi.json) do not, so they are
+    matched again here — only for them and for requests that matched nothing."""
+    route = scope.get("route")
+    if route is None:
+        route = next((r for r in scope["app"].routes if r.matches(scope)[0] == Match.FULL), None)
+    return getattr(route, "path", "unmatched")
 
 
 class _Deployment:
