@@ -12,10 +12,12 @@ import queue
 import tarfile
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from squash.codec import Compressor
 from squash.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
-from squash.sinks import Sink
+from squash.sinks import Patchable
+from squash.streams import Chunk
 
 LAYER_MEDIA_TYPES = {
     "none": "application/vnd.oci.image.layer.v1.tar",
@@ -45,7 +47,7 @@ def _member_header(name: str, size: int, directory: bool = False) -> bytes:
     if directory:
         info.type, info.size = tarfile.DIRTYPE, 0
     fmt = tarfile.USTAR_FORMAT if size < _USTAR_SIZE_LIMIT else tarfile.GNU_FORMAT
-    header = info.tobuf(fmt, "utf-8", "strict")
+    header = info.tobuf(fmt, "utf-8", "strict")  # type: ignore[arg-type]  # 0 or 1: Literal
     assert len(header) == BLOCK, "a reserved header must be exactly one block"
     return header
 
@@ -58,7 +60,7 @@ class LayerWriter:
     caller may reuse them.
     """
 
-    def __init__(self, sink: Sink, compression: str) -> None:
+    def __init__(self, sink: Patchable, compression: str) -> None:
         self._sink = sink
         self._plain = compression == "none"
         self._diff = hashlib.sha256()
@@ -72,7 +74,7 @@ class LayerWriter:
         self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
         self._thread.start()
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: Chunk) -> None:
         if len(data) < 65536:
             self._batch += data
             if len(self._batch) >= _BATCH:
@@ -101,7 +103,7 @@ class LayerWriter:
             except BaseException as exc:  # handed to the producer
                 self._error = exc
 
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: Chunk) -> None:
         if data:
             if not self._plain:
                 self._blob.update(data)
@@ -129,7 +131,7 @@ class LayerWriter:
 class ArchiveWriter:
     """Writes the archive into a sink: the layer first, then the documents naming it."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Patchable) -> None:
         self._sink = sink
 
     def _write(self, data: bytes) -> None:
@@ -172,8 +174,8 @@ class ReservedLayer:
         return diff_id, blob
 
 
-def descriptor(blob: Blob, annotations: dict[str, str] | None = None) -> dict:
-    value: dict = {"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size}
+def descriptor(blob: Blob, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    value: dict[str, Any] = {"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size}
     if annotations:
         value["annotations"] = annotations
     return value

@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from squash.codec import COMPRESSIONS
 from squash.errors import SquashError
@@ -20,6 +21,9 @@ from squash.registry.credentials import Credentials
 from squash.registry.options import RegistryOptions
 from squash.sinks import FileSink, Sink, StreamSink
 from squash.sources import open_image
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 EXAMPLES = """examples:
   squashd export docker://registry.example.com/team/app:1.4 -o app.tar
@@ -145,7 +149,7 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int) -> "tqdm[NoReturn]":
     from tqdm import tqdm
 
     return tqdm(
@@ -186,7 +190,7 @@ def _source_file(source: str, tmpdir: str | None) -> Iterator[SourceRef]:
 
 
 def _write(args: argparse.Namespace, image: Image, to_stdout: bool) -> None:
-    sink: Sink = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
+    sink: Sink[None] = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
     show = not args.quiet and sys.stderr.isatty()
     with (
         contextlib.closing(image),
@@ -202,9 +206,10 @@ def _write(args: argparse.Namespace, image: Image, to_stdout: bool) -> None:
             limits=limits,
             progress=None if bar is None else bar.update,
         )
-    if not to_stdout and not args.quiet:
+    if not args.quiet:
+        where = "standard output" if to_stdout else args.output
         print(
-            f"{args.output}: {result.repo_tag}, {result.stats.members_written} of "
+            f"{where}: {result.repo_tag}, {result.stats.members_written} of "
             f"{result.stats.members_read} members kept, layer {result.layer_digest} "
             f"({result.layer_size} bytes)",
             file=sys.stderr,

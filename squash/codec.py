@@ -5,22 +5,31 @@ and `docker save` archives label layers loosely). gzip uses isal, decompressing 
 worker thread so it overlaps with hashing and merging.
 """
 
+from __future__ import annotations
+
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zstandard
 from isal import igzip_threaded, isal_zlib
 
 from squash.errors import InvalidLayer, SquashError
-from squash.streams import Prefixed, read_up_to
+from squash.streams import Chunk, Prefixed, Readable, Stream, read_up_to
 from squash.verify import VerifyingReader
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 COMPRESSIONS = ("none", "gzip", "zstd")
+
+
+class _Decoder(Readable, Protocol):
+    def close(self) -> None: ...
 
 
 class _Guard(io.RawIOBase):
@@ -31,15 +40,15 @@ class _Guard(io.RawIOBase):
     more precise message.
     """
 
-    def __init__(self, inner: BinaryIO, stored: VerifyingReader, label: str, codec: str):
+    def __init__(self, inner: _Decoder, stored: VerifyingReader, label: str, codec: str):
         self._inner, self._stored, self._label, self._codec = inner, stored, label, codec
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         try:
-            return self._inner.readinto(buffer)
+            return self._inner.readinto(buffer) or 0
         except SquashError:
             raise
         except (EOFError, OSError, ValueError, zstandard.ZstdError) as exc:
@@ -58,13 +67,14 @@ def compression_of(head: bytes) -> str:
 
 
 @contextmanager
-def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[BinaryIO]:
+def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[Stream]:
     """The layer's tar stream, whatever compression its stored bytes use."""
     head = read_up_to(stored, 4)  # one read may return less than the magic number
     buffered = io.BufferedReader(Prefixed(head, stored), CHUNK)
     codec = compression_of(head)
+    inner: _Decoder
     if codec == "gzip":
-        inner = igzip_threaded.open(buffered, "rb", threads=1, block_size=CHUNK)
+        inner = _gzip_open(buffered, "rb", threads=1, block_size=CHUNK)
     elif codec == "zstd":
         inner = zstandard.ZstdDecompressor().stream_reader(
             buffered, read_size=CHUNK, read_across_frames=True, closefd=False
@@ -86,7 +96,7 @@ def decompress_prefix(stored: bytes) -> bytes:
             return isal_zlib.decompressobj(wbits=31).decompress(stored)
         if codec == "zstd":
             return zstandard.ZstdDecompressor().decompressobj().decompress(stored)
-    except (isal_zlib.error, zstandard.ZstdError):
+    except (isal_zlib.error, zstandard.ZstdError):  # type: ignore[misc]  # isal's stub: an instance
         return b""  # the full read reports the corruption, with the digest
     return stored
 
@@ -94,15 +104,16 @@ def decompress_prefix(stored: bytes) -> bytes:
 class _Output(io.RawIOBase):
     """The file the threaded gzip writer writes to: hands each block on."""
 
-    def __init__(self, out: Callable[[bytes], None]) -> None:
+    def __init__(self, out: Callable[[Chunk], None]) -> None:
         self._out = out
 
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes | memoryview) -> int:
-        self._out(bytes(data))
-        return len(data)
+    def write(self, data: ReadableBuffer) -> int:
+        block = bytes(data)
+        self._out(block)
+        return len(block)
 
 
 class Compressor:
@@ -112,18 +123,23 @@ class Compressor:
     way pigz does (deterministic output: it does not depend on the thread count).
     """
 
-    def __init__(self, kind: str, out: Callable[[bytes], None], level: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        out: Callable[[Chunk], None],
+        level: int | None = None,
+    ) -> None:
         if kind not in COMPRESSIONS:
             raise SquashError(f"unknown layer compression {kind!r} (use none, gzip or zstd)")
         self.kind, self._out = kind, out
         if kind == "gzip":
-            self._gzip = igzip_threaded.open(
+            self._gzip = _gzip_open(
                 _Output(out), "wb", compresslevel=1 if level is None else level, threads=2
             )
         elif kind == "zstd":
             self._zstd = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: Chunk) -> None:
         if self.kind == "gzip":
             self._gzip.write(data)
         elif self.kind == "zstd":
@@ -136,3 +152,9 @@ class Compressor:
             self._gzip.close()
         elif self.kind == "zstd":
             self._out(self._zstd.flush())
+
+
+def _gzip_open(file: io.IOBase, mode: str, **options: Any) -> Stream:
+    """isal's threaded gzip stream (isal ships this function without type hints)."""
+    stream: Stream = igzip_threaded.open(file, mode, **options)  # type: ignore[no-untyped-call]
+    return stream

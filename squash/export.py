@@ -2,7 +2,7 @@
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Generic, TypeVar
 
 from squash.archive import ArchiveWriter, write_documents
 from squash.errors import BadReference
@@ -12,17 +12,20 @@ from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
 from squash.sinks import Sink
+from squash.streams import Stream
+
+Committed = TypeVar("Committed")
 
 
 @dataclass
-class ExportResult:
+class ExportResult(Generic[Committed]):
     repo_tag: str  # as written into manifest.json, e.g. "alpine:3.19.squash"
     manifest_digest: str  # of the squashed image
     diff_id: str
     layer_digest: str
     layer_size: int
     stats: MergeStats
-    committed: Any = None  # what the sink's commit returned (an artifact store's record)
+    committed: Committed  # what the sink's commit returned (an artifact store's record)
 
 
 def output_tag(image: Image, tag: str | None) -> tuple[str, str]:
@@ -43,7 +46,7 @@ class _Reporting:
     def __init__(self, layer: StoredLayer, progress: Progress) -> None:
         self.layer, self.progress, self.label = layer, progress, layer.label
 
-    def open_tar(self) -> AbstractContextManager[BinaryIO]:
+    def open_tar(self) -> AbstractContextManager[Stream]:
         return self.layer.open_tar(self.progress)
 
     def peek(self) -> bytes:
@@ -55,14 +58,14 @@ class _Reporting:
 
 def export_image(
     image: Image,
-    sink: Sink,
+    sink: Sink[Committed],
     *,
     tag: str | None = None,
     compression: str = "none",
     tmpdir: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
-) -> ExportResult:
+) -> ExportResult[Committed]:
     """Squash `image` into `sink`; the sink is committed on success, aborted on failure.
     `progress` is told of each stored layer byte read."""
     try:

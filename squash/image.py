@@ -10,11 +10,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from squash.codec import compression_of, decompress_prefix, open_decompressed
 from squash.errors import InvalidLayer, SquashError
-from squash.streams import read_up_to
+from squash.streams import Stream, read_up_to
 from squash.verify import VerifyingReader
 
 # Media types we read (Docker and OCI names).
@@ -42,7 +42,7 @@ LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
 }
 
-Progress = Callable[[int], None]
+Progress = Callable[[int], object]  # told of bytes read; what it returns is ignored
 PEEK_BYTES = 256 << 10  # stored bytes read when only a layer's start is wanted
 
 JSONObject = dict[str, Any]
@@ -61,10 +61,10 @@ class StoredLayer(ABC):
         self.diff_id = diff_id  # of the uncompressed tar (checked when there is no digest)
 
     @abstractmethod
-    def open_stored(self) -> BinaryIO:
+    def open_stored(self) -> Stream:
         """The stored bytes, from their start."""
 
-    def open_start(self, limit: int) -> BinaryIO:
+    def open_start(self, limit: int) -> Stream:
         """At least the first `limit` stored bytes (a source may fetch no more)."""
         return self.open_stored()
 
@@ -73,7 +73,7 @@ class StoredLayer(ABC):
         return None
 
     @contextmanager
-    def open_tar(self, progress: Progress | None = None) -> Iterator[BinaryIO]:
+    def open_tar(self, progress: Progress | None = None) -> Iterator[Stream]:
         """The uncompressed tar; leaving the context checks digest and size. `progress`
         is told of each stored byte read."""
         with self.open_stored() as raw:
@@ -110,7 +110,7 @@ class StoredLayer(ABC):
             return decompress_prefix(read_up_to(raw, PEEK_BYTES))
 
 
-def _drain(stream: BinaryIO) -> None:
+def _drain(stream: Stream) -> None:
     while stream.read(1 << 20):
         pass
 

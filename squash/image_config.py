@@ -1,6 +1,7 @@
 """The squashed image's config: what the image runs with, one layer, one history entry."""
 
 import json
+from typing import Any
 
 # Top-level config fields that describe how the image runs (its `config` object holds
 # Env, Entrypoint, Cmd, WorkingDir, User, Labels, ExposedPorts, Volumes, StopSignal,
@@ -8,11 +9,11 @@ import json
 _KEPT = ("created", "author", "architecture", "os", "os.version", "os.features", "variant")
 
 
-def squashed_config(source: dict, diff_id: str, comment: str) -> bytes:
-    config: dict = {key: source[key] for key in _KEPT if key in source}
+def squashed_config(source: dict[str, Any], diff_id: str, comment: str) -> bytes:
+    config: dict[str, Any] = {key: source[key] for key in _KEPT if key in source}
     config["config"] = source.get("config") or {}
     config["rootfs"] = {"type": "layers", "diff_ids": [diff_id]}
-    history: dict = {"created_by": "squashd export", "comment": comment}
+    history: dict[str, Any] = {"created_by": "squashd export", "comment": comment}
     if "created" in source:
         history["created"] = source["created"]
     config["history"] = [history]

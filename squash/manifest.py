@@ -1,11 +1,11 @@
 """Reading manifests and indexes: schema checks and picking one platform."""
 
 from squash.errors import SquashError, UnsupportedMediaType
-from squash.image import INDEXES, MANIFESTS, SCHEMA1, parse_json
+from squash.image import INDEXES, MANIFESTS, SCHEMA1, JSONObject, parse_json
 from squash.reference import Platform
 
 
-def media_type(document: dict, declared: str | None) -> str:
+def media_type(document: JSONObject, declared: str | None) -> str:
     """A document's media type: its own field, else the descriptor's, else by shape."""
     found = document.get("mediaType") or declared
     if found:
@@ -29,7 +29,7 @@ def is_index(kind: str) -> bool:
     return kind in INDEXES
 
 
-def choose_platform(index: dict, platform: Platform, what: str) -> dict:
+def choose_platform(index: JSONObject, platform: Platform, what: str) -> JSONObject:
     """The index entry for `platform`; never an attestation manifest."""
     entries = [
         entry
@@ -48,12 +48,12 @@ def choose_platform(index: dict, platform: Platform, what: str) -> dict:
     )
 
 
-def _platform_text(entry: dict) -> str:
+def _platform_text(entry: JSONObject) -> str:
     p = entry["platform"]
     return "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
 
 
-def parse_manifest(data: bytes, what: str) -> tuple[dict, list[dict]]:
+def parse_manifest(data: bytes, what: str) -> tuple[JSONObject, list[JSONObject]]:
     """The config descriptor and layer descriptors of an image manifest."""
     manifest = parse_json(data, what)
     if not isinstance(manifest, dict):

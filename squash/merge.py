@@ -26,6 +26,7 @@ from squash.errors import InvalidLayer
 from squash.layerindex import LayerIndex, Spool
 from squash.layerpass import Layers
 from squash.limits import DEFAULT_LIMITS, LimitExceeded, Limits
+from squash.streams import Stream
 
 CHUNK = 1 << 20
 READ_AHEAD = 2  # layers decompressed (and spooled) ahead of the one being decided
@@ -44,7 +45,7 @@ class TarSource(Protocol):
 
     label: str
 
-    def open_tar(self) -> AbstractContextManager[BinaryIO]:
+    def open_tar(self) -> AbstractContextManager[Stream]:
         """The layer's tar stream; leaving the context verifies what was read."""
         ...
 
@@ -143,6 +144,7 @@ class Merger:
         (an uncompressed local layer is its own spool). With `holes`, data of large files
         the layers above hide is not written."""
         in_place = layer.plain_file()
+        file: BinaryIO
         if in_place is not None:
             file = open(in_place[0], "rb")  # noqa: SIM115 - closed with its Spool
             index = self._layers.index(layer.label, file, in_place[1])

@@ -3,6 +3,7 @@
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from squash.errors import BadReference
 
@@ -26,7 +27,7 @@ class Platform:
             raise BadReference(f"platform {text!r} is not OS/ARCH[/VARIANT]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
-    def matches(self, entry: dict) -> bool:
+    def matches(self, entry: dict[str, Any]) -> bool:
         """Does an index entry's `platform` object describe this platform?"""
         if entry.get("os") != self.os or entry.get("architecture") != self.architecture:
             return False

@@ -10,11 +10,17 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
+
+from squash.streams import Chunk
+
+Committed = TypeVar("Committed", covariant=True)
 
 
-class Sink(Protocol):
-    def write(self, data: bytes | memoryview) -> None: ...
+class Patchable(Protocol):
+    """What the archive writer needs: bytes in order, and spans to fill in later."""
+
+    def write(self, data: Chunk) -> None: ...
 
     def reserve(self, size: int) -> int:
         """Write `size` placeholder bytes; return a token for `patch`."""
@@ -24,8 +30,13 @@ class Sink(Protocol):
         """Replace the reserved bytes at `token` (same length)."""
         ...
 
-    def commit(self) -> object:
-        """Make the bytes visible under their final name; returns what the sink recorded."""
+
+class Sink(Patchable, Protocol[Committed]):
+    """A destination that is finished as a whole or not at all."""
+
+    def commit(self) -> Committed:
+        """Make the bytes visible under their final name; returns what the sink recorded
+        (None for a plain file, the stored record for an artifact store)."""
         ...
 
     def abort(self) -> None: ...
@@ -39,7 +50,7 @@ class _TempFile:
         self._file: BinaryIO = os.fdopen(fd, "w+b", buffering=1 << 20)
         self._position = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: Chunk) -> None:
         self._file.write(data)
         self._position += len(data)
 
@@ -58,19 +69,26 @@ class _TempFile:
             os.unlink(self._temp)
 
 
-class FileSink(_TempFile):
-    """Writes to a temporary file beside `path` and renames it into place on commit."""
+class PlacedFile(_TempFile):
+    """A temporary file beside `path` that `place` renames into place."""
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         directory, name = os.path.split(self.path)
         super().__init__(directory, f".{name}.", ".part")
 
-    def commit(self) -> None:
+    def place(self) -> None:
         self._file.flush()
         os.fchmod(self._file.fileno(), 0o666 & ~_umask())  # as a plain open() would
         self._file.close()
         os.replace(self._temp, self.path)
+
+
+class FileSink(PlacedFile):
+    """Writes to a temporary file beside `path` and renames it into place on commit."""
+
+    def commit(self) -> None:
+        self.place()
 
 
 class StreamSink(_TempFile):

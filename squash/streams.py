@@ -6,10 +6,21 @@ small document, reads through these helpers, so a short read is never mistaken f
 end of the data.
 """
 
+from __future__ import annotations
+
 import io
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from squash.errors import SquashError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+Stream: TypeAlias = io.RawIOBase | io.BufferedIOBase
+"""A binary stream that reads into buffers: files, pipes, HTTP bodies, decoders."""
+
+Chunk: TypeAlias = bytes | bytearray | memoryview
+"""Bytes as they are handed on, copied only where they must be kept."""
 
 
 class Truncated(SquashError):
@@ -17,7 +28,7 @@ class Truncated(SquashError):
 
 
 class Readable(Protocol):
-    def readinto(self, buffer: bytearray | memoryview, /) -> int | None: ...
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None: ...
 
 
 def read_up_to(stream: Readable, n: int) -> bytes:
@@ -61,10 +72,11 @@ class Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
+            view = memoryview(buffer)
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
         return self._rest.readinto(buffer) or 0
@@ -81,7 +93,7 @@ class FileSlice(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self._left <= 0:
             return 0
         view = memoryview(buffer)[: self._left]

@@ -1,16 +1,22 @@
 """A reader that checks, as bytes stream past, that they hash to the digest naming them."""
 
+from __future__ import annotations
+
 import hashlib
 import io
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 from squash.errors import DigestMismatch, UnsupportedMediaType
+from squash.streams import Readable
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _ALGORITHMS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 
-def hasher_for(digest: str, label: str):
+def hasher_for(digest: str, label: str) -> hashlib._Hash:
     algorithm, _, _ = digest.partition(":")
     try:
         return _ALGORITHMS[algorithm]()
@@ -23,11 +29,11 @@ class VerifyingReader(io.RawIOBase):
 
     def __init__(
         self,
-        raw: BinaryIO,
+        raw: Readable,
         label: str,
         digest: str | None,
         size: int | None,
-        progress: Callable[[int], None] | None,
+        progress: Callable[[int], object] | None,
     ) -> None:
         self._raw = raw
         self._label = label
@@ -41,7 +47,7 @@ class VerifyingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         n = self._raw.readinto(buffer)
         if n:
             view = memoryview(buffer)[:n]
@@ -72,7 +78,7 @@ class VerifyingReader(io.RawIOBase):
             raise DigestMismatch(
                 f"{self._label}: size mismatch: expected {self._size} bytes, got {self._seen}"
             )
-        if self._hash is not None:
+        if self._hash is not None and self._digest is not None:
             got = f"{self._digest.partition(':')[0]}:{self._hash.hexdigest()}"
             if got != self._digest:
                 raise DigestMismatch(

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeAlias
 
 from squash.sinks import Sink
 
@@ -51,14 +51,19 @@ class Upload:
     started: float  # unix time, as the store reports it
 
 
-class ArtifactSink(Sink, Protocol):
-    def commit(self) -> Artifact:
-        """Make the artifact visible; returns what was stored."""
-        ...
+ArtifactSink: TypeAlias = Sink[Artifact]
+"""A sink whose commit makes the artifact visible and returns what was stored."""
 
 
 class ArtifactStore(Protocol):
-    errors: tuple[type[Exception], ...]  # raised when the store cannot be reached
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        """What the store raises when it cannot be reached (the service answers 503)."""
+        ...
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Is `exc` a failure of the store that may pass (a build tried again later)?"""
+        ...
 
     def create(self, key: str, source_digest: str, image: str = "") -> ArtifactSink:
         """A sink for a new artifact; nothing is visible under `key` until it commits.

@@ -5,6 +5,8 @@ created); the record is written first, so an archive is never visible without it
 Unfinished archives are `.KEY.tar.*.part` files beside them.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -12,16 +14,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from squash.sinks import FileSink
+from squash.sinks import PlacedFile
 from storage.base import Artifact, Entry, Location, Upload, check_key, now, sha256_of
 
 _PART = ".part"
 
 
-class LocalSink(FileSink):
+class LocalSink(PlacedFile):
     """A file sink whose commit also records the artifact's size and sha256 beside it."""
 
-    def __init__(self, store: "LocalStore", key: str, source_digest: str, image: str) -> None:
+    def __init__(self, store: LocalStore, key: str, source_digest: str, image: str) -> None:
         super().__init__(str(store.path(key)))
         self._store, self._key, self._source, self._image = store, key, source_digest, image
 
@@ -29,7 +31,7 @@ class LocalSink(FileSink):
         sha256 = sha256_of(self._file)
         artifact = Artifact(self._key, self._position, sha256, self._source, now(), self._image)
         self._store.write_metadata(artifact)  # before the archive appears under its name
-        super().commit()
+        self.place()
         return artifact
 
 
@@ -39,6 +41,9 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+
+    def retryable(self, exc: BaseException) -> bool:
+        return False  # a full disk is judged for every build, whatever the store
 
     def describe(self) -> str:
         return str(self.root)

@@ -11,6 +11,8 @@ prepended). So the bytes are also kept in a local temporary file, hashed at comm
 recorded as a tag; `stat` counts an object as an artifact only once it has that tag.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import tempfile
@@ -18,20 +20,32 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+)
 
+from squash.streams import Chunk
 from storage.base import Artifact, Entry, Location, Upload, check_key, now, sha256_of
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 FIRST_PART = 8 << 20  # at least S3's 5 MiB minimum for all parts but the last
 PART = 8 << 20
 IN_FLIGHT = 2  # parts being uploaded at once (memory: FIRST_PART + (IN_FLIGHT + 1) * PART)
 _SUFFIX = ".tar"
 _SIGNED_URLS = 4096  # presigned URLs kept for reuse
+_TRANSIENT_CODES = ("SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable")
+_PERMANENT = (NoCredentialsError, ParamValidationError)  # BotoCoreErrors that never pass
 log = logging.getLogger(__name__)
 
 
-def _client():
+def _client() -> S3Client:
     import boto3
     from botocore.config import Config
 
@@ -49,7 +63,7 @@ def _client():
 class S3Sink:
     """A sink that is a multipart upload; see the module's docstring."""
 
-    def __init__(self, store: "S3Store", key: str, source_digest: str, image: str) -> None:
+    def __init__(self, store: S3Store, key: str, source_digest: str, image: str) -> None:
         self._s3, self._bucket, self._key = store.client, store.bucket, store.object_key(key)
         self._artifact_key, self._source, self._created = key, source_digest, now()
         self._image = image
@@ -59,13 +73,13 @@ class S3Sink:
         )["UploadId"]
         self._first = bytearray()
         self._buffer = bytearray()
-        self._parts: dict[int, Future] = {}
+        self._parts: dict[int, Future[str]] = {}
         self._slots = threading.Semaphore(IN_FLIGHT)
         self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="s3-part")
         self._copy = tempfile.TemporaryFile()  # noqa: SIM115 - closed by commit/abort
         self._position = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: Chunk) -> None:
         self._copy.write(data)
         self._position += len(data)
         if len(self._first) < FIRST_PART:
@@ -153,12 +167,27 @@ class S3Store:
     errors = (BotoCoreError, ClientError)
 
     def __init__(
-        self, bucket: str, prefix: str = "", client=None, *, url_lifetime: int = 300
+        self,
+        bucket: str,
+        prefix: str = "",
+        client: S3Client | None = None,
+        *,
+        url_lifetime: int = 300,
     ) -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = client or _client()
         self.url_lifetime = url_lifetime
-        self._urls: dict[tuple, tuple[str, float]] = {}  # -> (presigned URL, reuse until)
+        self._urls: dict[
+            tuple[str, str, str | None], tuple[str, float]
+        ] = {}  # -> (presigned URL, reuse until)
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Connection trouble, throttling and S3's own 5xx pass; refusals do not."""
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return status >= 500 or status == 429 or error.get("Code") in _TRANSIENT_CODES
+        return isinstance(exc, BotoCoreError) and not isinstance(exc, _PERMANENT)
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"

@@ -48,7 +48,8 @@ def export(self, spec: dict) -> dict:
         except Exception as exc:
             reason = _reason(exc)
             retries = self.request.retries
-            if is_transient(exc) and retries < settings.max_retries:
+            transient = is_transient(exc, runtime.board, runtime.store)
+            if transient and retries < settings.max_retries:
                 countdown = get_exponential_backoff_interval(BACKOFF, retries, BACKOFF_MAX, True)
                 countdown = max(countdown, 1)
                 log.warning("build failed, retry %d in %d s: %s", retries + 1, countdown, reason)

@@ -2,6 +2,7 @@
 build failures are worth a retry."""
 
 import errno
+from typing import Protocol
 
 from squash.errors import SquashError, TransientError
 
@@ -51,27 +52,20 @@ class LeaseLost(Exception):
     """The build lock's lease ran out under a running build; another may have started."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Would the same build, tried again later, likely succeed?"""
+class Judges(Protocol):
+    """A part of the service (board, store) that knows which of its errors pass."""
+
+    def retryable(self, exc: BaseException) -> bool: ...
+
+
+def is_transient(exc: BaseException, *parts: Judges) -> bool:
+    """Would the same build, tried again later, likely succeed? The registry client's
+    errors say so themselves (TransientError); the board's and the store's are judged by
+    those parts."""
     if isinstance(exc, TransientError | LeaseLost | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True  # the janitor or other builds finishing may free space
     if isinstance(exc, SquashError):
         return False
-    name = type(exc).__module__.split(".")[0]
-    if name == "redis":
-        return type(exc).__name__ in ("ConnectionError", "TimeoutError", "BusyLoadingError")
-    if name in ("botocore", "boto3", "urllib3"):
-        return _botocore_transient(exc)
-    return False
-
-
-def _botocore_transient(exc: BaseException) -> bool:
-    response = getattr(exc, "response", None)
-    if response is None:  # connection trouble: EndpointConnectionError, ReadTimeout, ...
-        return type(exc).__name__ not in ("NoCredentialsError", "ParamValidationError")
-    error = response.get("Error", {})
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    transient_codes = ("SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable")
-    return status >= 500 or status == 429 or error.get("Code") in transient_codes
+    return any(part.retryable(exc) for part in parts)

@@ -82,7 +82,7 @@ class JsonFormatter(logging.Formatter):
 def use_json(handlers: list[logging.Handler] | None = None, level: int = logging.INFO) -> None:
     """JSON on `handlers` (default: one on stderr for the root logger)."""
     if handlers is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
         root = logging.getLogger()
         root.handlers[:] = [handler]
         root.setLevel(level)

@@ -1,11 +1,15 @@
 """Talking to one registry: authentication, retries, redirects and resumable blobs."""
 
+from __future__ import annotations
+
 import hashlib
 import io
 import ipaddress
 import json
 import re
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -15,6 +19,9 @@ from squash.registry.credentials import lookup
 from squash.registry.options import RegistryOptions
 from squash.registry.reach import Reach
 from squash.verify import verify_bytes
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 ACCEPT = ", ".join(
     (
@@ -284,7 +291,7 @@ class Registry:
 
     def blob(
         self, repository: str, digest: str, size: int | None, what: str, limit: int | None = None
-    ) -> "BlobStream":
+    ) -> BlobStream:
         """A blob's bytes; with `limit`, only its first bytes (a Range request)."""
         return BlobStream(self, repository, digest, size, what, limit)
 
@@ -305,7 +312,7 @@ class BlobStream(io.RawIOBase):
         self._size, self._what, self._limit = size, what, limit
         self._position = 0
         self._response: httpx.Response | None = None
-        self._chunks = iter(())
+        self._chunks: Iterator[bytes] = iter(())
         self._pending = memoryview(b"")
         self._failures = 0
 
@@ -332,10 +339,11 @@ class BlobStream(io.RawIOBase):
                 self._pending = memoryview(chunk)[count:]
             count -= len(chunk)
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer)
         if self._limit is not None:
-            buffer = memoryview(buffer)[: max(self._limit - self._position, 0)]
-            if not len(buffer):
+            view = view[: max(self._limit - self._position, 0)]
+            if not len(view):
                 return 0
         while not self._pending:
             if self._response is None:
@@ -350,8 +358,8 @@ class BlobStream(io.RawIOBase):
                     self._lost("connection closed early")
                     continue
                 return 0
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
         self._pending = self._pending[n:]  # a memoryview: no copy
         self._position += n
         self._failures = 0

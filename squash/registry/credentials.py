@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from squash.errors import SquashError
 from squash.reference import DOCKER_HUB
@@ -50,7 +51,7 @@ def _keys(registry: str) -> tuple[str, ...]:
     return (registry, f"https://{registry}", f"http://{registry}")
 
 
-def _entry(entry: dict, where: Path) -> Credentials | None:
+def _entry(entry: dict[str, Any], where: Path) -> Credentials | None:
     if entry.get("auth"):
         try:
             decoded = base64.b64decode(entry["auth"]).decode()

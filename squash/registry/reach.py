@@ -27,7 +27,7 @@ def address_kinds(host: str) -> set[str]:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return set()  # it does not resolve: the request itself will fail, clearly
-    return {_kind(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos}
+    return {_kind(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos}
 
 
 def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

@@ -4,7 +4,7 @@ name a layer."""
 import re
 
 from squash.errors import SquashError, UnsupportedMediaType
-from squash.image import LAYER_TYPES
+from squash.image import LAYER_TYPES, JSONObject
 
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 MAX_DOCUMENT = 64 << 20  # manifests and configs are read whole; bound them
@@ -16,7 +16,7 @@ def check_digest(digest: object, what: str) -> str:
     return digest
 
 
-def layer_compression(descriptor: dict, what: str) -> str:
+def layer_compression(descriptor: JSONObject, what: str) -> str:
     kind = descriptor.get("mediaType")
     if kind not in LAYER_TYPES:
         raise UnsupportedMediaType(f"{what}: unsupported layer media type {kind!r}")

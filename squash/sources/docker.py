@@ -1,7 +1,5 @@
 """The `docker://HOST/NAME[:TAG|@DIGEST]` source: an image in a registry, streamed."""
 
-from typing import BinaryIO
-
 from squash.image import Image, JSONObject, StoredLayer
 from squash.reference import (
     DEFAULT_PLATFORM,
@@ -15,7 +13,7 @@ from squash.registry.client import Registry
 from squash.registry.options import RegistryOptions
 from squash.sources.descriptors import MAX_DOCUMENT, check_digest
 from squash.sources.walk import descriptor_size, resolve
-from squash.streams import read_exactly, read_to_end
+from squash.streams import Stream, read_exactly, read_to_end
 from squash.verify import verify_bytes
 
 
@@ -27,15 +25,14 @@ class RemoteLayer(StoredLayer):
         super().__init__(label, digest, descriptor_size(descriptor), None)
         self.registry, self.repository, self.blob_digest = registry, repository, digest
 
-    def open_stored(self) -> BinaryIO:
+    def open_stored(self) -> Stream:
         return self._blob(None)
 
-    def open_start(self, limit: int) -> BinaryIO:
+    def open_start(self, limit: int) -> Stream:
         return self._blob(limit)
 
-    def _blob(self, limit: int | None) -> BinaryIO:
-        stream = self.registry.blob(self.repository, self.blob_digest, self.size, self.label, limit)
-        return stream  # type: ignore[return-value]  # a RawIOBase is a binary stream
+    def _blob(self, limit: int | None) -> Stream:
+        return self.registry.blob(self.repository, self.blob_digest, self.size, self.label, limit)
 
 
 class _Repository:

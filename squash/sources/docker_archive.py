@@ -11,7 +11,7 @@ import re
 import tarfile
 
 from squash.errors import SquashError
-from squash.image import Image, JSONObject, parse_json, parse_object
+from squash.image import Image, JSONObject, StoredLayer, parse_json, parse_object
 from squash.reference import (
     Platform,
     SourceRef,
@@ -65,8 +65,8 @@ class _Archive:
             return read_exactly(f, info.size, f"{self.what}: {name!r} in the archive")
 
 
-def _choose(entries: list[object], wanted: str | None, what: str) -> JSONObject:
-    entries = [e for e in entries if isinstance(e, dict)]
+def _choose(documents: list[object], wanted: str | None, what: str) -> JSONObject:
+    entries: list[JSONObject] = [e for e in documents if isinstance(e, dict)]
     if wanted is None:
         if len(entries) != 1:
             tags = ", ".join(t for e in entries for t in e.get("RepoTags") or []) or "untagged"
@@ -124,7 +124,7 @@ def open_docker_archive(ref: SourceRef, platform: Platform | None) -> Image:
     else:
         name, tag = sanitize_name(os.path.basename(ref.path).removesuffix(".tar")), None
     digest_of_image = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
-    layers = []
+    layers: list[StoredLayer] = []
     for n, path in enumerate(layer_paths):
         info = archive.member(path)
         digest = _expected_digest(path)

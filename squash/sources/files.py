@@ -1,10 +1,8 @@
 """Layers that lie in local files: an OCI layout's blobs, a `docker save` archive's
 members (read in place, from their offset)."""
 
-from typing import BinaryIO
-
 from squash.image import StoredLayer
-from squash.streams import FileSlice
+from squash.streams import FileSlice, Stream
 
 
 class FileLayer(StoredLayer):
@@ -23,12 +21,12 @@ class FileLayer(StoredLayer):
         super().__init__(label, digest, size, diff_id)
         self.path, self.offset = path, offset
 
-    def open_stored(self) -> BinaryIO:
+    def open_stored(self) -> Stream:
         if self.size is None:
             whole = open(self.path, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
             whole.seek(self.offset)
             return whole
-        return FileSlice(self.path, self.offset, self.size)  # type: ignore[return-value]
+        return FileSlice(self.path, self.offset, self.size)
 
     def location(self) -> tuple[str, int]:
         return self.path, self.offset

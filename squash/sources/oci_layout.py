@@ -63,7 +63,7 @@ class _Layout:
         return FileLayer(label, path, size=descriptor_size(descriptor), digest=digest)
 
 
-def _select(index: dict, tag: str | None, platform: Platform, what: str) -> dict:
+def _select(index: JSONObject, tag: str | None, platform: Platform, what: str) -> JSONObject:
     entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
     if tag is not None:
         names = {(m.get("annotations") or {}).get(REF_NAME) for m in entries}
@@ -81,7 +81,7 @@ def _select(index: dict, tag: str | None, platform: Platform, what: str) -> dict
     return choose_platform({"manifests": entries}, platform, what)
 
 
-def _name_and_tag(root: str, top: dict, tag: str | None) -> tuple[str, str]:
+def _name_and_tag(root: str, top: JSONObject, tag: str | None) -> tuple[str, str]:
     """Repository and tag for the default output tag: containerd's name annotation or a
     full reference in ref.name if there is one, else the directory's name."""
     annotations = top.get("annotations") or {}

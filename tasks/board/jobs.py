@@ -137,7 +137,8 @@ def build_observation(seconds: float, size: int) -> dict[str, float]:
         "artifacts": 1,
         "artifact_bytes": size,
     }
-    for bound in (*BUILD_SECONDS_BUCKETS, "+Inf"):
-        if bound == "+Inf" or seconds <= bound:
+    for bound in BUILD_SECONDS_BUCKETS:
+        if seconds <= bound:
             added[f"build_seconds_bucket:{bound}"] = 1
+    added["build_seconds_bucket:+Inf"] = 1
     return added

@@ -5,6 +5,7 @@ import collections
 import dataclasses
 import threading
 import time
+from collections import defaultdict
 
 from storage.base import Artifact
 from tasks.board import decay as popularity
@@ -34,12 +35,15 @@ class MemoryBoard:
         self._jobs: dict[str, tuple[Job, float]] = {}  # key -> (job, expires)
         self._locks: dict[str, tuple[str, float]] = {}  # key -> (owner, expires)
         self._artifacts: dict[str, tuple[Artifact, float]] = {}
-        self._popular: dict[int, collections.Counter[str]] = {}  # epoch -> tag scores
+        self._popular: dict[int, defaultdict[str, float]] = {}  # epoch -> tag scores
         self._tags: dict[str, str] = {}
         self._downloads: dict[str, float] = {}
         self._failures: collections.deque[dict] = collections.deque(maxlen=RECENT_FAILURES)
-        self._metrics: collections.Counter[str] = collections.Counter()
+        self._metrics: defaultdict[str, float] = defaultdict(float)
         self._quotas: dict[tuple[str, int], int] = {}  # (caller, window number) -> builds
+
+    def retryable(self, exc: BaseException) -> bool:
+        return False  # it never fails to be reached
 
     def describe(self) -> str:
         return "the in-process board"
@@ -81,7 +85,9 @@ class MemoryBoard:
             if job is not None and job.task_id == task_id and job.state == QUEUED:
                 del self._jobs[key]
 
-    def _change(self, key: str, ttl: float, spec: ExportSpec | None = None, **values) -> None:
+    def _change(
+        self, key: str, ttl: float, spec: ExportSpec | None = None, **values: object
+    ) -> None:
         with self._mutex:
             job = self._live(self._jobs, key) or Job(key, QUEUED, spec)
             for name, value in values.items():
@@ -114,12 +120,20 @@ class MemoryBoard:
         self._change(key, self.life.job, done=done, updated=now)
 
     def requeue(self, key: str, task_id: str, error: str, due: float, now: float) -> None:
-        values = {"state": QUEUED, "task_id": task_id, "error": error, "due": due}
-        self._change(key, self.life.job, **values, updated=now)
+        self._change(
+            key, self.life.job, state=QUEUED, task_id=task_id, error=error, due=due, updated=now
+        )
 
     def finished(self, key: str, artifact: Artifact, now: float) -> None:
-        values = {"state": READY, "size": artifact.size, "sha256": artifact.sha256}
-        self._change(key, self.life.job, **values, error="", updated=now)
+        self._change(
+            key,
+            self.life.job,
+            state=READY,
+            size=artifact.size,
+            sha256=artifact.sha256,
+            error="",
+            updated=now,
+        )
         self.cache(artifact)
 
     def failed(self, key: str, error: str, now: float) -> None:
@@ -174,7 +188,7 @@ class MemoryBoard:
             current = popularity.epoch(now, half_life)
             for old in [e for e in self._popular if e < current - 1]:
                 del self._popular[old]
-            scores = self._popular.setdefault(current, collections.Counter())
+            scores = self._popular.setdefault(current, defaultdict(float))
             scores[tag] += popularity.weight(now, half_life)
 
     def remember_tag(self, tag: str, key: str) -> None:
@@ -185,7 +199,7 @@ class MemoryBoard:
         half_life = self.life.half_life
         current = popularity.epoch(now, half_life)
         with self._mutex:
-            merged = collections.Counter(self._popular.get(current, {}))
+            merged = defaultdict(float, self._popular.get(current, {}))
             for tag, score in self._popular.get(current - 1, {}).items():
                 merged[tag] += score * popularity.PREVIOUS_EPOCH_FACTOR
         top = sorted(merged.items(), key=lambda item: (-item[1], item[0]))[:limit]
@@ -247,7 +261,8 @@ class MemoryBoard:
 
     def observe_build(self, seconds: float, size: int) -> None:
         with self._mutex:
-            self._metrics.update(build_observation(seconds, size))
+            for name, amount in build_observation(seconds, size).items():
+                self._metrics[name] += amount
 
     def set_stored(self, count: int, size: int) -> None:
         with self._mutex:

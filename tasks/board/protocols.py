@@ -15,7 +15,14 @@ from tasks.spec import ExportSpec
 
 
 class Reachable(Protocol):
-    errors: tuple[type[Exception], ...]  # raised when the board cannot be reached
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        """What the board raises when it cannot be reached (the service answers 503)."""
+        ...
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Is `exc` a failure of the board that may pass (a build tried again later)?"""
+        ...
 
     def describe(self) -> str: ...
 

@@ -64,6 +64,9 @@ class RedisBoard:
         self.redis = connect(url)
         self.life = lifetimes
 
+    def retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.errors)
+
     def describe(self) -> str:
         parts = urlsplit(self.url)
         return f"Redis at {parts.hostname}:{parts.port or 6379}"

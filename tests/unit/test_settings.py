@@ -1,5 +1,8 @@
 """SQUASHD_* settings: defaults that make the embedded default, and clear errors."""
 
+import errno
+from pathlib import Path
+
 import pytest
 
 from tasks.errors import is_transient
@@ -45,33 +48,34 @@ def test_bad_values_name_the_variable(name: str, value: str, message: str) -> No
         Settings.from_env({name: value})
 
 
-def test_transient_failures_are_retried_permanent_ones_not() -> None:
-    from botocore.exceptions import ClientError, EndpointConnectionError
+def test_transient_failures_are_retried_permanent_ones_not(tmp_path: Path) -> None:
+    """The registry client's errors say themselves; the board and the store judge theirs."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
     from redis.exceptions import ConnectionError as RedisDown
 
     from squash.errors import DigestMismatch, RegistryError, TransientError
+    from storage.local import LocalStore
+    from storage.s3 import S3Store
+    from tasks.board import Lifetimes
+    from tasks.board.memory_board import MemoryBoard
+    from tasks.board.redis_board import RedisBoard
 
+    board = RedisBoard(
+        "redis://127.0.0.1:9/0", Lifetimes(10, 10, 10, 10, 10)
+    )  # never connects here
+    store = S3Store("bucket", client=object())  # type: ignore[arg-type]  # never called
     assert is_transient(TransientError("registry answered 503"))
-    assert is_transient(EndpointConnectionError(endpoint_url="http://s3"))
-    assert is_transient(RedisDown("down"))
+    assert is_transient(EndpointConnectionError(endpoint_url="http://s3"), board, store)
+    assert not is_transient(EndpointConnectionError(endpoint_url="http://s3"), board)
+    assert not is_transient(NoCredentialsError(), board, store)
+    assert is_transient(RedisDown("down"), board, store)
+    assert not is_transient(RedisDown("down"), MemoryBoard(Lifetimes(10, 10, 10, 10, 10)), store)
     slow = {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
-    assert is_transient(ClientError(slow, "UploadPart"))
+    assert is_transient(ClientError(slow, "UploadPart"), board, store)  # type: ignore[arg-type]
     denied = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
-    assert not is_transient(ClientError(denied, "UploadPart"))
-    assert not is_transient(DigestMismatch("layer 1: digest mismatch"))
-    assert not is_transient(RegistryError("not found (404)", 404))
-    assert not is_transient(ValueError("a bug"))
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [("", 0), ("0", 0), ("1048576", 1 << 20), ("500M", 500 << 20), ("20G", 20 << 30),
-     ("1.5GiB", 3 << 29), ("2t", 2 << 40)],
-)  # fmt: skip
-def test_storage_budget_sizes(text: str, size: int) -> None:
-    assert Settings.from_env({"SQUASHD_STORAGE_BUDGET": text}).storage_budget == size
-
-
-def test_a_bad_budget_names_the_variable() -> None:
-    with pytest.raises(SettingsError, match="SQUASHD_STORAGE_BUDGET='lots' is not a size"):
-        Settings.from_env({"SQUASHD_STORAGE_BUDGET": "lots"})
+    assert not is_transient(ClientError(denied, "UploadPart"), board, store)  # type: ignore[arg-type]
+    assert not is_transient(DigestMismatch("layer 1: digest mismatch"), board, store)
+    assert not is_transient(RegistryError("not found (404)", 404), board, store)
+    assert not is_transient(ValueError("a bug"), board, store)
+    assert not is_transient(PermissionError(13, "denied"), board, LocalStore(tmp_path))
+    assert is_transient(OSError(errno.ENOSPC, "no space left"), board, LocalStore(tmp_path))
