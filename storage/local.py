@@ -87,7 +87,7 @@ class LocalStore:
 
     def uploads(self) -> Iterator[Upload]:
         for path in self.root.glob(f".*.tar.*{_PART}"):
-            key = path.name[1:].split(".tar.", 1)[0]
+            key = path.name[1:].rsplit(".tar.", 1)[0]  # keys may hold ".tar." too
             with contextlib.suppress(FileNotFoundError):
                 yield Upload(key, str(path), path.stat().st_mtime)
 
