@@ -3,15 +3,17 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
+TESTED  := $(VENV)/.test-installed
 # Debian packages the tests judge the output with: docker.io brings dockerd, containerd,
 # ctr and runc (the tests start private daemons of their own); busybox-static is the root
 # of the image the tests build with Docker.
 TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium docker.io busybox-static
 BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time
 
-.PHONY: install run test lint bench fuzz soak debs clean
+.PHONY: install test-install run test lint typecheck bench fuzz soak debs clean
 
 install: $(STAMP)
+test-install: $(TESTED)
 
 # The merger's core is compiled (Cython) by pip with the machine's own compiler.
 CORE := setup.py $(wildcard squash/*.pyx squash/*.pxd)
@@ -19,8 +21,13 @@ CORE := setup.py $(wildcard squash/*.pyx squash/*.pxd)
 $(STAMP): pyproject.toml $(CORE)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e .
 	touch $(STAMP)
+
+# The tests' own tools (pytest, moto, ruff, mypy, ...): the `test` dependency group.
+$(TESTED): $(STAMP)
+	$(PIP) install --quiet --group test
+	touch $(TESTED)
 
 # Installs the Debian packages named in $(DEBS) that are missing (needs root).
 debs:
@@ -37,17 +44,19 @@ PORT ?= 8000
 run: install
 	PORT=$(PORT) $(VENV)/bin/squashd-web
 
-lint: install
+lint: test-install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install
+# mypy: strict for squash/ and storage/, default elsewhere (pyproject.toml says which).
+typecheck: test-install
+	$(VENV)/bin/mypy
+
+test: lint typecheck
 	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
-bench: install
+bench: test-install
 	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
 	$(PY) bench/squash_bench.py
 	$(PY) bench/service_bench.py
@@ -56,14 +65,14 @@ bench: install
 # restarted empty, S3 and the registry frozen (`make test` runs one short round).
 SOAK_ROUNDS ?= 5
 SOAK_IMAGES ?= 6
-soak: install
+soak: test-install
 	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
 	SQUASHD_SOAK_ROUNDS=$(SOAK_ROUNDS) SQUASHD_SOAK_IMAGES=$(SOAK_IMAGES) \
 		$(PY) -m pytest -q -s -p no:cacheprovider tests/service/test_soak.py
 
 # The fuzz target over the compiled core, instrumented (clang, libFuzzer, ASan), for
 # FUZZ_SECONDS (default 600); `make test` runs it briefly, uninstrumented.
-fuzz: install
+fuzz: test-install
 	$(MAKE) --no-print-directory debs DEBS="clang"
 	tests/fuzz/run
 
