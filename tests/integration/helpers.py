@@ -1,6 +1,6 @@
 """Helpers for the integration tests: real tools judge what `squashd export` writes.
 
-The check (DESIGN.md, "How we check ourselves"): squash an image with the CLI, turn the
+The check (docs/archive-format.md, the judges): squash an image with the CLI, turn the
 squashed archive back into an OCI layout with `skopeo copy docker-archive:OUT oci:DIR:t`,
 unpack it with `umoci unpack`, and compare that root filesystem with `umoci unpack` of the
 original multi-layer image. `compare_trees` lists every difference in a readable form.
@@ -660,7 +660,7 @@ def _tar_key(name: str) -> str:
 
 
 def layer_problems(layer_tar: bytes) -> list[str]:
-    """What the squashed layer must never hold (DESIGN.md, merge rules 3, 6, 7, 8).
+    """What the squashed layer must never hold (docs/merge-rules.md, rules 3, 6, 7, 8).
 
     The same path twice; a whiteout or opaque marker; an entry before its parent
     directory; a hard link before its target or with a target that is not clean and

@@ -2,7 +2,7 @@
 
 oci-layout, index.json, blobs/sha256/<manifest|config|layer>, manifest.json and
 repositories; exactly one layer, whose tar header carries its exact size and whose blob
-name is the digest of its bytes (DESIGN.md, "The output archive").
+name is the digest of its bytes (docs/archive-format.md).
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ def test_stdout_equals_file_and_is_deterministic(source: str, work: Path, compre
 
 
 def test_output_depends_on_the_image_not_its_location(source: str, work: Path) -> None:
-    """DESIGN.md: an artifact is named by what determines its bytes (source manifest
+    """docs/service.md: an artifact is named by what determines its bytes (source manifest
     digest, platform, tag, options, format version) -- so the same image read from
     another place, with the same --tag, must give the same bytes."""
     layout = Path(source.removeprefix("oci:").rsplit(":", 1)[0])

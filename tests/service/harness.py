@@ -552,7 +552,7 @@ def push_layers(
 
 
 def assert_same_rootfs(archive: Path, reference: Path, work: Path) -> None:
-    """The judges of DESIGN.md: `skopeo copy docker-archive:` then `umoci unpack` must
+    """The judges (docs/archive-format.md): `skopeo copy docker-archive:` then `umoci unpack` must
     give the same tree as `reference` (umoci unpack of the original)."""
     from tests.integration.helpers import compare_trees, format_diffs, skopeo_to_oci, umoci_unpack
 

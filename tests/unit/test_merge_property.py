@@ -1,5 +1,5 @@
 """Property: squashing a random layer stack gives the tree that unpacking its layers one by
-one gives (DESIGN.md "Merge rules"; docker's ApplyLayer and OCI image-spec layer.md).
+one gives (docs/merge-rules.md; docker's ApplyLayer and OCI image-spec layer.md).
 
 The reference is `apply_model`, which knows nothing of the merger: it applies the layers
 bottom-up onto a dict. The squashed tar is read back into the same kind of tree and the two

@@ -1,4 +1,4 @@
-"""One test (or a few) per merge rule of DESIGN.md, including where peers got it wrong."""
+"""One test (or a few) per merge rule of docs/merge-rules.md, including where peers got it wrong."""
 
 import io
 import os
