@@ -86,3 +86,21 @@ def test_embedded_runs_the_schedule_in_process(registry, tmp_path) -> None:
         assert second["x-squashd-export"] != first["x-squashd-export"]
     finally:
         web.stop()
+
+
+def test_framework_routes_are_counted_by_their_path(web) -> None:
+    """/docs is FastAPI's own (Starlette) route: counted under its path, not "unmatched"."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert web.get("/docs")[0] == 200
+    assert web.get("/no/such/route")[0] == 404
+    status, _, body = web.get("/metrics")
+    assert status == 200
+    counted = {
+        (s.labels["endpoint"], s.labels["outcome"]): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == "squashd_requests_total"
+    }
+    assert counted[("/docs", "served")] == 1
+    assert counted[("unmatched", "not_found")] == 1
