@@ -18,12 +18,11 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from squash.layerpass import Layers
-    from squash.tarheader import HeaderReader
-
     from squash.errors import SquashError
+    from squash.layerpass import Layers
     from squash.limits import Limits
     from squash.merge import Merger
+    from squash.tarheader import HeaderReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.layertar import BytesLayer
