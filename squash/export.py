@@ -2,7 +2,7 @@
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic
 
 from squash.archive import ArchiveWriter, write_documents
 from squash.errors import BadReference
@@ -11,10 +11,8 @@ from squash.image_config import squashed_config
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
-from squash.sinks import Sink
+from squash.sinks import Committed, Sink
 from squash.streams import Stream
-
-Committed = TypeVar("Committed")
 
 
 @dataclass

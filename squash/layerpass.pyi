@@ -13,7 +13,7 @@ class Layers:
     members_read: int
     def __init__(
         self,
-        write_out: Callable[[bytes], None],
+        write_out: Callable[[bytes], object],
         expand_sparse: Callable[[BinaryIO, int, bytes], Iterator[bytes]] | None,
     ) -> None: ...
     def index(

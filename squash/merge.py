@@ -33,7 +33,7 @@ READ_AHEAD = 2  # layers decompressed (and spooled) ahead of the one being decid
 _PEEK = 64 << 10  # of each layer's start, to find its root entry
 _FREE_SPACE_EVERY = 64 << 20  # spooled bytes between looks at the spool's free space
 
-Write = Callable[[bytes], None]
+Write = Callable[[bytes], object]  # what a write returns is ignored
 
 
 class _Stopped(Exception):

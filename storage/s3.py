@@ -177,9 +177,8 @@ class S3Store:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = client or _client()
         self.url_lifetime = url_lifetime
-        self._urls: dict[
-            tuple[str, str, str | None], tuple[str, float]
-        ] = {}  # -> (presigned URL, reuse until)
+        # (key, operation, filename) -> (presigned URL, reuse until)
+        self._urls: dict[tuple[str, str, str | None], tuple[str, float]] = {}
 
     def retryable(self, exc: BaseException) -> bool:
         """Connection trouble, throttling and S3's own 5xx pass; refusals do not."""
