@@ -103,7 +103,11 @@ class LayerWriter:
         self.regular_files = 0
         self.whiteouts = 0
         self._seen_dirs: set[str] = set()
-        self.tar = tarfile.open(fileobj=self, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        # typeshed's tarfile wants a fileobj with read, seek and close too, which mode "w"
+        # never calls on a fileobj it was given.
+        self.tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
+            fileobj=self, mode="w", format=tarfile.PAX_FORMAT
+        )
 
     # file-object protocol used by tarfile
     def write(self, data: bytes) -> int:

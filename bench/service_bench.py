@@ -1,7 +1,7 @@
 """Benchmark: the squashd service end to end, against the engine it runs.
 
 Starts its own redis-server, moto's S3 server and docker-registry on free 127.0.0.1 ports (the
-harnesses of tests/service and tests/registry), pushes the image squash_bench.py builds (cached
+servers of testbed/, which the tests use too), pushes the image squash_bench.py builds (cached
 under bench/work) to that registry with skopeo, and runs one deployment (`Stack`: one web
 process and one Celery worker, artifacts in an S3 bucket, SQUASHD_REGISTRY = the registry).
 Then measures, in one run:
@@ -35,11 +35,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
+# The repo root, for testbed/ (the servers; not an installed package, so not on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # squash_bench, bench_image
 
 import bench_image
-import pytest
 from squash_bench import (
     REGISTRY_REPO,
     Contention,
@@ -59,8 +59,10 @@ from storage.s3 import S3Store
 from tasks.board import Lifetimes
 from tasks.board.redis_board import RedisBoard
 from tasks.settings import Settings
-from tests.registry.harness import Registry
-from tests.service.harness import MotoS3, RedisServer, Stack, fetch
+from testbed.process import StartFailed
+from testbed.registry import Registry
+from testbed.service import MotoS3, RedisServer, Stack, fetch
+from testbed.tools import MissingTool
 
 HERE = Path(__file__).resolve().parent
 WAIT_SECONDS = 900  # a /c1 request waits this long for its build (SQUASHD_WAIT_SECONDS)
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                     forget(deployment, build.key)
             log(f"cached redirects for {args.duration} s")
             load = load_test(deployment, path, local.registry, args)
-        except (AssertionError, BenchFailed, pytest.fail.Exception) as exc:
+        except (AssertionError, BenchFailed, MissingTool, StartFailed) as exc:
             logs = deployment.describe() if deployment is not None else ""
             raise SystemExit(f"service bench: {exc}\n{logs}") from None
     print_summary(image, engine, builds, fetches, load, args)

@@ -10,8 +10,8 @@ layers on top, then measures in one run:
 3. the same with `--layer-compression gzip`;
 4. the ratios squash / floor against the targets (<= 1.5x, <= 150 MiB);
 5. for comparison, a squash with umoci (unpack, then repack the whole root as one layer);
-6. the same image from a registry: a fresh `docker-registry` on 127.0.0.1 (tests/registry's
-   harness) gets the layout pushed with skopeo (the gzip blobs as they are), and
+6. the same image from a registry: a fresh `docker-registry` on 127.0.0.1 (testbed/, the
+   tests' too) gets the layout pushed with skopeo (the gzip blobs as they are), and
    `squashd export docker://... --layer-compression none` is timed against step 2 (the same
    squash from the `oci:` layout), target <= 1.2x; the registry and its storage are removed at
    the end, even on failure. --no-registry skips it.
@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING
 
 from isal import isal_zlib
 
@@ -50,7 +50,7 @@ import many_files
 from bench_image import LISTS, PACKAGES_LIST, ImageStats
 
 if TYPE_CHECKING:
-    from tests.registry.harness import Registry
+    from testbed.registry import Registry
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -350,7 +350,9 @@ def validate(out: Path, compression: str, expected: dict[str, list] | None) -> S
                 types[name] = _tar_kind(m)
                 sizes[name] = m.size
                 if name == "etc/passwd" and m.isreg():
-                    passwd = layer.extractfile(m).read()  # type: ignore[union-attr]
+                    extracted = layer.extractfile(m)
+                    assert extracted is not None, name
+                    passwd = extracted.read()
         hashing.drain()
         if "sha256:" + hashing.tar_h.hexdigest() != diff_ids[0]:
             problems.append("diff_id is not the sha256 of the uncompressed layer")
@@ -426,7 +428,7 @@ def compare_tree(
 class _HashingReader:
     """File-like over the stored layer that inflates (gzip) and hashes the tar it yields."""
 
-    def __init__(self, src: BinaryIO, compression: str) -> None:
+    def __init__(self, src: IO[bytes], compression: str) -> None:
         self.src = src
         self.dec = isal_zlib.decompressobj(wbits=31) if compression == "gzip" else None
         self.buf = bytearray()
@@ -572,22 +574,25 @@ def _terminate(signum: int, _frame: object) -> None:
 
 @contextlib.contextmanager
 def local_registry(image: ImageStats, work: Path) -> Iterator[LocalImage]:
-    """Start a fresh docker-registry (tests/registry/harness.py) and push the bench layout to it.
+    """Start a fresh docker-registry (testbed/registry.py) and push the bench layout to it.
 
     Nothing of the registry is kept between runs: its directory (config, log, storage) is
     removed before the start and on the way out, whatever happens (SIGTERM included).
     """
-    if str(ROOT) not in sys.path:
+    if str(ROOT) not in sys.path:  # testbed/ is not an installed package
         sys.path.insert(0, str(ROOT))
-    # The harness is pytest's: it imports pytest and reports failures with pytest.fail
-    # (a BaseException) or AssertionError; a failure here ends the benchmark with its message.
-    import pytest
-
-    from tests.registry.harness import Registry, push
+    # The testbed raises MissingTool, StartFailed or (a failed push) AssertionError; any of
+    # them ends the benchmark with its message.
+    from testbed.process import StartFailed
+    from testbed.registry import Registry, push
+    from testbed.tools import MissingTool
 
     root = work / "registry"
     shutil.rmtree(root, ignore_errors=True)  # left by a killed run
-    registry = Registry(root)
+    try:
+        registry = Registry(root)
+    except MissingTool as exc:
+        raise SystemExit(f"local registry: {exc}") from None
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         try:
@@ -600,7 +605,7 @@ def local_registry(image: ImageStats, work: Path) -> Iterator[LocalImage]:
                 f"/v2/{REGISTRY_REPO}/manifests/{image.tag}",
                 {"Accept": "application/vnd.oci.image.manifest.v1+json"},
             )
-        except (AssertionError, pytest.fail.Exception) as exc:
+        except (AssertionError, MissingTool, StartFailed) as exc:
             raise SystemExit(f"local registry: {exc}\nregistry log:\n{registry.log()}") from None
         pushed = [d["digest"] for d in json.loads(body)["layers"]] if status == 200 else []
         if pushed != [x.digest for x in image.layers]:
@@ -895,7 +900,9 @@ def validate_many_files(out: Path, compression: str, _expected: object) -> Squas
                 dirs += m.isdir()
                 seen_gone |= m.name == "srv/l0/d000/f000000"
                 if m.name == "srv/l0/d000/f000005":
-                    rewritten = tar.extractfile(m).read() == b"new\n"  # type: ignore[union-attr]
+                    extracted = tar.extractfile(m)
+                    assert extracted is not None, m.name
+                    rewritten = extracted.read() == b"new\n"
     want_files = 3 * 90_000 + 100_000
     if (files, dirs, seen_gone, rewritten) != (want_files, 405, False, True):
         raise SystemExit(

@@ -5,12 +5,30 @@ import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TypedDict, Unpack
 
 from squash.merge import Merger
 
 
-def member(name: str, kind: str = "file", data: bytes = b"", **attrs: object) -> tuple:
+class Metadata(TypedDict, total=False):
+    """A member's mode, owner and mtime (`tarfile.TarInfo` attributes)."""
+
+    mode: int
+    uid: int
+    gid: int
+    mtime: float
+
+
+class TarAttrs(Metadata, total=False):
+    """The `tarfile.TarInfo` attributes a member spec may set (`layer` sets them)."""
+
+    linkname: str
+    devmajor: int
+    devminor: int
+    pax_headers: dict[str, str]
+
+
+def member(name: str, kind: str = "file", data: bytes = b"", **attrs: Unpack[TarAttrs]) -> tuple:
     """A member spec: kind is file, dir, symlink, hardlink, fifo, chr, blk."""
     return (name, kind, data, attrs)
 
@@ -55,7 +73,7 @@ class BytesLayer:
     data: bytes
 
     @contextmanager
-    def open_tar(self) -> Iterator[BinaryIO]:
+    def open_tar(self) -> Iterator[io.BytesIO]:
         yield io.BytesIO(self.data)
 
     def peek(self) -> bytes:
@@ -83,7 +101,9 @@ def listing(tar_bytes: bytes) -> dict[str, tuple]:
             name = info.name.rstrip("/")
             assert name not in result, f"{name} twice in the output"
             if info.isreg():
-                body: object = tar.extractfile(info).read()
+                extracted = tar.extractfile(info)
+                assert extracted is not None, name
+                body: object = extracted.read()
             elif info.issym() or info.islnk():
                 body = info.linkname
             else:

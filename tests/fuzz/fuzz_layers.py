@@ -51,7 +51,8 @@ def check_output(out: bytes) -> None:
     with tarfile.open(fileobj=io.BytesIO(out), mode="r:", errors="surrogateescape") as t:
         for member in t:
             if member.isreg():
-                assert t.extractfile(member).read() is not None
+                extracted = t.extractfile(member)
+                assert extracted is not None and extracted.read() is not None
 
 
 def one_input(data: bytes) -> None:

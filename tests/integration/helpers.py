@@ -23,7 +23,6 @@ import io
 import json
 import os
 import posixpath
-import shlex
 import shutil
 import stat
 import subprocess
@@ -31,8 +30,12 @@ import sys
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 import pytest
+
+import testbed.tools
+from testbed.tools import run, show
 
 # ---------------------------------------------------------------------------------------
 # Tools
@@ -59,52 +62,7 @@ def require_tool(name: str) -> str:
             f"the CLI under test is missing: {SQUASHD} is not executable (run `make install`)",
             pytrace=False,
         )
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"required tool {name!r} is not on PATH; install the Debian package "
-            f"(`make debs DEBS={name}`)",
-            pytrace=False,
-        )
-    return path
-
-
-def _show(value: bytes | str) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return value
-
-
-def run(
-    cmd: Sequence[str | os.PathLike],
-    *,
-    check: bool = True,
-    timeout: float = 120,
-    stdout=subprocess.PIPE,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    """Run a command; with `check`, a non-zero exit fails with the command and its output.
-
-    `env` adds to (does not replace) this process's environment.
-    """
-    argv = [os.fspath(c) for c in cmd]
-    proc = subprocess.run(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, **env} if env else None,
-    )
-    if check and proc.returncode != 0:
-        out = proc.stdout if isinstance(proc.stdout, bytes) else b""
-        raise AssertionError(
-            f"command failed (exit {proc.returncode}): {shlex.join(argv)}\n"
-            f"--- stdout ---\n{_show(out[-4000:])}\n"
-            f"--- stderr ---\n{_show(proc.stderr[-4000:])}"
-        )
-    return proc
+    return testbed.tools.require_tool(name)  # MissingTool fails the test (tests/conftest.py)
 
 
 def squashd_export(
@@ -192,7 +150,8 @@ class UmociImage:
         return self.bundle / "rootfs"
 
     def commit(self, comment: str = "") -> None:
-        cmd = ["umoci", "repack", "--refresh-bundle", "--image", self.ref, self.bundle]
+        cmd: list[str | os.PathLike[str]] = ["umoci", "repack", "--refresh-bundle"]
+        cmd += ["--image", self.ref, self.bundle]
         if comment:
             cmd[2:2] = ["--history.comment", comment]
         run(cmd)
@@ -230,6 +189,10 @@ def _str_name(name: str | bytes) -> str:
     return name
 
 
+#: tarfile.USTAR_FORMAT, GNU_FORMAT or PAX_FORMAT.
+TarFormat: TypeAlias = Literal[0, 1, 2]
+
+
 class LayerBuilder:
     """A layer tar written entry by entry, each in the tar format asked for.
 
@@ -238,10 +201,10 @@ class LayerBuilder:
     `fmt=tarfile.USTAR_FORMAT` a plain header. Names may be bytes (non-UTF-8 kept).
     """
 
-    def __init__(self, fmt: int = tarfile.PAX_FORMAT, mtime: float = T0):
+    def __init__(self, fmt: TarFormat = tarfile.PAX_FORMAT, mtime: float = T0):
         self.fmt = fmt
         self.mtime = mtime  # the default for entries of this layer
-        self.members: list[tuple[tarfile.TarInfo, bytes, int]] = []
+        self.members: list[tuple[tarfile.TarInfo, bytes, TarFormat]] = []
 
     def _info(
         self,
@@ -271,7 +234,7 @@ class LayerBuilder:
         ti.pax_headers = headers
         return ti
 
-    def add(self, ti: tarfile.TarInfo, data: bytes = b"", fmt: int | None = None):
+    def add(self, ti: tarfile.TarInfo, data: bytes = b"", fmt: TarFormat | None = None):
         ti.size = len(data) if ti.type in (tarfile.REGTYPE, tarfile.AREGTYPE) else 0
         self.members.append((ti, data, self.fmt if fmt is None else fmt))
         return self
@@ -591,6 +554,8 @@ def compare_trees(
         if (na.uid, na.gid) != (nb.uid, nb.gid):
             differ(path, "uid:gid", f"{na.uid}:{na.gid}", f"{nb.uid}:{nb.gid}")
         if na.sha256 != nb.sha256:
+            # Of the same kind, and only regular files have a sha256: both have one.
+            assert na.sha256 is not None and nb.sha256 is not None, path
             differ(
                 path,
                 "content",
@@ -673,7 +638,7 @@ def layer_problems(layer_tar: bytes) -> list[str]:
     seen: dict[str, tarfile.TarInfo] = {}
     for m in members:
         key = _tar_key(m.name)
-        shown = repr(_show(m.name.encode("utf-8", "surrogateescape")))
+        shown = repr(show(m.name.encode("utf-8", "surrogateescape")))
         if key in seen:
             problems.append(f"{shown}: the same path twice in the layer")
         if posixpath.basename(key).startswith(".wh."):

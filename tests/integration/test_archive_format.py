@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.tools import run
+
 from .helpers import (
     COMPRESSIONS,
     T0,
@@ -24,7 +26,6 @@ from .helpers import (
     decompress,
     image_manifest,
     layer_problems,
-    run,
     sha256_hex,
     squashd_export,
     write_blob,

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import COMPRESSIONS, SquashedArchive, UmociImage, run, squashd_export
+from testbed.tools import run
+
+from .helpers import COMPRESSIONS, SquashedArchive, UmociImage, squashd_export
 
 pytestmark = pytest.mark.integration
 

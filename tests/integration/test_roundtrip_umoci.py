@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import (
-    COMPRESSIONS,
-    T0,
-    UmociImage,
-    roundtrip,
-    run,
-    snapshot,
-    umoci_unpack,
-)
+from testbed.tools import run
+
+from .helpers import COMPRESSIONS, T0, UmociImage, roundtrip, snapshot, umoci_unpack
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import require_tool, run
-from tests.registry.harness import log_tail, terminate
+from testbed.process import log_tail, spawn, terminate
+from testbed.tools import run
+from tests.integration.helpers import require_tool
 
 #: Files and directories a container runtime makes in every container's root itself.
 RUNTIME_MADE = (
@@ -76,14 +77,7 @@ class Daemon:
 
     def start(self, timeout: float = 60) -> Daemon:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self._argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = spawn(self._argv(), self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

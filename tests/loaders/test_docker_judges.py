@@ -24,12 +24,13 @@ from pathlib import Path
 import pytest
 
 from squash.codec import compression_of
-from tests.integration.helpers import COMPRESSIONS, SQUASHD, SquashedArchive, run
+from testbed.service import WebServer
+from testbed.tools import run
+from tests.integration.helpers import COMPRESSIONS, SQUASHD, SquashedArchive
 from tests.loaders.fixtures import CAPABILITY, LABELS, DockerImage
 from tests.loaders.harness import Containerd, Dockerd, RootTree
 from tests.registry.fixtures import proxying
 from tests.registry.harness import export_ok
-from tests.service.harness import WebServer
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,6 @@
 """Fixtures of the `docker://` source tests: registries, a token server, a fault proxy,
-and the images pushed into them. The machinery itself lives in harness.py.
+and the images pushed into them. The machinery itself lives in harness.py (the token
+server, the fault proxy) and testbed/registry.py (the registry, `push`).
 
 Scopes: the registries, the token server and the pushed images are built once per
 session (a registry starts in well under a second, but pushing and building images is
@@ -17,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from testbed.process import HOST
+from testbed.registry import Registry, make_keypair, push
 from tests.integration.conftest import module_work, tools, work  # noqa: F401 (fixtures)
 from tests.integration.helpers import (
+    HandmadeImage,
     LayerBuilder,
     UmociImage,
     require_tool,
@@ -26,16 +30,12 @@ from tests.integration.helpers import (
     write_oci_layout,
 )
 from tests.registry.harness import (
-    HOST,
     FaultProxy,
     IndexLayout,
-    Registry,
     Squashed,
     TokenRegistry,
     TokenServer,
     export_ok,
-    make_keypair,
-    push,
     random_bytes,
     upload_verbatim,
     write_platform_index,
@@ -220,7 +220,7 @@ def build_sample_image(root: Path) -> UmociImage:
 class SampleImages:
     umoci: UmociImage
     umoci_rootfs: Path  # `umoci unpack` of it: the reference tree
-    mixed: object  # HandmadeImage: gzip, zstd and uncompressed layers
+    mixed: HandmadeImage  # gzip, zstd and uncompressed layers
     mixed_rootfs: Path  # umoci unpack of its gzip-only twin
     index: IndexLayout  # OCI index: an attestation entry, then arm64, amd64, arm/v7
     index_plain: IndexLayout  # the same without attestation (a Docker manifest list can't

@@ -1,11 +1,9 @@
-"""Real registries, a token server and a fault proxy for the `docker://` source tests.
+"""A token server and a fault proxy for the `docker://` source tests, and what the tests
+do with the registries of the testbed (`testbed.registry.Registry`, `push`).
 
-Everything listens on 127.0.0.1 on a free port, is started by a fixture (conftest.py)
-and stopped, with its files removed, when the fixture ends.
+The servers here run in threads of the test process, on 127.0.0.1 and a free port; a
+fixture (fixtures.py) starts them and stops them when it ends.
 
-- `Registry`: the CNCF distribution registry (Debian `docker-registry`, 2.8) with a
-  config file and a filesystem storage directory of its own; plain HTTP, optionally
-  `auth: token:` or TLS.
 - `TokenServer`: the Docker token protocol (`GET realm?service=..&scope=..` with HTTP
   Basic credentials, and the OAuth2 `POST` form), signing RS256 JWTs whose `x5c` header
   carries the certificate the registry trusts (`rootcertbundle`). It records every
@@ -15,8 +13,7 @@ and stopped, with its files removed, when the fixture ends.
   response for a path, redirect blob GETs to another listener (an "object store" that,
   as S3 does, rejects requests that carry an Authorization header), and records every
   request it saw, with its headers (`Range` ...).
-- `push` / `push_index`: `skopeo copy` an OCI layout into a registry (OCI or Docker
-  schema 2 form; `--all` for an index of platforms).
+- `upload_verbatim`: an OCI layout's image uploaded byte for byte (no skopeo).
 
 Missing tools fail loudly (`require_tool`), nothing here skips.
 """
@@ -39,7 +36,6 @@ import socket
 import ssl
 import subprocess
 import tarfile
-import tempfile
 import threading
 import time
 import urllib.error
@@ -47,11 +43,11 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-
+from testbed.process import HOST
+from testbed.registry import Registry, make_keypair, push, reference
+from testbed.tools import run
 from tests.integration.helpers import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -61,50 +57,14 @@ from tests.integration.helpers import (
     _json_bytes,
     image_manifest,
     require_tool,
-    run,
     sha256_hex,
     write_blob,
     write_index,
 )
 
-HOST = "127.0.0.1"
-
 # ---------------------------------------------------------------------------------------
 # Small network helpers
 # ---------------------------------------------------------------------------------------
-
-
-def free_port(host: str = HOST) -> int:
-    """A port nobody listens on right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def http_get(
-    url: str,
-    headers: dict[str, str] | None = None,
-    *,
-    method: str = "GET",
-    timeout: float = 10,
-    context: ssl.SSLContext | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers with lower-case names, body) of one request; HTTP errors too."""
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPSHandler(context=context) if context else urllib.request.HTTPHandler,
-        _NoRedirect,
-    )
-    try:
-        with opener.open(req, timeout=timeout) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
 
 
 class QuietHTTPServer(ThreadingHTTPServer):
@@ -112,6 +72,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
     connection (clients under test do that on purpose: cut, retried, resumed)."""
 
     daemon_threads = True
+    piece_size: int | None = None  # a FaultProxy's: see `_write`
 
     def handle_error(self, request, client_address) -> None:
         import sys
@@ -132,291 +93,9 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme, params
 
 
-def log_tail(path: Path, limit: int = 4000) -> str:
-    """The end of a server's log, for failure messages."""
-    try:
-        return path.read_text("utf-8", "replace")[-limit:]
-    except OSError as e:
-        return f"<no log: {e}>"
-
-
-def terminate(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL if it lingers; waits for the process either way."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
-class ServerProcess:
-    """A server in its own process on 127.0.0.1: a free port chosen at the first
-    `start()` and kept across `stop()` / `start()`; its log under `root`.
-    Subclasses say how to run it (`_argv`, `_env`) and when it answers (`_ready`)."""
-
-    what = "server"
-
-    def __init__(self, root: Path, log_name: str) -> None:
-        self.root = root
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        self.log_path = root / log_name
-
-    def _argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def _env(self) -> dict[str, str] | None:
-        return None  # the test process's own
-
-    def _ready(self) -> bool:
-        raise NotImplementedError
-
-    def log(self) -> str:
-        return log_tail(self.log_path)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = 30) -> Self:
-        """Starts the server (a no-op when it runs). The first start picks a free port;
-        later ones reuse it, and fail loudly if someone else took it meanwhile."""
-        if self.running:
-            return self
-        self.root.mkdir(parents=True, exist_ok=True)
-        fixed = self.port != 0
-        for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
-            if not fixed:
-                self.port = free_port()
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    self._argv(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env=self._env(),
-                )
-            if self._wait_ready(timeout):
-                return self
-            if fixed or "address already in use" not in self.log().lower():
-                break
-        self.stop()
-        pytest.fail(
-            f"{self.what} did not start on {HOST}:{self.port}; log:\n{self.log()}",
-            pytrace=False,
-        )
-
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if self._ready():
-                    return True
-            time.sleep(0.02)
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM (then SIGKILL); the port is kept for the next `start()`."""
-        if self.proc is None:
-            return
-        terminate(self.proc)
-        self.proc = None
-
-
 # ---------------------------------------------------------------------------------------
-# Keys and certificates (cryptography)
+# Uploading images byte for byte
 # ---------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class KeyPair:
-    key: object  # cryptography RSAPrivateKey
-    cert: object  # cryptography x509.Certificate
-    key_path: Path
-    cert_path: Path
-
-    @property
-    def cert_der(self) -> bytes:
-        from cryptography.hazmat.primitives import serialization
-
-        return self.cert.public_bytes(serialization.Encoding.DER)
-
-
-def make_keypair(
-    directory: Path,
-    name: str,
-    *,
-    common_name: str,
-    issuer: KeyPair | None = None,
-    ca: bool = False,
-    ip_sans: Sequence[str] = (),
-) -> KeyPair:
-    """An RSA key and a certificate (self-signed, or signed by `issuer`), written as PEM."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ip_sans:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_sans]
-            ),
-            critical=False,
-        )
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-    cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
-    directory.mkdir(parents=True, exist_ok=True)
-    key_path, cert_path = directory / f"{name}.key", directory / f"{name}.crt"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return KeyPair(key, cert, key_path, cert_path)
-
-
-# ---------------------------------------------------------------------------------------
-# The distribution registry
-# ---------------------------------------------------------------------------------------
-
-
-class Registry(ServerProcess):
-    """`docker-registry serve CONFIG` on a free 127.0.0.1 port, files under `root`.
-
-    `auth`: the config's `auth:` mapping (e.g. `{"token": {...}}`); `tls`: a KeyPair the
-    registry serves HTTPS with.
-    """
-
-    what = "docker-registry"
-
-    def __init__(self, root: Path, *, auth: dict | None = None, tls: KeyPair | None = None):
-        self.binary = require_tool("docker-registry")
-        super().__init__(root, "registry.log")
-        self.auth = auth
-        self.tls = tls
-
-    # -- addresses ------------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT`, the registry part of a reference."""
-        return f"{HOST}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}"
-
-    def ref(self, name: str, ref: str = "latest", *, transport: bool = True) -> str:
-        """`docker://127.0.0.1:PORT/NAME:TAG` (or `@sha256:...` when `ref` is a digest)."""
-        sep = "@" if ":" in ref else ":"
-        text = f"{self.host}/{name}{sep}{ref}"
-        return f"docker://{text}" if transport else text
-
-    # -- life -----------------------------------------------------------------------------
-
-    def _config(self) -> dict:
-        http_cfg: dict = {"addr": self.host, "secret": secrets.token_hex(16)}
-        if self.tls:
-            http_cfg["tls"] = {
-                "certificate": str(self.tls.cert_path),
-                "key": str(self.tls.key_path),
-            }
-        cfg = {
-            "version": "0.1",
-            "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": False}},
-            "storage": {
-                "filesystem": {"rootdirectory": str(self.root / "storage")},
-                "delete": {"enabled": True},
-                "maintenance": {"uploadpurging": {"enabled": False}},
-            },
-            "http": http_cfg,
-        }
-        if self.auth:
-            cfg["auth"] = self.auth
-        return cfg
-
-    def _argv(self) -> list[str]:
-        (self.root / "storage").mkdir(parents=True, exist_ok=True)
-        config = self.root / "config.yml"
-        # JSON is YAML: no YAML library needed to write the config.
-        config.write_text(json.dumps(self._config(), indent=2))
-        return [self.binary, "serve", str(config)]
-
-    def _ready(self) -> bool:
-        ctx = ssl._create_unverified_context() if self.tls else None
-        status, _, _ = http_get(f"{self.url}/v2/", timeout=2, context=ctx)
-        return status in (200, 401)
-
-    # -- inspection -----------------------------------------------------------------------
-
-    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET"):
-        """One request straight to the registry (no auth): (status, headers, body)."""
-        ctx = ssl._create_unverified_context() if self.tls else None
-        return http_get(f"{self.url}{path}", headers, method=method, context=ctx)
-
-
-# ---------------------------------------------------------------------------------------
-# Pushing images with skopeo
-# ---------------------------------------------------------------------------------------
-
-
-def push(
-    source: str | object,
-    dest: str,
-    *,
-    fmt: str = "oci",
-    all_platforms: bool = False,
-    creds: str | None = None,
-) -> str:
-    """`skopeo copy [--format v2s2] [--all] SOURCE docker://DEST`; returns the pushed
-    manifest's digest (as `skopeo --digestfile` reports it).
-
-    `source`: `oci:DIR:TAG`, or an image object with `.ref` = `DIR:TAG` (UmociImage,
-    HandmadeImage). `dest`: `[docker://]HOST/NAME:TAG`. `fmt`: "oci" or "v2s2".
-    """
-    skopeo = require_tool("skopeo")
-    src = source if isinstance(source, str) else f"oci:{source.ref}"  # type: ignore[attr-defined]
-    if not dest.startswith("docker://"):
-        dest = f"docker://{dest}"
-    if fmt not in ("oci", "v2s2"):
-        raise ValueError(f"unknown manifest format {fmt!r}")
-    with tempfile.TemporaryDirectory(prefix="push-") as tmp:
-        digestfile = Path(tmp) / "digest"
-        cmd = [skopeo, "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]
-        cmd += ["--format", fmt, "--digestfile", str(digestfile)]
-        if all_platforms:
-            cmd.append("--all")
-        if creds:
-            cmd += ["--dest-creds", creds]
-        run([*cmd, src, dest], timeout=120)
-        return digestfile.read_text().strip()
 
 
 def upload_verbatim(registry: Registry, name: str, tag: str, layout: Path, digest: str) -> str:
@@ -667,7 +346,7 @@ class TokenServer:
             "access": list(access),
         }
         signing_input = f"{_b64url(_json_bytes(header))}.{_b64url(_json_bytes(claims))}"
-        signature = self.signer.key.sign(  # type: ignore[attr-defined]
+        signature = self.signer.key.sign(
             signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
         )
         return f"{signing_input}.{_b64url(signature)}"
@@ -701,8 +380,10 @@ class TokenServer:
             user = params.get("username", [""])[0]
             password = params.get("password", [""])[0]
         authenticated = user is not None and self.users.get(user) == password
+        subject = user if authenticated else None  # whose access the token grants
         record = TokenRequest(method, user, authenticated, service, scopes, 200)
         headers: dict[str, str] = {}
+        body: dict[str, object]
         if service != self.service:
             record.status = 400
             body = {"errors": [{"code": "DENIED", "message": f"unknown service {service!r}"}]}
@@ -713,11 +394,9 @@ class TokenServer:
             }
             headers = {"WWW-Authenticate": f'Basic realm="{self.realm}"'}
         else:
-            access = [
-                g for g in (self._grant(s, user if authenticated else None) for s in scopes) if g
-            ]
+            access = [g for g in (self._grant(s, subject) for s in scopes) if g]
             record.granted = tuple(access)
-            token = self.mint(user if authenticated else "", access)
+            token = self.mint(subject or "", access)
             issued = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             body = {
                 "token": token,
@@ -966,9 +645,7 @@ class FaultProxy:
         return f"http://{self.host}"
 
     def ref(self, name: str, ref: str = "latest", *, transport: bool = True) -> str:
-        sep = "@" if ":" in ref else ":"
-        text = f"{self.host}/{name}{sep}{ref}"
-        return f"docker://{text}" if transport else text
+        return reference(self.host, name, ref, transport=transport)
 
     # -- telling it what to do ------------------------------------------------------------
 

@@ -11,16 +11,11 @@ import ssl
 
 import pytest
 
+from testbed.process import HOST, http_get
+from testbed.registry import push
 from tests.integration.helpers import OCI_INDEX, OCI_MANIFEST
 
-from .harness import (
-    HOST,
-    FaultProxy,
-    basic_auth,
-    http_get,
-    parse_challenge,
-    push,
-)
+from .harness import FaultProxy, basic_auth, parse_challenge
 
 pytestmark = pytest.mark.integration
 

@@ -15,18 +15,11 @@ import re
 
 import pytest
 
+from testbed.process import HOST
 from tests.integration.helpers import roundtrip
 
 from .fixtures import TOKEN_PRIVATE, TOKEN_PUBLIC
-from .harness import (
-    HOST,
-    FaultProxy,
-    Squashed,
-    export,
-    export_fails,
-    export_ok,
-    write_auth_file,
-)
+from .harness import FaultProxy, Squashed, export, export_fails, export_ok, write_auth_file
 
 pytestmark = pytest.mark.integration
 

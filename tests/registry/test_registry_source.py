@@ -134,7 +134,7 @@ def test_unknown_digest(tools, registry, pushed, work) -> None:
 
 
 def test_nothing_listens(tools, work) -> None:
-    from .harness import free_port
+    from testbed.process import free_port
 
     port = free_port()
     line = export_fails(f"docker://127.0.0.1:{port}/x/y:z", work)
@@ -189,7 +189,7 @@ def test_unknown_manifest_media_type_is_a_clear_error(tools, fault_proxy, work) 
 
 @pytest.fixture(scope="module")
 def tls_pushed(tls_registry, images) -> str:
-    from .harness import push
+    from testbed.registry import push
 
     reg, _ca = tls_registry
     return push(images.mixed, reg.ref("squashd/tls", "v1"))

@@ -32,17 +32,18 @@ from squash.export import ExportResult, export_image
 from squash.image import PEEK_BYTES, Image, StoredLayer
 from squash.sinks import FileSink
 from squash.sources import open_image
+from testbed.registry import Registry
+from testbed.tools import run
 from tests.integration.helpers import (
     HandmadeImage,
     LayerBuilder,
     SquashedArchive,
     blob_path,
     require_tool,
-    run,
     sha256_hex,
     write_oci_layout,
 )
-from tests.registry.harness import FaultProxy, Registry, random_bytes, upload_verbatim
+from tests.registry.harness import FaultProxy, random_bytes, upload_verbatim
 
 pytestmark = pytest.mark.integration
 

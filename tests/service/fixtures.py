@@ -1,4 +1,4 @@
-"""Fixtures of the export-service tests; the servers themselves live in harness.py.
+"""Fixtures of the export-service tests; the servers themselves live in testbed/service.py.
 
 Redis and moto's S3 server start once per session (moto takes about a second to import);
 every test gets an empty Redis (`redis_db`) and a bucket of its own (`bucket`). A test
@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.service.harness import MotoS3, RedisServer, Stack
+from testbed.service import MotoS3, RedisServer, Stack
 
 Server = TypeVar("Server", RedisServer, MotoS3)
 

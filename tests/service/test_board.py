@@ -10,7 +10,18 @@ from collections.abc import Iterator
 import pytest
 
 from storage.base import Artifact
-from tasks.board import BUILDING, FAILED, QUEUED, READY, Job, Lifetimes, claimable, may_take
+from tasks.board import (
+    BUILDING,
+    FAILED,
+    QUEUED,
+    READY,
+    Board,
+    Job,
+    Lifetimes,
+    Usage,
+    claimable,
+    may_take,
+)
 from tasks.board.memory_board import MemoryBoard
 from tasks.board.redis_board import RedisBoard
 from tasks.spec import ExportSpec
@@ -21,7 +32,7 @@ SPEC = ExportSpec("127.0.0.1:5000", "ns/app", "v1", "sha256:" + "a" * 64, "linux
 
 
 @pytest.fixture(params=["redis", "memory"])
-def board(request) -> Iterator:
+def board(request: pytest.FixtureRequest) -> Iterator[Board]:
     if request.param == "memory":
         yield MemoryBoard(LIFE)
         return
@@ -157,7 +168,10 @@ def test_request_counts_decay_and_survive_an_epoch_change(request) -> None:
     from tasks.board import decay as popularity
 
     life = Lifetimes(lease=1, grace=1, failure=1, job=60, artifact=1, half_life=1.0)
-    boards = [MemoryBoard(life), RedisBoard(request.getfixturevalue("redis_db").url, life)]
+    boards: list[Usage] = [
+        MemoryBoard(life),
+        RedisBoard(request.getfixturevalue("redis_db").url, life),
+    ]
     span = popularity.EPOCH_SPAN
     boundary = 7 * span + 0.0  # the start of epoch 7 (1 s half-lives)
     for board in boards:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.registry.harness import Registry
-from tests.service.harness import WebServer, assert_same_rootfs
+from testbed.registry import Registry
+from testbed.service import WebServer
+from tests.service.harness import assert_same_rootfs
 from tests.service.test_export_service import push_image
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import LayerBuilder, SquashedArchive, run, umoci_unpack
-from tests.registry.harness import SQUASHD, FaultProxy, Registry, push, random_bytes
-from tests.service.harness import Stack, assert_same_rootfs, fetch, push_layers
+from testbed.registry import Registry, push
+from testbed.service import Stack, fetch
+from testbed.tools import run
+from tests.integration.helpers import LayerBuilder, SquashedArchive, umoci_unpack
+from tests.registry.harness import SQUASHD, FaultProxy, random_bytes
+from tests.service.harness import assert_same_rootfs, push_layers
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,17 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 from botocore.exceptions import ClientError
 
-from .harness import HOST, SYSTEM_REDIS_PORT, MotoS3, RedisServer, http_get
+from testbed.process import HOST, http_get
+from testbed.service import SYSTEM_REDIS_PORT, MotoS3, RedisServer
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, TagTypeDef
 
 pytestmark = pytest.mark.integration
 
@@ -192,7 +197,7 @@ def test_moto_multipart_upload_with_part_one_last(moto_s3: MotoS3, bucket: str) 
 def test_moto_enforces_the_minimum_part_size(moto_s3: MotoS3, bucket: str) -> None:
     s3 = moto_s3.client()
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
-    parts = []
+    parts: list[CompletedPartTypeDef] = []
     for number, body in ((2, b"small tail"), (1, os.urandom(MIN_PART - 1))):
         etag = s3.upload_part(
             Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=number, Body=body
@@ -210,12 +215,12 @@ def test_moto_enforces_the_minimum_part_size(moto_s3: MotoS3, bucket: str) -> No
 
     # a single small part is a whole object (the last part has no minimum)
     single = s3.create_multipart_upload(Bucket=bucket, Key="one")["UploadId"]
-    etag = s3.upload_part(Bucket=bucket, Key="one", UploadId=single, PartNumber=1, Body=b"x")
+    uploaded = s3.upload_part(Bucket=bucket, Key="one", UploadId=single, PartNumber=1, Body=b"x")
     s3.complete_multipart_upload(
         Bucket=bucket,
         Key="one",
         UploadId=single,
-        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag["ETag"]}]},
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": uploaded["ETag"]}]},
     )
     assert s3.get_object(Bucket=bucket, Key="one")["Body"].read() == b"x"
 
@@ -224,7 +229,7 @@ def test_moto_rejects_a_wrong_part_etag(moto_s3: MotoS3, bucket: str) -> None:
     s3 = moto_s3.client()
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
     s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1, Body=b"abc")
-    wrong = {"PartNumber": 1, "ETag": '"' + "0" * 32 + '"'}
+    wrong: CompletedPartTypeDef = {"PartNumber": 1, "ETag": '"' + "0" * 32 + '"'}
     with pytest.raises(ClientError) as err:
         s3.complete_multipart_upload(
             Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": [wrong]}
@@ -241,7 +246,10 @@ def test_moto_part_list_order_is_the_callers_job(moto_s3: MotoS3, bucket: str) -
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
     e1 = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1, Body=a)
     e2 = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2, Body=b)
-    unsorted = [{"PartNumber": 2, "ETag": e2["ETag"]}, {"PartNumber": 1, "ETag": e1["ETag"]}]
+    unsorted: list[CompletedPartTypeDef] = [
+        {"PartNumber": 2, "ETag": e2["ETag"]},
+        {"PartNumber": 1, "ETag": e1["ETag"]},
+    ]
     try:
         s3.complete_multipart_upload(
             Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": unsorted}
@@ -423,7 +431,7 @@ def test_moto_multipart_keeps_tags_and_metadata(moto_s3: MotoS3, bucket: str) ->
     }
     tags = s3.get_object_tagging(Bucket=bucket, Key="art")["TagSet"]
     assert tags == [{"Key": "squashd", "Value": "artifact"}]
-    tagset = [*tags, {"Key": "size", "Value": "5"}]
+    tagset: list[TagTypeDef] = [*tags, {"Key": "size", "Value": "5"}]
     s3.put_object_tagging(Bucket=bucket, Key="art", Tagging={"TagSet": tagset})
     tags = s3.get_object_tagging(Bucket=bucket, Key="art")["TagSet"]
     assert {t["Key"]: t["Value"] for t in tags} == {"squashd": "artifact", "size": "5"}
@@ -433,16 +441,17 @@ def test_moto_enforces_the_tag_limits(moto_s3: MotoS3, bucket: str) -> None:
     s3 = moto_s3.client()
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
 
-    def tag(tagset: list[dict[str, str]]) -> None:
+    def tag(tagset: list[TagTypeDef]) -> None:
         s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tagset})
 
     tag([{"Key": f"k{i}", "Value": "v"} for i in range(10)])  # ten: fine
     tag([{"Key": "k" * 128, "Value": "v" * 256}])  # the longest key and value: fine
-    for too_much in (
+    too_many: list[list[TagTypeDef]] = [
         [{"Key": f"k{i}", "Value": "v"} for i in range(11)],
         [{"Key": "k" * 129, "Value": "v"}],
         [{"Key": "k", "Value": "v" * 257}],
-    ):
+    ]
+    for too_much in too_many:
         with pytest.raises(ClientError) as err:
             tag(too_much)
         assert _error_code(err) in ("BadRequest", "InvalidTag")
@@ -497,7 +506,7 @@ def test_moto_stop_and_start_again_on_the_same_port(tmp_path) -> None:
         server.create_bucket("before-stop")
         # with min_part_size=1024, a 1 KiB first part is enough
         upload_id = s3.create_multipart_upload(Bucket="before-stop", Key="k")["UploadId"]
-        parts = []
+        parts: list[CompletedPartTypeDef] = []
         for number, body in ((2, b"two"), (1, b"1" * 1024)):
             etag = s3.upload_part(
                 Bucket="before-stop", Key="k", UploadId=upload_id, PartNumber=number, Body=body

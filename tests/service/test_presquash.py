@@ -12,8 +12,8 @@ import json
 import pytest
 
 from tasks.spec import ExportSpec, default_tag
-from tests.registry.harness import Registry
-from tests.service.harness import Stack
+from testbed.registry import Registry
+from testbed.service import Stack
 from tests.service.test_export_service import push_image, squash_ok, wait_until
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.process import HOST, free_port, http_get
+from testbed.service import fetch, service_env
 from tests.integration.helpers import SquashedArchive
-from tests.registry.harness import HOST, free_port, http_get
-from tests.service.harness import fetch, service_env
 from tests.service.test_export_service import push_image, wait_until
 
 pytestmark = pytest.mark.integration

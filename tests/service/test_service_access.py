@@ -14,8 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.registry.harness import Registry, TokenServer, basic_auth
-from tests.service.harness import Stack, fetch, push_layers
+from testbed.registry import Registry
+from testbed.service import Stack, fetch
+from tests.registry.harness import TokenServer, basic_auth
+from tests.service.harness import push_layers
 from tests.service.test_export_service import image_layers
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,11 @@ import json
 
 import pytest
 
-from tests.registry.harness import HOST, FaultProxy, Registry
-from tests.service.harness import MotoS3, RedisServer, Stack, assert_same_rootfs, fetch
+from testbed.process import HOST
+from testbed.registry import Registry
+from testbed.service import MotoS3, RedisServer, Stack, fetch
+from tests.registry.harness import FaultProxy
+from tests.service.harness import assert_same_rootfs
 from tests.service.test_export_service import layer_digest, push_image, wait_until
 
 pytestmark = pytest.mark.integration

@@ -96,7 +96,7 @@ def test_export_ids_stay_useful_after_redis_loses_its_data(
 ) -> None:
     """F10: a built export is found in the store; one that was in flight says to POST
     again; the same answer as an id never seen, nothing misleading."""
-    from tests.service.harness import RedisServer
+    from testbed.service import RedisServer
 
     redis = RedisServer(tmp_path_factory.mktemp("losing-redis")).start()
     try:

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from testbed.process import terminate
+from testbed.registry import Registry
+from testbed.service import MotoS3, RedisServer, fetch
 from tests.integration.helpers import squashd_export
 from tests.registry.fixtures import proxying
-from tests.registry.harness import Registry, terminate
-from tests.service.harness import MotoS3, RedisServer, fetch
 from tests.service.test_export_service import layer_digest, push_image, wait_until
 
 pytestmark = pytest.mark.integration

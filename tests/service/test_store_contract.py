@@ -37,9 +37,9 @@ from storage import ArtifactStore, open_store
 from storage.base import Artifact, Entry, Location, Upload
 from storage.local import LocalStore
 from storage.s3 import FIRST_PART, PART
+from testbed.process import http_get
+from testbed.service import MotoS3
 from tests.integration.helpers import LayerBuilder, sha256_hex
-from tests.registry.harness import http_get
-from tests.service.harness import MotoS3
 
 pytestmark = pytest.mark.integration
 

@@ -38,7 +38,7 @@ class Node:
     mode: int
     uid: int
     gid: int
-    mtime: int
+    mtime: float  # tarfile reads a PAX mtime as a float
     implicit: bool = False  # a directory made only because something lives under it
 
 

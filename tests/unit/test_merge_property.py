@@ -24,11 +24,12 @@ of the same layer puts a directory back at that path.
 import io
 import posixpath
 import tarfile
+from typing import Unpack
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.layertar import layer, member, squash
+from tests.layertar import Metadata, layer, member, squash
 from tests.unit.apply_model import OPAQUE, WHITEOUT, Node, Tree, ancestors, apply_layers, clean
 
 NAMES = ["a", "b", "c", "ab"]  # few names, so paths collide; "ab" next to "a" (rule 4)
@@ -46,19 +47,19 @@ paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map("/".join)
 # -- member specs (tests.layertar.member tuples)
 
 
-def F(name: str, data: bytes = b"", **attrs: object) -> tuple:
+def F(name: str, data: bytes = b"", **attrs: Unpack[Metadata]) -> tuple:
     return member(name, "file", data, **attrs)
 
 
-def D(name: str, **attrs: object) -> tuple:
+def D(name: str, **attrs: Unpack[Metadata]) -> tuple:
     return member(name, "dir", **attrs)
 
 
-def S(name: str, target: str, **attrs: object) -> tuple:
+def S(name: str, target: str, **attrs: Unpack[Metadata]) -> tuple:
     return member(name, "symlink", linkname=target, **attrs)
 
 
-def L(name: str, target: str, **attrs: object) -> tuple:
+def L(name: str, target: str, **attrs: Unpack[Metadata]) -> tuple:
     return member(name, "hardlink", linkname=target, **attrs)
 
 
@@ -75,7 +76,7 @@ def OPQ(directory: str) -> tuple:
 
 
 @st.composite
-def attributes(draw: st.DrawFn, kind: str) -> dict:
+def attributes(draw: st.DrawFn, kind: str) -> Metadata:
     modes = {"file": FILE_MODES, "dir": DIR_MODES, "symlink": [0o777]}[kind]
     uid = draw(st.sampled_from(IDS))
     return {
@@ -88,7 +89,7 @@ def attributes(draw: st.DrawFn, kind: str) -> dict:
 
 def _path(draw: st.DrawFn, known: list[str]) -> str:
     """A fresh random path, or (often) one that lower layers or this layer already use."""
-    if known and draw(st.booleans()):
+    if bool(known) and draw(st.booleans()):
         return draw(st.sampled_from(known))
     return draw(paths)
 
@@ -200,7 +201,9 @@ def read_squashed(tar_bytes: bytes) -> Tree:
                 assert tree.nodes[target].kind == "file", f"hard link {name!r} to a non-file"
                 tree.nodes[name] = tree.nodes[target]
             elif info.isreg():
-                data = tar.extractfile(info).read()
+                extracted = tar.extractfile(info)
+                assert extracted is not None, name
+                data = extracted.read()
                 tree.nodes[name] = Node("file", data, *attrs)
             elif info.isdir():
                 tree.nodes[name] = Node("dir", None, *attrs)

@@ -30,12 +30,19 @@ TOP = layer(member("etc", "dir"), member("etc/.wh.a"), member("etc/c", data=b"C"
 EXPECTED = {"etc", "etc/b", "etc/c"}
 
 
+def member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
+    """The content of the regular file `name` of an archive."""
+    extracted = tar.extractfile(name)
+    assert extracted is not None, f"{name} is not a regular file"
+    return extracted.read()
+
+
 def squashed_layer(archive: Path) -> bytes:
     """The single layer of a squashed archive, decompressed."""
     with tarfile.open(archive) as tar:
-        manifest = json.load(tar.extractfile("manifest.json"))
+        manifest = json.loads(member_bytes(tar, "manifest.json"))
         assert len(manifest) == 1 and len(manifest[0]["Layers"]) == 1
-        data = tar.extractfile(manifest[0]["Layers"][0]).read()
+        data = member_bytes(tar, manifest[0]["Layers"][0])
     if data[:2] == b"\x1f\x8b":
         import gzip
 
@@ -192,7 +199,7 @@ def test_docker_archive_layouts(tmp_path, layout25: bool) -> None:
     out = tmp_path / "o.tar"
     assert export(f"docker-archive:{archive}", out) == {"etc", "etc/a", "etc/b", "etc/c"}
     with tarfile.open(out) as tar:
-        assert json.load(tar.extractfile("manifest.json"))[0]["RepoTags"] == [
+        assert json.loads(member_bytes(tar, "manifest.json"))[0]["RepoTags"] == [
             "example/app:2.0.squash"
         ]
 

@@ -2,13 +2,12 @@
 
 import hashlib
 import io
-from typing import BinaryIO
 
 import pytest
 
 from squash.errors import SquashError
 from squash.image import StoredLayer
-from squash.streams import Prefixed, Truncated, read_exactly, read_to_end, read_up_to
+from squash.streams import Prefixed, Stream, Truncated, read_exactly, read_to_end, read_up_to
 from tests.integration.helpers import compress
 from tests.layertar import layer, listing, member
 
@@ -62,8 +61,8 @@ def test_prefixed_gives_back_what_was_read_first() -> None:
 class _TrickleLayer(StoredLayer):
     stored = b""
 
-    def open_stored(self) -> BinaryIO:
-        return Trickle(self.stored)  # type: ignore[return-value]
+    def open_stored(self) -> Stream:
+        return Trickle(self.stored)
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "zstd"])
