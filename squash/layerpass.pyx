@@ -10,6 +10,12 @@ still there and that no higher layer hides goes to the output.
 Hard links (rule 8): a link whose target was deleted or replaced keeps the content the
 target had in the link's layer (the first such link becomes the file, the others link
 to it); a link to a file of a lower layer waits ("pending") until that layer is read.
+
+A partial squash keeps the bottom layers as they are and squashes the rest into a layer
+that goes on top of them (docs/merge-rules.md, "Partial squashes"): the kept layers are
+read like the others, but what they hold is written only where the squashed layer needs
+it: a whiteout or opaque marker for what it hides there, the kept entry of a directory it
+puts something in, the content of a file its hard links point to.
 """
 
 from libc.stdint cimport uint8_t, uint32_t
@@ -18,8 +24,8 @@ from libc.stdlib cimport calloc, free
 from squash.layerindex cimport SKIPPED, LayerIndex, Member
 from squash.output cimport Output
 from squash.pathtable cimport (
-    BELOW, EMITTED, GONE, IMPLICIT, IMPLIED, IN_LAYER, ISDIR, META, NO_PATH, NONDIR, OPAQUE,
-    OPAQUE_MARK, ROOT, WHITEOUT, PathTable,
+    BELOW, EMITTED, GONE, HIDES_BELOW, IMPLICIT, IMPLIED, IN_LAYER, ISDIR, MARKED, META,
+    NO_PATH, NONDIR, NONDIR_OUT, OPAQUE, OPAQUE_MARK, ROOT, WHITEOUT, PathTable,
 )
 
 from squash.errors import InvalidLayer
@@ -33,11 +39,19 @@ cdef class Layers:
     cdef readonly Output output
     cdef dict pending            # target id -> [(link key id, header group, layer label)]
     cdef readonly long long members_read
+    cdef bint keeping            # the layers planned from now on are kept
+    cdef dict deferred           # kept directory id -> its header, written if it is needed
 
     def __cinit__(self, object write_out, object expand_sparse):
         self.paths = PathTable()
         self.output = Output(self.paths, write_out, expand_sparse)
         self.pending = {}
+        self.deferred = {}
+
+    def keep_below(self):
+        """The layers read so far are squashed; those planned from now on are kept."""
+        self.paths.freeze_upper()
+        self.keeping = True
 
     def index(self, str where, object file=None, long long offset=0, bint spool_out=False,
               bint holes=False):
@@ -92,6 +106,7 @@ cdef class Layers:
 cdef class LayerPlan:
     cdef Layers layers
     cdef LayerIndex index
+    cdef bint kept               # a kept layer of a partial squash
     cdef uint8_t* alive          # still there once the layer is unpacked in order
     cdef uint8_t* visible        # and not hidden by a higher layer: written
     cdef dict resolved           # hard link's member -> its source: j >= 0 member j here,
@@ -102,6 +117,7 @@ cdef class LayerPlan:
     def __cinit__(self, Layers layers, LayerIndex index):
         self.layers = layers
         self.index = index
+        self.kept = layers.keeping
         self.alive = <uint8_t*>calloc(max(index.count, 1), 1)
         self.visible = <uint8_t*>calloc(max(index.count, 1), 1)
         if self.alive == NULL or self.visible == NULL:
@@ -214,33 +230,100 @@ cdef class LayerPlan:
             key = m.path
             is_dir = m.type == b'5'
             hidden = P.hidden(key, is_dir)
-            self._imply_parents(key)
-            if not hidden:
+            self._imply_parents(key, not self.kept)
+            if self.kept:
+                self._keep(i, hidden)
+            elif not hidden:
                 self.visible[i] = 1
                 if is_dir:
                     P.lflags[key] |= ISDIR
+                else:
+                    P.marks[key] |= NONDIR_OUT
                 if m.type == b'1':
                     self._link(i)
                 else:
                     out.member(self.index, i, key)
             if layers.pending:
-                self._resolve_pending(i, not hidden)
+                self._resolve_pending(i, self.visible[i])
         for target, link in self.new_pending:  # only lower layers may resolve these
             layers.pending.setdefault(target, []).append(link)
         P.add_layer()
         layers.members_read += self.index.count
 
-    cdef void _imply_parents(self, uint32_t key) except *:
-        """Parents of a member exist as directories unless higher layers removed them."""
+    cdef void _imply_parents(self, uint32_t key, bint written) except *:
+        """Parents of a member exist as directories unless higher layers removed them;
+        those of a `written` member are written too."""
         cdef PathTable P = self.layers.paths
         cdef uint32_t d = P.parent[key]
         while d != ROOT and not P.lflags[d] & (ISDIR | IMPLICIT):
             P.touch(d)
             P.lflags[d] |= IMPLICIT
-            if not P.marks[d] & IMPLIED and not P.hidden(d, True):
+            if written and not P.marks[d] & IMPLIED and not P.hidden(d, True):
                 P.marks[d] |= IMPLIED
                 P.implied_order.append(d)
             d = P.parent[d]
+
+    cdef void _keep(self, Py_ssize_t i, bint hidden) except *:
+        """A member of a kept layer: the layer itself stays in the image, so only what the
+        squashed layer needs of it is written."""
+        cdef Layers layers = self.layers
+        cdef PathTable P = layers.paths
+        cdef Member* m = &self.index.members[i]
+        cdef uint32_t key = m.path
+        self._hide_from_above(key)
+        if hidden or m.type != b'5':
+            return  # a kept file is read only if a link of the squashed layers needs it
+        P.lflags[key] |= ISDIR
+        if P.marks[key] & IMPLIED:  # the squashed layer puts something in it
+            self.visible[i] = 1
+            layers.output.member(self.index, i, key)
+        elif key not in layers.deferred:  # the highest entry, in case a marker needs it
+            layers.deferred[key] = layers.output.header_of(self.index, i, key)
+
+    cdef void _hide_from_above(self, uint32_t key) except *:
+        """If the squashed layers hide this kept entry, write the marker that does it: at
+        the highest path that hides it, a whiteout where the squashed layer has nothing, an
+        opaque marker where it has a directory (a non-directory there replaces it anyway)."""
+        cdef Layers layers = self.layers
+        cdef PathTable P = layers.paths
+        cdef Output out = layers.output
+        cdef uint32_t h = NO_PATH, a = key
+        cdef uint8_t f
+        if P.upper_flags(key) & (GONE | NONDIR):
+            h = key
+        while a != ROOT:
+            a = P.parent[a]
+            if P.upper_flags(a) & HIDES_BELOW:
+                h = a
+        if h == NO_PATH or P.marks[h] & (MARKED | NONDIR_OUT):
+            return
+        P.marks[h] |= MARKED
+        f = P.upper_flags(h)
+        if f & ISDIR or P.marks[h] & IMPLIED or not f & (GONE | NONDIR):
+            self._need_dir(h)
+            out.prepared(NO_PATH, h, out.marker_header(h, b".wh..wh..opq"))
+        else:
+            a = P.parent[h]
+            self._need_dir(a)
+            name = P.arena[P.name_at[h]:P.name_at[h] + P.name_len[h]]
+            out.prepared(NO_PATH, a, out.marker_header(a, b".wh." + name))
+
+    cdef void _need_dir(self, uint32_t d) except *:
+        """Make directory `d` (and its parents) part of the squashed layer: the kept entry
+        already seen, else the next one, else a plain one at the end."""
+        cdef Layers layers = self.layers
+        cdef PathTable P = layers.paths
+        cdef uint32_t a = d
+        chain = []
+        while a != ROOT and not P.marks[a] & (EMITTED | IMPLIED) and not P.upper_flags(a) & ISDIR:
+            chain.append(a)
+            a = P.parent[a]
+        for a in reversed(chain):
+            P.marks[a] |= IMPLIED
+            P.implied_order.append(a)
+            header = layers.deferred.pop(a, None)
+            if header is not None:
+                layers.output.prepared(a, P.parent[a], header)
 
     cdef void _link(self, Py_ssize_t i) except *:
         cdef LayerIndex index = self.index

@@ -76,8 +76,10 @@ class Merger:
         self._members = 0  # of the layers indexed so far
         self._bytes = 0
 
-    def run(self, layers: Sequence[TarSource]) -> MergeStats:
-        """Merge; while one layer's members are decided, the next ones are decompressed."""
+    def run(self, layers: Sequence[TarSource], keep: int = 0) -> MergeStats:
+        """Merge; while one layer's members are decided, the next ones are decompressed.
+        With `keep`, the bottom `keep` layers stay as they are and the merged layer is the
+        one to put on top of them (docs/merge-rules.md, "Partial squashes")."""
         order = list(reversed(layers))
         stop = threading.Event()
         upcoming: deque[Future[tuple[LayerIndex, Spool]]] = deque()
@@ -93,6 +95,8 @@ class Merger:
                         upcoming.append(
                             reader.submit(self._index, order[n + READ_AHEAD], stop, True)
                         )
+                    if n == len(order) - keep:
+                        self._layers.keep_below()
                     plan = self._layers.plan(index)
                     if plan.needs_skipped():  # rare: read the layer again, whole
                         plan.discard()

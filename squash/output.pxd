@@ -10,7 +10,7 @@ from squash.tarheader cimport HeaderReader, HeaderWriter
 
 cdef class Item:
     cdef uint32_t key, need_parent, need_link
-    cdef int what                 # MEMBER, LINK
+    cdef int what                 # MEMBER, LINK, PREPARED
     cdef LayerIndex index         # the member whose header (and data) it writes,
     cdef Py_ssize_t member        # or None with the header group `saved`
     cdef bytes saved
@@ -35,6 +35,9 @@ cdef class Output:
                    uint32_t target) except *
     cdef void plain_dir(self, uint32_t key) except *
     cdef void root(self, bytes saved) except *
+    cdef bytes header_of(self, LayerIndex index, Py_ssize_t i, uint32_t key)
+    cdef bytes marker_header(self, uint32_t directory, bytes base)
+    cdef void prepared(self, uint32_t key, uint32_t parent, bytes header) except *
     cdef bint _ready(self, uint32_t key, uint32_t other) noexcept
     cdef void _wait(self, Item item) except *
     cdef void _written(self, uint32_t key) except *
@@ -46,6 +49,10 @@ cdef class Output:
     cdef void _header(self, LayerIndex index, const Member* m, bytes saved,
                       const unsigned char* name, Py_ssize_t name_len, char type,
                       const unsigned char* link, Py_ssize_t link_len, long long size) except *
+    cdef Py_ssize_t _build(self, LayerIndex index, const Member* m, bytes saved,
+                           const unsigned char* name, Py_ssize_t name_len, char type,
+                           const unsigned char* link, Py_ssize_t link_len,
+                           long long size) except -1
     cdef void _append(self, const unsigned char* p, Py_ssize_t n) except *
     cdef void _copy(self, Spool spool, long long at, long long n) except *
     cdef void _flush(self) except *

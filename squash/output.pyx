@@ -26,6 +26,7 @@ cdef enum:
 cdef enum What:
     MEMBER = 0         # a member's header and data, under a key
     LINK = 1           # a hard link to a target, with the link member's header
+    PREPARED = 2       # a header made earlier (a kept directory, a whiteout marker)
 
 cdef unsigned char ZEROS[BLOCK]
 memset(ZEROS, 0, BLOCK)
@@ -87,9 +88,37 @@ cdef class Output:
 
     cdef void plain_dir(self, uint32_t key) except *:
         cdef Py_ssize_t n = self.paths.key(key, True)
-        cdef Py_ssize_t h = self.writer.write_plain_dir(self.paths.keybuf, n)
+        cdef Py_ssize_t h = self.writer.write_plain(self.paths.keybuf, n, b'5', 0o755)
         self._append(self.writer.out, h)
         self._written(key)
+
+    cdef bytes header_of(self, LayerIndex index, Py_ssize_t i, uint32_t key):
+        """The header member `i` of `index` would be written with under `key`, to be
+        written later (it holds no data: a directory)."""
+        cdef const Member* m = &index.members[i]
+        cdef Py_ssize_t n = self.paths.key(key, True)
+        cdef Py_ssize_t h = self._build(index, m, None, self.paths.keybuf, n, m.type, NULL, 0, 0)
+        return self.writer.out[:h]
+
+    cdef bytes marker_header(self, uint32_t directory, bytes base):
+        """An empty whiteout or opaque marker `base` in `directory`."""
+        cdef Py_ssize_t n = 0 if directory == ROOT else self.paths.key(directory, True), h
+        cdef bytes name = self.paths.keybuf[:n] + base
+        h = self.writer.write_plain(name, len(name), b'0', 0o644)
+        return self.writer.out[:h]
+
+    cdef void prepared(self, uint32_t key, uint32_t parent, bytes header) except *:
+        """A header made earlier, written once `parent` is; `key` is what it writes
+        (NO_PATH for a marker, which names no path)."""
+        cdef Item item
+        if self._ready(parent, NO_PATH):
+            self._append(header, len(header))
+            self._written(key)
+            return
+        item = Item()
+        item.what, item.key, item.index, item.saved = PREPARED, key, None, header
+        item.need_parent, item.need_link = parent, NO_PATH
+        self._wait(item)
 
     cdef void root(self, bytes saved) except *:
         """The root directory entry, first: its header group is `saved`."""
@@ -112,8 +141,10 @@ cdef class Output:
         """`key` is out: write, in order, what waited for it (and what waited for those)."""
         cdef list stack
         cdef Item item
-        self.paths.marks[key] |= EMITTED
         self.members_written += 1
+        if key == NO_PATH:
+            return
+        self.paths.marks[key] |= EMITTED
         if not self.waiting:
             return
         stack = []
@@ -121,9 +152,10 @@ cdef class Output:
         while stack:
             item = stack.pop()
             self._write(item)
-            self.paths.marks[item.key] |= EMITTED
             self.members_written += 1
-            self._release(item.key, stack)
+            if item.key != NO_PATH:
+                self.paths.marks[item.key] |= EMITTED
+                self._release(item.key, stack)
 
     cdef void _release(self, uint32_t key, list stack) except *:
         cdef Item waiter
@@ -155,6 +187,8 @@ cdef class Output:
     cdef void _write(self, Item item) except *:
         if item.what == MEMBER:
             self._write_member(item.index, item.member, item.key)
+        elif item.what == PREPARED:
+            self._append(item.saved, len(item.saved))
         else:
             self._write_link(item.index, item.member, item.saved, item.key, item.need_link)
 
@@ -183,10 +217,18 @@ cdef class Output:
     cdef void _header(self, LayerIndex index, const Member* m, bytes saved,
                       const unsigned char* name, Py_ssize_t name_len, char type,
                       const unsigned char* link, Py_ssize_t link_len, long long size) except *:
-        """The header of member `m` (or of the header group `saved`) written as `name`;
-        a symlink keeps its own target, a hard link gets `link`."""
+        cdef Py_ssize_t h = self._build(index, m, saved, name, name_len, type, link, link_len,
+                                        size)
+        self._append(self.writer.out, h)
+
+    cdef Py_ssize_t _build(self, LayerIndex index, const Member* m, bytes saved,
+                           const unsigned char* name, Py_ssize_t name_len, char type,
+                           const unsigned char* link, Py_ssize_t link_len,
+                           long long size) except -1:
+        """The header of member `m` (or of the header group `saved`) as `name`, in the
+        writer's buffer; a symlink keeps its own target, a hard link gets `link`."""
         cdef Fields f
-        cdef Py_ssize_t n, h
+        cdef Py_ssize_t n
         cdef unsigned char* grown
         cdef const unsigned char* g
         if m != NULL and not m.flags & REREAD:
@@ -210,8 +252,7 @@ cdef class Output:
             self.reader.fields(&f)
             if type == b'2':
                 link, link_len = self.reader.h.link, self.reader.h.link_len
-        h = self.writer.write(&f, name, name_len, type, link, link_len, size)
-        self._append(self.writer.out, h)
+        return self.writer.write(&f, name, name_len, type, link, link_len, size)
 
     cdef void _append(self, const unsigned char* p, Py_ssize_t n) except *:
         cdef Py_ssize_t take

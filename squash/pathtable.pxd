@@ -25,6 +25,8 @@ cdef enum:
                      # layer has an entry for it
     BELOW = 4        # this layer has put something under it
     IN_LAYER = 8     # touched by this layer (its per-layer fields are to be reset)
+    NONDIR_OUT = 16  # a non-directory of the squashed layers is written there
+    MARKED = 32      # a partial squash has written the whiteout or opaque marker it needs
 
 # Kinds of member names.
 cdef enum:
@@ -41,6 +43,8 @@ cdef class PathTable:
     cdef uint16_t* name_len
     cdef uint8_t* flags          # decisions of the layers above the one being read
     cdef uint8_t* lflags         # this layer's decisions, added when it is done
+    cdef uint8_t* upper          # a partial squash: the decisions of the squashed layers,
+    cdef Py_ssize_t upper_count  # frozen when the kept layers begin (ids below upper_count)
     cdef uint8_t* marks
     cdef uint32_t* state         # this layer's member at the path, + 1 (0: none)
     cdef uint32_t* child         # this layer's tree of touched paths
@@ -67,6 +71,7 @@ cdef class PathTable:
                         str where) except NO_PATH
     cdef Py_ssize_t key(self, uint32_t id, bint directory) except -1
     cdef bint hidden(self, uint32_t id, bint is_dir) noexcept
+    cdef uint8_t upper_flags(self, uint32_t id) noexcept
     cdef bint below_hidden(self, uint32_t directory) noexcept
     cdef void touch(self, uint32_t id) except *
     cdef void add_layer(self) noexcept

@@ -70,6 +70,7 @@ cdef class PathTable:
         free(self.name_len)
         free(self.flags)
         free(self.lflags)
+        free(self.upper)
         free(self.marks)
         free(self.state)
         free(self.child)
@@ -327,6 +328,16 @@ cdef class PathTable:
         self.hidden_gen[p], self.hidden_below[p] = self.generation, answer or (self.flags[p] & HIDES_BELOW != 0)
         return answer
 
+    def freeze_upper(self):
+        """Keep what the layers read so far decided: they are squashed, the rest kept."""
+        self.upper = <uint8_t*>grow(self.upper, max(self.count, 1))
+        memcpy(self.upper, self.flags, self.count)
+        self.upper_count = self.count
+
+    cdef uint8_t upper_flags(self, uint32_t id) noexcept:
+        """What the squashed layers decided about `id` (0 for a path they never named)."""
+        return self.upper[id] if id < self.upper_count else 0
+
     cdef void touch(self, uint32_t id) except *:
         """Mark `id` (and its ancestors) as touched by this layer, in this layer's tree."""
         cdef uint32_t p
@@ -368,7 +379,7 @@ cdef class PathTable:
 
     def memory(self) -> int:
         """Bytes held, for the benchmark's per-path figure."""
-        return self.cap * 31 + self.arena_cap + self.nslots * 8 + self.touched_cap * 4
+        return self.cap * 31 + self.upper_count + self.arena_cap + self.nslots * 8 + self.touched_cap * 4
 
     def __len__(self):
         return self.count

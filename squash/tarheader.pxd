@@ -83,8 +83,8 @@ cdef class HeaderWriter:
     cdef Py_ssize_t write(self, const Fields* f, const unsigned char* name,
                           Py_ssize_t name_len, char type, const unsigned char* link,
                           Py_ssize_t link_len, int64_t size) except -1
-    cdef Py_ssize_t write_plain_dir(self, const unsigned char* name,
-                                    Py_ssize_t name_len) except -1
+    cdef Py_ssize_t write_plain(self, const unsigned char* name, Py_ssize_t name_len,
+                                char type, int64_t mode) except -1
     cdef void _room(self, Py_ssize_t extra) except *
     cdef void _record(self, const char* key, Py_ssize_t klen, const unsigned char* value,
                       Py_ssize_t vlen) except *

@@ -759,15 +759,16 @@ cdef class HeaderWriter:
         cdef Py_ssize_t klen = len(key)
         self._record(key, klen, text, len(text))
 
-    cdef Py_ssize_t write_plain_dir(self, const unsigned char* name,
-                                    Py_ssize_t name_len) except -1:
-        """A directory that exists only as a parent: mode 0755, owned by root, mtime 0."""
+    cdef Py_ssize_t write_plain(self, const unsigned char* name, Py_ssize_t name_len,
+                                char type, int64_t mode) except -1:
+        """A member no layer has an entry for (a directory that exists only as a parent, a
+        whiteout marker): owned by root, mtime 0, no data."""
         self.pax_len = 0
         if name_len > NAME_LEN or not ascii(name, name_len):
             if not utf8(name, name_len):
                 self._record("hdrcharset", 10, BINARY, 6)
             self._record("path", 4, name, name_len)
-        return self._finish(name, name_len, 0o755, 0, 0, 0, 0, b'5', NULL, 0, EMPTY, 0, EMPTY, 0,
+        return self._finish(name, name_len, mode, 0, 0, 0, 0, type, NULL, 0, EMPTY, 0, EMPTY, 0,
                             0, 0)
 
     def header(self, HeaderReader source, bytes name, str type, bytes link, int64_t size):

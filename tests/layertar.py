@@ -83,11 +83,12 @@ class BytesLayer:
         return None
 
 
-def squash(*layers: bytes) -> bytes:
-    """Merge layer tars (bottom first) and return the squashed tar."""
+def squash(*layers: bytes, keep: int = 0) -> bytes:
+    """Merge layer tars (bottom first) and return the squashed tar (the one to put on the
+    bottom `keep` layers)."""
     out = io.BytesIO()
     sources = [BytesLayer(f"layer {n}", data) for n, data in enumerate(layers)]
-    Merger(out.write).run(sources)
+    Merger(out.write).run(sources, keep)
     return out.getvalue()
 
 

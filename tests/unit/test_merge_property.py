@@ -30,7 +30,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.layertar import Metadata, layer, member, squash
-from tests.unit.apply_model import OPAQUE, WHITEOUT, Node, Tree, ancestors, apply_layers, clean
+from tests.unit.apply_model import OPAQUE, WHITEOUT, Tree, ancestors, apply_layers, clean
 
 NAMES = ["a", "b", "c", "ab"]  # few names, so paths collide; "ab" next to "a" (rule 4)
 MTIMES = [1_700_000_000, 1_700_000_100, 1_700_000_200]
@@ -177,40 +177,60 @@ def stacks(draw: st.DrawFn) -> list[list[tuple]]:
 # -- reading the squashed tar back
 
 
-def read_squashed(tar_bytes: bytes) -> Tree:
-    """The tree a squashed tar holds, checking its structure on the way."""
-    tree = Tree()
+def squashed_members(tar_bytes: bytes, markers: bool = False) -> list[tuple]:
+    """The members of a squashed tar, checking its structure on the way: clean names, no
+    path twice, parents (also of markers) and link targets first; whiteout and opaque
+    markers only if `markers` (a partial squash) and only where the layer has a
+    directory for them."""
+    members = []
+    kinds: dict[str, str] = {"": "dir"}
     with tarfile.open(
         fileobj=io.BytesIO(tar_bytes), encoding="utf-8", errors="surrogateescape"
     ) as tar:
         for info in tar:
             name = info.name.rstrip("/")
             assert name and name == clean(name), f"unclean name {info.name!r}"
-            assert name not in tree.nodes, f"{name!r} twice in the output"
-            assert not posixpath.basename(name).startswith(WHITEOUT), f"marker {name!r} written"
-            directory = posixpath.dirname(name)
-            if directory:
-                above = tree.nodes.get(directory)
-                assert above is not None, f"{name!r} comes before its parent"
-                assert above.kind == "dir", f"{name!r} is under a {above.kind}"
-            attrs = (info.mode, info.uid, info.gid, info.mtime)
+            directory, base = posixpath.split(name)
+            assert kinds.get(directory) == "dir", f"{name!r} is not in a directory before it"
+            attrs: Metadata = {
+                "mode": info.mode,
+                "uid": info.uid,
+                "gid": info.gid,
+                "mtime": info.mtime,
+            }
+            if base.startswith(WHITEOUT):
+                assert markers, f"marker {name!r} written"
+                assert info.isreg() and not info.size, f"marker {name!r} is not an empty file"
+                members.append(member(name))
+                continue
+            assert name not in kinds, f"{name!r} twice in the output"
             if info.islnk():
                 target = info.linkname
                 assert target == clean(target), f"unclean link target {target!r}"
-                assert target in tree.nodes, f"hard link {name!r} comes before {target!r}"
-                assert tree.nodes[target].kind == "file", f"hard link {name!r} to a non-file"
-                tree.nodes[name] = tree.nodes[target]
+                assert target in kinds, f"hard link {name!r} comes before {target!r}"
+                assert kinds[target] == "file", f"hard link {name!r} to a non-file"
+                members.append(member(name, "hardlink", linkname=target, **attrs))
+                kinds[name] = "file"
             elif info.isreg():
                 extracted = tar.extractfile(info)
                 assert extracted is not None, name
-                data = extracted.read()
-                tree.nodes[name] = Node("file", data, *attrs)
+                members.append(member(name, "file", extracted.read(), **attrs))
+                kinds[name] = "file"
             elif info.isdir():
-                tree.nodes[name] = Node("dir", None, *attrs)
+                members.append(member(name, "dir", **attrs))
+                kinds[name] = "dir"
             elif info.issym():
-                tree.nodes[name] = Node("symlink", info.linkname, *attrs)
+                members.append(member(name, "symlink", linkname=info.linkname, **attrs))
+                kinds[name] = "symlink"
             else:
                 raise AssertionError(f"{name!r}: unexpected member type {info.type!r}")
+    return members
+
+
+def read_squashed(tar_bytes: bytes) -> Tree:
+    """The tree a squashed tar holds, checking its structure on the way."""
+    tree = Tree()
+    tree.apply_layer(squashed_members(tar_bytes))
     return tree
 
 
@@ -261,3 +281,62 @@ def test_squash_equals_applying_layers_one_by_one(layers: list[list[tuple]]) -> 
     actual = read_squashed(squash(*(layer(*members) for members in layers)))
     assert actual.view(expected.implicit_dirs()) == expected.view()
     assert actual.link_groups() == expected.link_groups()
+
+
+# -- partial squashes: the squashed layer put on the kept layers gives the same tree
+
+
+def split_by_layer(groups: list[list[str]], written: set[str]) -> list[list[str]]:
+    """Hard-link groups as a partial squash leaves them: a link of the squashed layer to a
+    file of a kept one cannot cross the layers (docker's overlay2 applies a layer into a
+    directory of its own), so it holds a copy, and each group splits into its part in
+    the squashed layer and its part in the kept ones."""
+    parts = [[p for p in g if p in written] for g in groups]
+    parts += [[p for p in g if p not in written] for g in groups]
+    return sorted(p for p in parts if len(p) > 1)
+
+
+def check_partial(layers: list[list[tuple]], keep: int) -> None:
+    expected = apply_layers(layers)
+    members = squashed_members(squash(*(layer(*m) for m in layers), keep=keep), markers=True)
+    actual = apply_layers(layers[:keep])
+    actual.apply_layer(members)
+    assert actual.view(expected.implicit_dirs()) == expected.view()
+    written = {clean(m[0]) for m in members}
+    assert actual.link_groups() == split_by_layer(expected.link_groups(), written)
+
+
+@st.composite
+def partial_stacks(draw: st.DrawFn) -> tuple[list[list[tuple]], int]:
+    """2-6 layers, bottom first, and how many of them are kept (at least one, not all)."""
+    tree = Tree()
+    layers = []
+    for _ in range(draw(st.integers(2, 6))):
+        members, tree = draw(layer_members(tree))
+        layers.append(members)
+    return layers, draw(st.integers(1, len(layers) - 1))
+
+
+@settings(max_examples=400, deadline=None)
+@given(partial_stacks())
+# Deleted in the squashed part: a whiteout, also of a directory the kept layer only implies.
+@example(([[F("a/f"), F("b")], [WH("a")]], 1))
+# Re-created after a delete, or opaque: an opaque marker in the squashed layer's directory.
+@example(([[D("d"), F("d/old")], [WH("d")], [D("d", mode=0o700), F("d/n")]], 1))
+@example(([[D("d", mode=0o700), F("d/old")], [OPQ("d")]], 1))
+# A file put in a kept directory: the directory's kept entry comes along (its mode).
+@example(([[D("t", mode=0o1777)], [F("t/x")]], 1))
+# A whiteout in a kept directory whose entry came before the hidden file.
+@example(([[D("e", mode=0o700), D("e/s", mode=0o700), F("e/s/x")], [WH("e/s/x")]], 1))
+# A file over a kept directory needs no marker; a directory over a kept file neither.
+@example(([[D("a"), F("a/x")], [F("a", b"f")]], 1))
+@example(([[F("a", b"f")], [D("a"), F("a/x")]], 1))
+# Hard links to kept files hold a copy; those of one group share it.
+@example(([[F("t", b"x")], [L("l", "t"), L("m", "t")]], 1))
+@example(([[F("t", b"x"), L("u", "t")], [L("l", "u")], [WH("t")]], 1))
+# A whiteout of a kept name the kept layers deleted themselves may be written or not.
+@example(([[F("a")], [WH("a")], [F("a", b"again")], [WH("a")]], 2))
+def test_partial_squash_on_the_kept_layers_equals_applying_all(
+    case: tuple[list[list[tuple]], int],
+) -> None:
+    check_partial(*case)
