@@ -3,7 +3,8 @@
 One tar holding an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/...`)
 plus Docker's `manifest.json` and legacy `repositories`, all pointing at the same blobs.
 The squashed layer goes first, under a reserved header patched once its size and digest
-are known; the small files that depend on that digest follow it.
+are known; a partial squash's kept layers follow it as they are stored, then the small
+files that depend on the digests.
 """
 
 import hashlib
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from squash.codec import Compressor
+from squash.errors import InvalidLayer
 from squash.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from squash.sinks import Patchable
-from squash.streams import Chunk
+from squash.streams import Chunk, Stream
 
 LAYER_MEDIA_TYPES = {
     "none": "application/vnd.oci.image.layer.v1.tar",
@@ -150,6 +152,23 @@ class ArchiveWriter:
         self._write(data)
         self._write(bytes(-len(data) % BLOCK))
 
+    def copy_blob(self, blob: Blob, stream: Stream, what: str) -> None:
+        """A blob whose digest and size are known, copied from `stream` as it is (the
+        stream checks the digest; the size is checked here)."""
+        self._write(
+            _member_header("blobs/sha256/" + blob.digest.removeprefix("sha256:"), blob.size)
+        )
+        left = blob.size
+        while left:
+            data = stream.read(min(_BATCH, left))
+            if not data:
+                raise InvalidLayer(f"{what}: ends after {blob.size - left} of {blob.size} bytes")
+            self._write(data)
+            left -= len(data)
+        if stream.read(1):
+            raise InvalidLayer(f"{what}: longer than its {blob.size} bytes")
+        self._write(bytes(-blob.size % BLOCK))
+
     def add_blob(self, data: bytes, media_type: str) -> Blob:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         self.add("blobs/sha256/" + digest.removeprefix("sha256:"), data)
@@ -182,15 +201,16 @@ def descriptor(blob: Blob, annotations: dict[str, str] | None = None) -> dict[st
 
 
 def write_documents(
-    archive: ArchiveWriter, config: bytes, layer: Blob, repo_tag: str, full_name: str
+    archive: ArchiveWriter, config: bytes, layers: list[Blob], repo_tag: str, full_name: str
 ) -> Blob:
-    """Config, manifest and the index files of both layouts; returns the manifest blob."""
+    """Config, manifest and the index files of both layouts for `layers` (bottom first);
+    returns the manifest blob."""
     config_blob = archive.add_blob(config, OCI_CONFIG)
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": descriptor(config_blob),
-        "layers": [descriptor(layer)],
+        "layers": [descriptor(layer) for layer in layers],
     }
     manifest_blob = archive.add_blob(_dumps(manifest), OCI_MANIFEST)
     repository, _, tag = repo_tag.rpartition(":")
@@ -202,15 +222,14 @@ def write_documents(
     }
     archive.add("oci-layout", _dumps({"imageLayoutVersion": "1.0.0"}))
     archive.add("index.json", _dumps(index))
-    layer_path = "blobs/sha256/" + layer.digest.removeprefix("sha256:")
     docker_manifest = [
         {
             "Config": "blobs/sha256/" + config_blob.digest.removeprefix("sha256:"),
             "RepoTags": [repo_tag],
-            "Layers": [layer_path],
+            "Layers": ["blobs/sha256/" + layer.digest.removeprefix("sha256:") for layer in layers],
         }
     ]
     archive.add("manifest.json", _dumps(docker_manifest))
-    top_layer_id = layer.digest.removeprefix("sha256:")
+    top_layer_id = layers[-1].digest.removeprefix("sha256:")
     archive.add("repositories", _dumps({repository: {tag: top_layer_id}}))
     return manifest_blob

@@ -15,6 +15,7 @@ from squash.codec import COMPRESSIONS
 from squash.errors import SquashError
 from squash.export import export_image
 from squash.image import Image
+from squash.image_config import shared_layers
 from squash.limits import Limits, parse_size
 from squash.reference import Platform, SourceRef, parse_source
 from squash.registry.credentials import Credentials
@@ -31,6 +32,7 @@ EXAMPLES = """examples:
   squashd export oci:./layout:latest -o app.tar
   docker save app:1 | squashd export docker-archive:- -o - | docker load
   squashd export oci:./layout:1.2 -o app.tar --layer-compression gzip --tag app:flat
+  squashd export docker://registry.example.com/team/app:1.4 --base debian:12 -o app.tar
 """
 
 
@@ -67,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
         choices=COMPRESSIONS,
         default="none",
         help="compression of the squashed layer (default none, as docker save)",
+    )
+    partial = export.add_mutually_exclusive_group()
+    partial.add_argument(
+        "--keep-base",
+        metavar="N",
+        type=_count,
+        default=0,
+        help="keep the bottom N layers as they are and squash the ones above them",
+    )
+    partial.add_argument(
+        "--base",
+        metavar="REF",
+        help="keep the layers the image shares with image REF (the one it was built FROM)",
     )
     export.add_argument(
         "--platform",
@@ -137,7 +152,7 @@ def _size(text: str) -> int:
 
 def _count(text: str) -> int:
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of members")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
     return int(text)
 
 
@@ -171,7 +186,23 @@ def _export(args: argparse.Namespace) -> None:
     )
     with _source_file(args.source, args.tmpdir) as source:
         image = open_image(source, args.platform, options)
-        _write(args, image, to_stdout)
+        with contextlib.closing(image):
+            keep = args.keep_base if args.base is None else _shared(image, args, options)
+            _write(args, image, keep, to_stdout)
+
+
+def _shared(image: Image, args: argparse.Namespace, options: RegistryOptions) -> int:
+    """How many bottom layers `image` shares with the --base image (at least one)."""
+    with _source_file(args.base, args.tmpdir) as ref:
+        base = open_image(ref, args.platform, options)
+        with contextlib.closing(base):
+            what = f"image {image.reference}"
+            shared = shared_layers(image.config, base.config, what, f"base {args.base}")
+    if not shared:
+        raise SquashError(f"{what} shares no layers with {args.base}")
+    if shared == len(image.layers):
+        raise SquashError(f"{what} has no layers above {args.base}: nothing to squash")
+    return shared
 
 
 @contextlib.contextmanager
@@ -189,29 +220,28 @@ def _source_file(source: str, tmpdir: str | None) -> Iterator[SourceRef]:
         yield dataclasses.replace(ref, path=f.name)
 
 
-def _write(args: argparse.Namespace, image: Image, to_stdout: bool) -> None:
+def _write(args: argparse.Namespace, image: Image, keep: int, to_stdout: bool) -> None:
     sink: Sink[None] = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
     show = not args.quiet and sys.stderr.isatty()
-    with (
-        contextlib.closing(image),
-        _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar,
-    ):
+    with _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar:
         limits = Limits(args.max_members or None, args.max_image_bytes or None, args.spool_reserve)
         result = export_image(
             image,
             sink,
             tag=args.tag,
             compression=args.layer_compression,
+            keep=keep,
             tmpdir=args.tmpdir,
             limits=limits,
             progress=None if bar is None else bar.update,
         )
     if not args.quiet:
         where = "standard output" if to_stdout else args.output
+        base = f" on {result.kept} kept layers" if result.kept else ""
         print(
             f"{where}: {result.repo_tag}, {result.stats.members_written} of "
             f"{result.stats.members_read} members kept, layer {result.layer_digest} "
-            f"({result.layer_size} bytes)",
+            f"({result.layer_size} bytes){base}",
             file=sys.stderr,
         )
 

@@ -1,18 +1,21 @@
 """One export: an image in, a squashed docker-loadable archive out, into a sink."""
 
+import hashlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Generic
 
-from squash.archive import ArchiveWriter, write_documents
-from squash.errors import BadReference
+from squash.archive import LAYER_MEDIA_TYPES, ArchiveWriter, Blob, write_documents
+from squash.codec import compression_of
+from squash.errors import BadReference, SquashError
 from squash.image import Image, Progress, StoredLayer
-from squash.image_config import squashed_config
+from squash.image_config import diff_ids, squashed_config
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
 from squash.sinks import Committed, Sink
-from squash.streams import Stream
+from squash.streams import Stream, read_up_to
+from squash.verify import VerifyingReader
 
 
 @dataclass
@@ -24,6 +27,7 @@ class ExportResult(Generic[Committed]):
     layer_size: int
     stats: MergeStats
     committed: Committed  # what the sink's commit returned (an artifact store's record)
+    kept: int = 0  # bottom layers kept as they are (a partial squash)
 
 
 def output_tag(image: Image, tag: str | None) -> tuple[str, str]:
@@ -54,19 +58,64 @@ class _Reporting:
         return self.layer.plain_file()
 
 
+def check_keep(image: Image, keep: int) -> None:
+    """A partial squash keeps fewer layers than the image has, and the config lists them."""
+    count = len(image.layers)
+    if keep < 0 or (keep and keep >= count):
+        raise SquashError(
+            f"image {image.reference}: cannot keep {keep} of its {count} layers as they are; "
+            f"keep between 0 and {count - 1}"
+        )
+    if keep and len(diff_ids(image.config, f"image {image.reference}")) != count:
+        raise SquashError(f"image {image.reference}: its config does not list its {count} layers")
+
+
+def _kept_blob(layer: StoredLayer) -> Blob:
+    """The descriptor of a kept layer as it is stored: its digest, size and compression."""
+    with layer.open_start(4) as start:
+        compression = compression_of(read_up_to(start, 4))
+    digest = layer.digest or (layer.diff_id if compression == "none" else None)
+    size = layer.size
+    if digest is None or size is None:  # a docker save member: measure it
+        hasher, size = hashlib.sha256(), 0
+        with layer.open_stored() as raw:
+            while data := raw.read(1 << 20):
+                hasher.update(data)
+                size += len(data)
+        digest = digest or "sha256:" + hasher.hexdigest()
+    if not digest.startswith("sha256:"):
+        raise SquashError(f"{layer.label}: a kept layer needs a sha256 digest, not {digest}")
+    return Blob(digest, size, LAYER_MEDIA_TYPES[compression])
+
+
+def _copy_kept(archive: ArchiveWriter, layers: list[StoredLayer]) -> list[Blob]:
+    """The kept layers' blobs into the archive, byte for byte, their digests checked."""
+    blobs = []
+    for layer in layers:
+        blob = _kept_blob(layer)
+        with layer.open_stored() as raw:
+            checked = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
+            archive.copy_blob(blob, checked, layer.label)
+        blobs.append(blob)
+    return blobs
+
+
 def export_image(
     image: Image,
     sink: Sink[Committed],
     *,
     tag: str | None = None,
     compression: str = "none",
+    keep: int = 0,
     tmpdir: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
 ) -> ExportResult[Committed]:
     """Squash `image` into `sink`; the sink is committed on success, aborted on failure.
-    `progress` is told of each stored layer byte read."""
+    With `keep`, the bottom `keep` layers stay as they are and the rest become one layer
+    on top of them. `progress` is told of each stored layer byte read."""
     try:
+        check_keep(image, keep)
         repo_tag, full = output_tag(image, tag)
         archive = ArchiveWriter(sink)
         archive.begin()
@@ -77,19 +126,20 @@ def export_image(
                 if progress is None
                 else [_Reporting(stored, progress) for stored in image.layers]
             )
-            stats = Merger(layer.writer.write, tmpdir, limits).run(layers)
+            stats = Merger(layer.writer.write, tmpdir, limits).run(layers, keep)
         except BaseException:
             layer.writer.abort()
             raise
         diff_id, blob = layer.close()
+        kept = _copy_kept(archive, image.layers[:keep])
         comment = f"squashed by squashd from {image.manifest_digest}"
-        config = squashed_config(image.config, diff_id, comment)
-        manifest = write_documents(archive, config, blob, repo_tag, full)
+        config = squashed_config(image.config, keep, diff_id, comment)
+        manifest = write_documents(archive, config, [*kept, blob], repo_tag, full)
         archive.finish()
         committed = sink.commit()
     except BaseException:
         sink.abort()
         raise
     return ExportResult(
-        repo_tag, manifest.digest, diff_id, blob.digest, blob.size, stats, committed
+        repo_tag, manifest.digest, diff_id, blob.digest, blob.size, stats, committed, keep
     )

@@ -23,27 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from squash.codec import compression_of
 from testbed.service import WebServer
 from testbed.tools import run
 from tests.integration.helpers import COMPRESSIONS, SQUASHD, SquashedArchive
 from tests.loaders.fixtures import CAPABILITY, LABELS, DockerImage
 from tests.loaders.harness import Containerd, Dockerd, RootTree
+from tests.loaders.judges import judge_containerd, judge_docker
 from tests.registry.fixtures import proxying
 from tests.registry.harness import export_ok
 
 pytestmark = pytest.mark.integration
-
-#: The run configuration that must survive the squash (docker image inspect .Config).
-CONFIG_FIELDS = (
-    "Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes",
-    "Healthcheck", "StopSignal",
-)  # fmt: skip
-MEDIA_TYPES = {
-    "none": "application/vnd.oci.image.layer.v1.tar",
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
 
 
 def test_the_docker_built_image_covers_what_it_must(docker_image: DockerImage) -> None:
@@ -164,10 +153,10 @@ def test_loaders_accept_the_squashed_image(
         _docker_refuses_zstd(dockerd, out, said)
     else:
         try:
-            _judge_docker(dockerd, docker_image, out, tag, said)
+            judge_docker(dockerd, docker_image, out, tag, said)
         finally:
             dockerd.docker("rmi", "--force", tag, check=False)
-    _judge_containerd(containerd, docker_image, out, archive, compression)
+    judge_containerd(containerd, docker_image, out, archive, compression)
 
 
 @pytest.fixture(scope="module")
@@ -189,44 +178,3 @@ def _docker_refuses_zstd(dockerd: Dockerd, out: Path, said: str | None) -> None:
         said = (proc.stdout + proc.stderr).decode()
         assert proc.returncode != 0, f"docker {dockerd.version} loaded a zstd layer: {said}"
     assert "invalid tar header" in said or "unexpected EOF" in said, said
-
-
-def _judge_docker(
-    dockerd: Dockerd, image: DockerImage, out: Path, tag: str, said: str | None
-) -> None:
-    loaded = dockerd.load(out) if said is None else [
-        line.split(": ", 1)[1] for line in said.splitlines() if ": " in line
-    ]  # fmt: skip
-    assert loaded == [tag], f"docker load named {loaded}, the archive's tag is {tag}"
-    config = json.loads(dockerd.text("image", "inspect", "--format", "{{json .Config}}", tag))
-    for field in CONFIG_FIELDS:
-        assert config.get(field) == image.config.get(field), f"Config.{field} differs"
-    layers = json.loads(dockerd.text("image", "inspect", "--format", "{{json .RootFS}}", tag))
-    assert len(layers["Layers"]) == 1, layers
-    diffs = RootTree.of_export(image.root).differences(RootTree.of_export(dockerd.exported(tag)))
-    assert not diffs, "docker export of original and squashed differ:\n" + "\n".join(diffs[:40])
-    output = dockerd.text("run", "--rm", "--network", "none", tag)
-    assert output == image.run_output
-
-
-def _judge_containerd(
-    containerd: Containerd, image: DockerImage, out: Path, archive, compression: str
-) -> None:
-    (entry,) = archive.json("index.json")["manifests"]
-    name = entry["annotations"]["io.containerd.image.name"]
-    container = f"judge-{compression}"
-    containerd.ctr("images", "import", out)
-    try:
-        assert name in containerd.images(), f"ctr images import did not name {name}"
-        manifest = json.loads(containerd.content(entry["digest"]))
-        (layer,) = manifest["layers"]
-        head = containerd.content(layer["digest"])[:4]
-        assert layer["mediaType"] == MEDIA_TYPES[compression]
-        assert compression_of(head) == compression, (
-            f"the layer is labelled {layer['mediaType']} but its bytes start {head!r}"
-        )
-        proc = containerd.ctr("run", "--rm", name, container, timeout=120)
-        assert proc.stdout.decode().strip() == image.run_output
-    finally:
-        containerd.ctr("containers", "rm", container, check=False)
-        containerd.ctr("images", "rm", name, check=False)
