@@ -140,6 +140,7 @@ def _squash(
             sink,
             tag=spec.tag,
             compression=spec.compression,
+            keep=spec.keep_base,
             tmpdir=tmpdir,
             limits=limits,
             progress=heartbeat.advance,

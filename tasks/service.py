@@ -72,6 +72,7 @@ class Service:
         platform: str | None = None,
         tag: str | None = None,
         compression: str | None = None,
+        keep_base: int = 0,
     ) -> ExportSpec:
         """The export of `image` (`[HOST/]NAME[:TAG|@DIGEST]`) the caller asks for, its
         tag resolved to a digest with the caller's credentials (access is checked here)."""
@@ -86,6 +87,8 @@ class Service:
         compression = compression or self.settings.layer_compression
         if compression not in COMPRESSIONS:
             raise BadRequest(f"layer compression {compression!r} is not one of {COMPRESSIONS}")
+        if keep_base < 0:
+            raise BadRequest(f"keep_base {keep_base} is not a number of layers")
         if not self.settings.allows(ref.registry):
             raise Denied(
                 f"registry {ref.registry} is not served here (SQUASHD_ALLOWED_REGISTRIES)", 403
@@ -94,7 +97,7 @@ class Service:
         reference = ref.digest or ref.tag or "latest"
         tag = tag or default_tag(ref.registry, ref.repository, reference)
         return ExportSpec(
-            ref.registry, ref.repository, reference, digest, platform, tag, compression
+            ref.registry, ref.repository, reference, digest, platform, tag, compression, keep_base
         )
 
     def check(self, name: str, digest: str, caller: Caller) -> None:
@@ -122,10 +125,11 @@ class Service:
 
     def is_default(self, spec: ExportSpec) -> bool:
         """Built with the options a plain /c1 request (and the pre-squash) uses?"""
-        return (spec.platform, spec.compression, spec.tag) == (
+        return (spec.platform, spec.compression, spec.tag, spec.keep_base) == (
             self.default_platform,
             self.settings.layer_compression,
             default_tag(spec.registry, spec.repository, spec.reference),
+            0,
         )
 
     def count(self, spec: ExportSpec) -> None:

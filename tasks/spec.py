@@ -1,15 +1,16 @@
 """What one export builds, and the artifact key that names its bytes.
 
 The key is a hash of everything that determines the archive's bytes (the source's
-manifest digest, platform, the tag written into it, layer compression, the archive
-format's version) plus the repository it comes from, whose readers may have it. A moved
+manifest digest, platform, the tag written into it, layer compression, the layers kept
+as they are, the archive format's version) plus the repository it comes from, whose
+readers may have it. A moved
 tag gets a new key; an unchanged one is never rebuilt.
 """
 
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from squash.reference import check_repo_tag, familiar_name, source_tag, squash_tag
 
@@ -26,10 +27,11 @@ class ExportSpec:
     platform: str  # "linux/amd64"
     tag: str  # NAME:TAG written into the archive
     compression: str  # of the squashed layer
+    keep_base: int = 0  # bottom layers kept as they are (a partial squash)
 
     @property
     def key(self) -> str:
-        determinants = {
+        determinants: dict[str, object] = {
             "format": FORMAT_VERSION,
             "source": f"{self.registry}/{self.repository}",
             "digest": self.digest,
@@ -37,6 +39,8 @@ class ExportSpec:
             "tag": self.tag,
             "compression": self.compression,
         }
+        if self.keep_base:  # absent for a full squash: the keys built before it stay valid
+            determinants["keep_base"] = self.keep_base
         return hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -65,11 +69,14 @@ class ExportSpec:
         return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}_{tag}") + ".tar"
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        """As flat strings (a Redis hash, a task's arguments)."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExportSpec":
-        return cls(**{k: str(data[k]) for k in cls.__dataclass_fields__})
+        """From `to_dict`'s strings (a record written before keep_base existed keeps 0)."""
+        text = {f.name: str(data[f.name]) for f in fields(cls) if f.name != "keep_base"}
+        return cls(**text, keep_base=int(data.get("keep_base") or 0))
 
 
 def default_tag(registry: str, repository: str, reference: str) -> str:

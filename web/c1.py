@@ -30,6 +30,7 @@ async def squash(
     path: str,
     platform: str | None = Query(None, description="OS/ARCH[/VARIANT], default linux/amd64"),
     compression: str | None = Query(None, description="none, gzip or zstd"),
+    keep_base: int = Query(0, ge=0, description="bottom layers kept as they are"),
     wait: float | None = Query(None, ge=0, description="seconds to wait for a build"),
 ) -> Response:
     """The squashed archive: redirect to it (S3) or serve it (local directory). A build
@@ -39,7 +40,9 @@ async def squash(
 
     def look() -> tuple[ExportSpec, Outcome]:  # one trip to a thread for a cache hit
         caller = caller_of(request)
-        spec = service.spec(image, caller, platform=platform, compression=compression)
+        spec = service.spec(
+            image, caller, platform=platform, compression=compression, keep_base=keep_base
+        )
         return spec, service.request(spec, request.method != "HEAD", request.method, caller)
 
     spec, outcome = await run_in_threadpool(look)

@@ -25,6 +25,7 @@ class ExportRequest(BaseModel):
     platform: str | None = Field(None, description="OS/ARCH[/VARIANT], default linux/amd64")
     tag: str | None = Field(None, description="NAME:TAG written into the archive")
     layer_compression: Literal["none", "gzip", "zstd"] | None = None
+    keep_base: int = Field(0, ge=0, description="bottom layers kept as they are")
 
 
 @router.post("", status_code=202)
@@ -43,6 +44,7 @@ async def create(
         platform=body.platform,
         tag=body.tag,
         compression=body.layer_compression,
+        keep_base=body.keep_base,
     )
     outcome = await run_in_threadpool(service.request, spec, True, None, caller)
     request.app.state.metrics.cache(outcome.artifact is not None)

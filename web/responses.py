@@ -28,6 +28,7 @@ def document(key: str, job: Job | None, artifact: Artifact | None) -> dict:
             platform=spec.platform,
             tag=spec.tag,
             layer_compression=spec.compression,
+            keep_base=spec.keep_base,
         )
     elif artifact is not None:
         out.update(image=artifact.image, digest=artifact.source_digest)

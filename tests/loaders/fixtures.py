@@ -190,3 +190,11 @@ def docker_image(dockerd: Dockerd, registry: Registry, tmp_path_factory) -> Dock
     run_output = dockerd.text("run", "--rm", "--network", "none", tag)
     config = json.loads(dockerd.text("image", "inspect", "--format", "{{json .Config}}", tag))
     return DockerImage(tag, "acme/app", "1", pushed, run_output, config, dockerd.exported(tag))
+
+
+@pytest.fixture(scope="session")
+def saved(dockerd: Dockerd, docker_image: DockerImage, tmp_path_factory) -> Path:
+    """`docker save` of the Docker-built image (the legacy layout: layer.tar directories)."""
+    path = tmp_path_factory.mktemp("docker-save") / "saved.tar"
+    dockerd.docker("save", "-o", path, docker_image.tag)
+    return path

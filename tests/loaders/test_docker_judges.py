@@ -63,13 +63,6 @@ def test_the_docker_built_image_covers_what_it_must(docker_image: DockerImage) -
 
 
 @pytest.fixture(scope="module")
-def saved(dockerd: Dockerd, docker_image: DockerImage, module_work: Path) -> Path:
-    path = module_work / "saved.tar"
-    dockerd.docker("save", "-o", path, docker_image.tag)
-    return path
-
-
-@pytest.fixture(scope="module")
 def web(registry, module_work: Path) -> Iterator[WebServer]:
     """The embedded service with the test registry as its upstream."""
     server = WebServer(module_work / "web", {"SQUASHD_REGISTRY": registry.host}).start()

@@ -26,13 +26,6 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 @pytest.fixture(scope="module")
-def saved(dockerd: Dockerd, docker_image: DockerImage, module_work: Path) -> Path:
-    path = module_work / "saved.tar"
-    dockerd.docker("save", "-o", path, docker_image.tag)
-    return path
-
-
-@pytest.fixture(scope="module")
 def diff_ids(dockerd: Dockerd, docker_image: DockerImage) -> list[str]:
     """The original's layers as docker has them."""
     rootfs = dockerd.text("image", "inspect", "--format", "{{json .RootFS}}", docker_image.tag)

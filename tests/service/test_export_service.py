@@ -247,6 +247,35 @@ def test_export_api_states_progress_and_download(stack, registry, upstream, tmp_
     assert status == 200 and again["state"] == "ready" and again["id"] == key
 
 
+def test_keep_base_is_its_own_artifact_on_the_registry_blobs(
+    stack, registry, upstream, tmp_path
+) -> None:
+    """`?keep_base=1` on /c1 and `keep_base` in POST /v1/exports name one artifact, apart
+    from the full squash: the registry's bottom blob as it is, the rest squashed on top;
+    skopeo + umoci unpack it to the original tree. Keeping every layer fails the build,
+    saying so."""
+    _, rootfs = push_image(registry, tmp_path, "partial", seed=61)
+    full, full_headers = squash_ok(stack, "svc/partial/v1", tmp_path / "full.tar")
+    archive = tmp_path / "partial.tar"
+    data, headers = squash_ok(stack, "svc/partial/v1?keep_base=1", archive)
+    key = headers["x-squashd-export"]
+    assert key != full_headers["x-squashd-export"] and data != full
+    assert_same_rootfs(archive, rootfs, tmp_path)
+    squashed = SquashedArchive.open(archive)
+    manifest_digest = squashed.json("index.json")["manifests"][0]["digest"]
+    manifest = squashed.json(f"blobs/sha256/{manifest_digest.removeprefix('sha256:')}")
+    kept, _squashed = manifest["layers"]
+    assert kept["digest"] == layer_digest(registry, "partial")
+    doc = stack.export_status(key)
+    assert doc["keep_base"] == 1
+    status, _, again = _post(stack, {"image": doc["image"], "keep_base": 1})
+    assert status == 200 and again["id"] == key
+
+    status, _, body = stack.c1("svc/partial/v1?keep_base=2")
+    assert status == 502, (status, body[:300])
+    assert "cannot keep 2 of its 2 layers" in json.loads(body)["error"], body
+
+
 def test_export_api_rejects_what_it_cannot_serve(stack, registry) -> None:
     status, _, doc = _post(stack, {"image": "quay.io/somebody/app:1"})
     assert status == 403 and "SQUASHD_ALLOWED_REGISTRIES" in doc["error"]

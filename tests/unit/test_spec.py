@@ -27,10 +27,21 @@ def test_the_key_is_stable_and_plain() -> None:
         {"compression": "zstd"},
         {"repository": "ns/other"},
         {"registry": "127.0.0.1:5001"},
+        {"keep_base": 2},
     ],
 )
 def test_every_determinant_changes_the_key(change: dict) -> None:
     assert dataclasses.replace(SPEC, **change).key != SPEC.key
+
+
+def test_a_full_squash_keeps_the_key_it_had_before_partial_squashes() -> None:
+    """keep_base 0 adds nothing to the key: artifacts built before it existed stay found;
+    a record without the field reads as 0."""
+    assert SPEC.key == "103be9626346236ebf150f39c6d92ede0635451ac88084f8362ddd3309a2a375"
+    record = {k: v for k, v in SPEC.to_dict().items() if k != "keep_base"}
+    assert ExportSpec.from_dict(record) == SPEC
+    partial = dataclasses.replace(SPEC, keep_base=3)
+    assert ExportSpec.from_dict(partial.to_dict()) == partial
 
 
 def test_the_tag_asked_for_does_not_name_the_bytes() -> None:
