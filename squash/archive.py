@@ -8,39 +8,27 @@ files that depend on the digests.
 """
 
 import hashlib
-import json
 import queue
 import tarfile
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Generic, Protocol
 
 from squash.codec import Compressor
 from squash.errors import InvalidLayer
-from squash.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
-from squash.sinks import Patchable
+from squash.image import OCI_INDEX, StoredLayer
+from squash.outputs.base import LAYER_MEDIA_TYPES, Blob, Committed, descriptor, dumps
+from squash.sinks import Sink
 from squash.streams import Chunk, Stream
+from squash.verify import VerifyingReader
 
-LAYER_MEDIA_TYPES = {
-    "none": "application/vnd.oci.image.layer.v1.tar",
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
 BLOCK = tarfile.BLOCKSIZE
 _USTAR_SIZE_LIMIT = 8**11  # larger sizes need GNU base-256 in the same single block
 _BATCH = 1 << 20
 _QUEUE_DEPTH = 8  # chunks of about 1 MiB in flight to the writer thread
 
 
-@dataclass
-class Blob:
-    digest: str
-    size: int
-    media_type: str
-
-
-def _dumps(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+class Writable(Protocol):
+    def write(self, data: Chunk) -> None: ...
 
 
 def _member_header(name: str, size: int, directory: bool = False) -> bytes:
@@ -62,7 +50,7 @@ class LayerWriter:
     caller may reuse them.
     """
 
-    def __init__(self, sink: Patchable, compression: str) -> None:
+    def __init__(self, sink: Writable, compression: str) -> None:
         self._sink = sink
         self._plain = compression == "none"
         self._diff = hashlib.sha256()
@@ -130,106 +118,95 @@ class LayerWriter:
         return diff_id, Blob("sha256:" + self._blob.hexdigest(), self.size, self.media_type)
 
 
-class ArchiveWriter:
-    """Writes the archive into a sink: the layer first, then the documents naming it."""
+class DockerArchive(Generic[Committed]):
+    """A `docker load` archive written into `sink`: the layer first (its header reserved
+    and patched once its size and digest are known), then the kept layers and documents."""
 
-    def __init__(self, sink: Patchable) -> None:
+    def __init__(self, sink: Sink[Committed]) -> None:
         self._sink = sink
+        self._write(_member_header("blobs", 0, directory=True))
+        self._write(_member_header("blobs/sha256", 0, directory=True))
 
     def _write(self, data: bytes) -> None:
         self._sink.write(data)
 
-    def begin(self) -> None:
-        self._write(_member_header("blobs", 0, directory=True))
-        self._write(_member_header("blobs/sha256", 0, directory=True))
+    def layer(self) -> "_ReservedLayer":
+        return _ReservedLayer(self._sink, self._sink.reserve(BLOCK))
 
-    def layer(self, compression: str) -> "ReservedLayer":
-        token = self._sink.reserve(BLOCK)
-        return ReservedLayer(self, token, LayerWriter(self._sink, compression))
+    def kept(self, layer: StoredLayer, blob: Blob) -> None:
+        """The kept layer's blob copied as it is stored, its digest checked on the way."""
+        self._write(_member_header(_blob_path(blob.digest), blob.size))
+        with layer.open_stored() as raw:
+            stream: Stream = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
+            left = blob.size
+            while left:
+                data = stream.read(min(_BATCH, left))
+                if not data:
+                    raise InvalidLayer(f"{layer.label}: ends after {blob.size - left} bytes")
+                self._write(data)
+                left -= len(data)
+            if stream.read(1):
+                raise InvalidLayer(f"{layer.label}: longer than its {blob.size} bytes")
+        self._write(bytes(-blob.size % BLOCK))
 
-    def add(self, name: str, data: bytes) -> None:
+    def _add(self, name: str, data: bytes) -> None:
         self._write(_member_header(name, len(data)))
         self._write(data)
         self._write(bytes(-len(data) % BLOCK))
 
-    def copy_blob(self, blob: Blob, stream: Stream, what: str) -> None:
-        """A blob whose digest and size are known, copied from `stream` as it is (the
-        stream checks the digest; the size is checked here)."""
-        self._write(
-            _member_header("blobs/sha256/" + blob.digest.removeprefix("sha256:"), blob.size)
-        )
-        left = blob.size
-        while left:
-            data = stream.read(min(_BATCH, left))
-            if not data:
-                raise InvalidLayer(f"{what}: ends after {blob.size - left} of {blob.size} bytes")
-            self._write(data)
-            left -= len(data)
-        if stream.read(1):
-            raise InvalidLayer(f"{what}: longer than its {blob.size} bytes")
-        self._write(bytes(-blob.size % BLOCK))
-
-    def add_blob(self, data: bytes, media_type: str) -> Blob:
+    def document(self, data: bytes, media_type: str) -> Blob:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        self.add("blobs/sha256/" + digest.removeprefix("sha256:"), data)
+        self._add(_blob_path(digest), data)
         return Blob(digest, len(data), media_type)
 
-    def finish(self) -> None:
+    def tag(
+        self, manifest: Blob, config: Blob, layers: list[Blob], repo_tag: str, full_name: str
+    ) -> None:
+        """The index files of both layouts, then the end of the archive."""
+        repository, _, tag = repo_tag.rpartition(":")
+        annotations = {
+            "io.containerd.image.name": full_name,
+            "org.opencontainers.image.ref.name": tag,
+        }
+        index = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [descriptor(manifest, annotations)],
+        }
+        self._add("oci-layout", dumps({"imageLayoutVersion": "1.0.0"}))
+        self._add("index.json", dumps(index))
+        docker_manifest = [
+            {
+                "Config": _blob_path(config.digest),
+                "RepoTags": [repo_tag],
+                "Layers": [_blob_path(layer.digest) for layer in layers],
+            }
+        ]
+        self._add("manifest.json", dumps(docker_manifest))
+        self._add("repositories", dumps({repository: {tag: layers[-1].digest[7:]}}))
         self._write(bytes(2 * BLOCK))
 
+    def commit(self) -> Committed:
+        return self._sink.commit()
 
-class ReservedLayer:
-    """The layer blob being streamed; `close` pads it and patches its header."""
-
-    def __init__(self, archive: ArchiveWriter, token: int, writer: LayerWriter) -> None:
-        self._archive, self._token, self.writer = archive, token, writer
-
-    def close(self) -> tuple[str, Blob]:
-        diff_id, blob = self.writer.close()
-        sink = self._archive._sink
-        sink.write(bytes(-blob.size % BLOCK))
-        name = "blobs/sha256/" + blob.digest.removeprefix("sha256:")
-        sink.patch(self._token, _member_header(name, blob.size))
-        return diff_id, blob
+    def abort(self) -> None:
+        self._sink.abort()
 
 
-def descriptor(blob: Blob, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    value: dict[str, Any] = {"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size}
-    if annotations:
-        value["annotations"] = annotations
-    return value
+def _blob_path(digest: str) -> str:
+    return "blobs/sha256/" + digest.removeprefix("sha256:")
 
 
-def write_documents(
-    archive: ArchiveWriter, config: bytes, layers: list[Blob], repo_tag: str, full_name: str
-) -> Blob:
-    """Config, manifest and the index files of both layouts for `layers` (bottom first);
-    returns the manifest blob."""
-    config_blob = archive.add_blob(config, OCI_CONFIG)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor(config_blob),
-        "layers": [descriptor(layer) for layer in layers],
-    }
-    manifest_blob = archive.add_blob(_dumps(manifest), OCI_MANIFEST)
-    repository, _, tag = repo_tag.rpartition(":")
-    annotations = {"io.containerd.image.name": full_name, "org.opencontainers.image.ref.name": tag}
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [descriptor(manifest_blob, annotations)],
-    }
-    archive.add("oci-layout", _dumps({"imageLayoutVersion": "1.0.0"}))
-    archive.add("index.json", _dumps(index))
-    docker_manifest = [
-        {
-            "Config": "blobs/sha256/" + config_blob.digest.removeprefix("sha256:"),
-            "RepoTags": [repo_tag],
-            "Layers": ["blobs/sha256/" + layer.digest.removeprefix("sha256:") for layer in layers],
-        }
-    ]
-    archive.add("manifest.json", _dumps(docker_manifest))
-    top_layer_id = layers[-1].digest.removeprefix("sha256:")
-    archive.add("repositories", _dumps({repository: {tag: top_layer_id}}))
-    return manifest_blob
+class _ReservedLayer:
+    """The layer blob being streamed into the archive; `done` pads it and patches its
+    header."""
+
+    def __init__(self, sink: Sink[object], token: int) -> None:
+        self._sink, self._token = sink, token
+
+    def write(self, data: Chunk) -> None:
+        self._sink.write(data)
+
+    def done(self, blob: Blob) -> None:
+        self._sink.write(bytes(-blob.size % BLOCK))
+        self._sink.patch(self._token, _member_header(_blob_path(blob.digest), blob.size))

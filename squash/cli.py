@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from squash.archive import DockerArchive
 from squash.codec import COMPRESSIONS
 from squash.errors import SquashError
 from squash.export import export_image
@@ -227,7 +228,7 @@ def _write(args: argparse.Namespace, image: Image, keep: int, to_stdout: bool) -
         limits = Limits(args.max_members or None, args.max_image_bytes or None, args.spool_reserve)
         result = export_image(
             image,
-            sink,
+            DockerArchive(sink),
             tag=args.tag,
             compression=args.layer_compression,
             keep=keep,

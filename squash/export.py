@@ -1,21 +1,21 @@
-"""One export: an image in, a squashed docker-loadable archive out, into a sink."""
+"""One export: an image in, its squashed image out, into a destination (a `docker load`
+archive, an OCI layout, a registry)."""
 
 import hashlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Generic
 
-from squash.archive import LAYER_MEDIA_TYPES, ArchiveWriter, Blob, write_documents
+from squash.archive import LayerWriter
 from squash.codec import compression_of
 from squash.errors import BadReference, SquashError
-from squash.image import Image, Progress, StoredLayer
+from squash.image import OCI_CONFIG, OCI_MANIFEST, Image, Progress, StoredLayer
 from squash.image_config import diff_ids, squashed_config
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
+from squash.outputs.base import LAYER_MEDIA_TYPES, Blob, Committed, Destination, image_manifest
 from squash.reference import check_repo_tag, full_name, squash_tag
-from squash.sinks import Committed, Sink
 from squash.streams import Stream, read_up_to
-from squash.verify import VerifyingReader
 
 
 @dataclass
@@ -88,21 +88,9 @@ def _kept_blob(layer: StoredLayer) -> Blob:
     return Blob(digest, size, LAYER_MEDIA_TYPES[compression])
 
 
-def _copy_kept(archive: ArchiveWriter, layers: list[StoredLayer]) -> list[Blob]:
-    """The kept layers' blobs into the archive, byte for byte, their digests checked."""
-    blobs = []
-    for layer in layers:
-        blob = _kept_blob(layer)
-        with layer.open_stored() as raw:
-            checked = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
-            archive.copy_blob(blob, checked, layer.label)
-        blobs.append(blob)
-    return blobs
-
-
 def export_image(
     image: Image,
-    sink: Sink[Committed],
+    destination: Destination[Committed],
     *,
     tag: str | None = None,
     compression: str = "none",
@@ -111,34 +99,39 @@ def export_image(
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
 ) -> ExportResult[Committed]:
-    """Squash `image` into `sink`; the sink is committed on success, aborted on failure.
+    """Squash `image` into `destination`; it is committed on success, aborted on failure.
     With `keep`, the bottom `keep` layers stay as they are and the rest become one layer
     on top of them. `progress` is told of each stored layer byte read."""
     try:
         check_keep(image, keep)
         repo_tag, full = output_tag(image, tag)
-        archive = ArchiveWriter(sink)
-        archive.begin()
-        layer = archive.layer(compression)
+        upload = destination.layer()
+        writer = LayerWriter(upload, compression)
         try:
             layers = (
                 image.layers
                 if progress is None
                 else [_Reporting(stored, progress) for stored in image.layers]
             )
-            stats = Merger(layer.writer.write, tmpdir, limits).run(layers, keep)
+            stats = Merger(writer.write, tmpdir, limits).run(layers, keep)
         except BaseException:
-            layer.writer.abort()
+            writer.abort()
             raise
-        diff_id, blob = layer.close()
-        kept = _copy_kept(archive, image.layers[:keep])
+        diff_id, blob = writer.close()
+        upload.done(blob)
+        kept = []
+        for stored in image.layers[:keep]:
+            kept.append(_kept_blob(stored))
+            destination.kept(stored, kept[-1])
         comment = f"squashed by squashd from {image.manifest_digest}"
-        config = squashed_config(image.config, keep, diff_id, comment)
-        manifest = write_documents(archive, config, [*kept, blob], repo_tag, full)
-        archive.finish()
-        committed = sink.commit()
+        config = destination.document(
+            squashed_config(image.config, keep, diff_id, comment), OCI_CONFIG
+        )
+        manifest = destination.document(image_manifest(config, [*kept, blob]), OCI_MANIFEST)
+        destination.tag(manifest, config, [*kept, blob], repo_tag, full)
+        committed = destination.commit()
     except BaseException:
-        sink.abort()
+        destination.abort()
         raise
     return ExportResult(
         repo_tag, manifest.digest, diff_id, blob.digest, blob.size, stats, committed, keep

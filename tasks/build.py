@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Protocol
 
+from squash.archive import DockerArchive
 from squash.export import export_image
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.reference import Platform
@@ -137,7 +138,7 @@ def _squash(
         sink = store.create(spec.key, spec.digest, spec.name)
         result = export_image(
             image,
-            sink,
+            DockerArchive(sink),
             tag=spec.tag,
             compression=spec.compression,
             keep=spec.keep_base,

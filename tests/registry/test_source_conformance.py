@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from squash.archive import DockerArchive
 from squash.errors import DigestMismatch, RegistryError, SquashError
 from squash.export import ExportResult, export_image
 from squash.image import PEEK_BYTES, Image, StoredLayer
@@ -257,7 +258,7 @@ def _stored(layer: StoredLayer) -> bytes:
 
 def _export(image: Image, out: Path) -> ExportResult[None]:
     """As the CLI exports to a file (`squashd export SOURCE -o OUT --tag OUT_TAG`)."""
-    return export_image(image, FileSink(str(out)), tag=OUT_TAG)
+    return export_image(image, DockerArchive(FileSink(str(out))), tag=OUT_TAG)
 
 
 @pytest.mark.parametrize("presented", SOURCES, indirect=True)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
+from squash.archive import DockerArchive
 from squash.export import export_image
 from squash.sources import open_image
 from storage.base import check_key
@@ -117,7 +118,9 @@ def test_export_straight_into_s3(moto_s3, bucket, tmp_path) -> None:
     write_index(layout, {"v1": desc})
     store = S3Store(bucket, "", moto_s3.client())
     image = open_image(f"oci:{layout}:v1")
-    export_image(image, store.create("img", image.manifest_digest), compression="gzip")
+    export_image(
+        image, DockerArchive(store.create("img", image.manifest_digest)), compression="gzip"
+    )
     body = moto_s3.client().get_object(Bucket=bucket, Key="img.tar")["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         assert "manifest.json" in tar.getnames()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from squash.archive import DockerArchive
 from squash.errors import DigestMismatch
 from squash.export import export_image
 from squash.image import Image, StoredLayer
@@ -277,7 +278,9 @@ def test_a_failed_export_leaves_nothing(backend: Backend) -> None:
     config = {"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []}}
     image = Image("contract", "contract/app", "v1", DIGEST, config, [_WrongLayer(tar)])
     with pytest.raises(DigestMismatch, match="layer 1/1"):
-        export_image(image, store.create("failed", DIGEST, IMAGE), tag="contract/app:v1")
+        export_image(
+            image, DockerArchive(store.create("failed", DIGEST, IMAGE)), tag="contract/app:v1"
+        )
     assert store.stat("failed") is None
     assert list(store.entries()) == [] and list(store.uploads()) == []
     assert backend.leftovers() == []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from squash.archive import DockerArchive
 from squash.errors import DigestMismatch, InvalidLayer, SquashError, UnsupportedMediaType
 from squash.export import export_image
 from squash.reference import Platform
@@ -57,7 +58,7 @@ def squashed_layer(archive: Path) -> bytes:
 def export(source: str, out: Path, **kwargs) -> set[str]:
     platform = kwargs.pop("platform", None)
     image = open_image(source, Platform.parse(platform) if platform else None)
-    export_image(image, FileSink(str(out)), **kwargs)
+    export_image(image, DockerArchive(FileSink(str(out))), **kwargs)
     return set(listing(squashed_layer(out)))
 
 
@@ -250,9 +251,9 @@ def test_truncated_gzip_layer_names_the_layer(tmp_path) -> None:
 def test_stream_sink_writes_the_same_bytes_as_a_file(tmp_path) -> None:
     layout = oci_layout(tmp_path)
     image = open_image(f"oci:{layout}:v1")
-    export_image(image, FileSink(str(tmp_path / "file.tar")))
+    export_image(image, DockerArchive(FileSink(str(tmp_path / "file.tar"))))
     stream = io.BytesIO()
-    export_image(open_image(f"oci:{layout}:v1"), StreamSink(stream, str(tmp_path)))
+    export_image(open_image(f"oci:{layout}:v1"), DockerArchive(StreamSink(stream, str(tmp_path))))
     assert stream.getvalue() == (tmp_path / "file.tar").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.tar", "layout"]
 

@@ -1,0 +1,90 @@
+"""What an export writes its image into: a `docker load` archive, an OCI layout, or a
+registry. The exporter streams the squashed layer once, places the kept layers, adds the
+config and manifest, then tags the manifest; nothing is visible under the tag before
+`commit`, and `abort` leaves nothing that names a partial image."""
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from squash.image import OCI_MANIFEST, StoredLayer
+from squash.streams import Chunk
+
+Committed = TypeVar("Committed", covariant=True)
+
+LAYER_MEDIA_TYPES = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+@dataclass
+class Blob:
+    """A blob's descriptor: what manifests name it by."""
+
+    digest: str
+    size: int
+    media_type: str
+
+
+def dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def descriptor(blob: Blob, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    value: dict[str, Any] = {"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size}
+    if annotations:
+        value["annotations"] = annotations
+    return value
+
+
+def image_manifest(config: Blob, layers: list[Blob]) -> bytes:
+    """The OCI image manifest of `config` and `layers` (bottom first)."""
+    return dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(config),
+            "layers": [descriptor(layer) for layer in layers],
+        }
+    )
+
+
+class LayerUpload(Protocol):
+    """The squashed layer's stored bytes as they are made; its digest and size are known
+    only at the end."""
+
+    def write(self, data: Chunk) -> None: ...
+
+    def done(self, blob: Blob) -> None:
+        """All bytes written: `blob` is their descriptor."""
+        ...
+
+
+class Destination(Protocol[Committed]):
+    def layer(self) -> LayerUpload:
+        """Where the squashed layer's bytes go (first, before anything else)."""
+        ...
+
+    def kept(self, layer: StoredLayer, blob: Blob) -> None:
+        """Place a kept layer as it is stored (copy it, or find or mount it there)."""
+        ...
+
+    def document(self, data: bytes, media_type: str) -> Blob:
+        """A config, manifest or index blob."""
+        ...
+
+    def tag(
+        self, manifest: Blob, config: Blob, layers: list[Blob], repo_tag: str, full_name: str
+    ) -> None:
+        """Name `manifest` (of `config` and `layers`, bottom first): `repo_tag` is the
+        output's NAME:TAG in its familiar form, `full_name` with its registry."""
+        ...
+
+    def commit(self) -> Committed:
+        """Make it visible; returns what the destination recorded (an artifact store's
+        record, or None)."""
+        ...
+
+    def abort(self) -> None: ...
