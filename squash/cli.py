@@ -11,17 +11,18 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from squash.archive import DockerArchive
 from squash.codec import COMPRESSIONS
+from squash.destination import Destination
 from squash.errors import SquashError
 from squash.export import export_image
 from squash.image import Image
 from squash.image_config import shared_layers
 from squash.limits import Limits, parse_size
-from squash.reference import Platform, SourceRef, parse_source
+from squash.outputs import open_destination
+from squash.reference import Platform, SourceRef, parse_destination, parse_source
 from squash.registry.credentials import Credentials
 from squash.registry.options import RegistryOptions
-from squash.sinks import FileSink, Sink, StreamSink
+from squash.registry.push import DEFAULT_CHUNK
 from squash.sources import open_image
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ EXAMPLES = """examples:
   docker save app:1 | squashd export docker-archive:- -o - | docker load
   squashd export oci:./layout:1.2 -o app.tar --layer-compression gzip --tag app:flat
   squashd export docker://registry.example.com/team/app:1.4 --base debian:12 -o app.tar
+  squashd export app:1.4 --keep-base 2 -o docker://registry.example.com/team/app:1.4-flat
+  squashd export docker-archive:saved.tar -o oci:./layout:flat
 """
 
 
@@ -43,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="squash an image into one docker-loadable tar",
-        description="Squash SOURCE into one docker-loadable tar with a single layer.",
+        description="Squash SOURCE into one layer (on top of the layers it keeps), written "
+        "as a docker-loadable tar, into an OCI layout, or pushed to a registry.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         required=True,
-        metavar="OUT",
-        help="archive to write; '-' writes to standard output",
+        metavar="DEST",
+        help="FILE or docker-archive:FILE (a docker load tar; '-': standard output), "
+        "oci:DIR[:TAG] (an OCI layout, new or existing), docker://HOST/NAME[:TAG] (a push)",
     )
     export.add_argument(
         "--tag",
@@ -134,6 +139,19 @@ def _parser() -> argparse.ArgumentParser:
         help="check the registry's TLS certificate (default true)",
     )
     registry.add_argument("--ca-file", metavar="PEM", help="CA bundle for the registry's TLS")
+    registry.add_argument(
+        "--dest-creds",
+        metavar="USER:PASS",
+        type=_credentials,
+        help="credentials for a docker:// destination (default: the auth files, as pulls)",
+    )
+    registry.add_argument(
+        "--push-chunk-size",
+        metavar="SIZE",
+        type=_size,
+        default=DEFAULT_CHUNK,
+        help="bytes per PATCH of a chunked upload to a docker:// destination (default 8M)",
+    )
     return parser
 
 
@@ -174,7 +192,8 @@ def _progress_bar(total: int) -> "tqdm[NoReturn]":
 
 
 def _export(args: argparse.Namespace) -> None:
-    to_stdout = args.output == "-"
+    destination = parse_destination(args.output)
+    to_stdout = destination.transport == "docker-archive" and destination.path == "-"
     if to_stdout and sys.stdout.isatty():
         raise SquashError(
             "refusing to write an archive to a terminal; redirect -o - or name a file"
@@ -189,7 +208,9 @@ def _export(args: argparse.Namespace) -> None:
         image = open_image(source, args.platform, options)
         with contextlib.closing(image):
             keep = args.keep_base if args.base is None else _shared(image, args, options)
-            _write(args, image, keep, to_stdout)
+            pushing = dataclasses.replace(options, credentials=args.dest_creds)
+            output = open_destination(destination, pushing, args.tmpdir, args.push_chunk_size)
+            _write(args, image, keep, output, "standard output" if to_stdout else args.output)
 
 
 def _shared(image: Image, args: argparse.Namespace, options: RegistryOptions) -> int:
@@ -221,14 +242,15 @@ def _source_file(source: str, tmpdir: str | None) -> Iterator[SourceRef]:
         yield dataclasses.replace(ref, path=f.name)
 
 
-def _write(args: argparse.Namespace, image: Image, keep: int, to_stdout: bool) -> None:
-    sink: Sink[None] = StreamSink(tmpdir=args.tmpdir) if to_stdout else FileSink(args.output)
+def _write(
+    args: argparse.Namespace, image: Image, keep: int, output: Destination[None], where: str
+) -> None:
     show = not args.quiet and sys.stderr.isatty()
     with _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar:
         limits = Limits(args.max_members or None, args.max_image_bytes or None, args.spool_reserve)
         result = export_image(
             image,
-            DockerArchive(sink),
+            output,
             tag=args.tag,
             compression=args.layer_compression,
             keep=keep,
@@ -237,7 +259,6 @@ def _write(args: argparse.Namespace, image: Image, keep: int, to_stdout: bool) -
             progress=None if bar is None else bar.update,
         )
     if not args.quiet:
-        where = "standard output" if to_stdout else args.output
         base = f" on {result.kept} kept layers" if result.kept else ""
         print(
             f"{where}: {result.repo_tag}, {result.stats.members_written} of "

@@ -6,14 +6,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Generic
 
-from squash.archive import LayerWriter
 from squash.codec import compression_of
+from squash.destination import LAYER_MEDIA_TYPES, Blob, Committed, Destination, image_manifest
 from squash.errors import BadReference, SquashError
 from squash.image import OCI_CONFIG, OCI_MANIFEST, Image, Progress, StoredLayer
 from squash.image_config import diff_ids, squashed_config
+from squash.layer_writer import LayerWriter
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
-from squash.outputs.base import LAYER_MEDIA_TYPES, Blob, Committed, Destination, image_manifest
 from squash.reference import check_repo_tag, full_name, squash_tag
 from squash.streams import Stream, read_up_to
 

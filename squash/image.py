@@ -72,6 +72,11 @@ class StoredLayer(ABC):
         """(file, offset) of the stored bytes if they lie in a local file."""
         return None
 
+    def origin(self) -> tuple[str, str] | None:
+        """(registry, repository) the stored blob is in, if it is in one (a push to the
+        same registry can mount it instead of copying it)."""
+        return None
+
     @contextmanager
     def open_tar(self, progress: Progress | None = None) -> Iterator[Stream]:
         """The uncompressed tar; leaving the context checks digest and size. `progress`

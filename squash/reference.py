@@ -111,6 +111,36 @@ def parse_source(text: str) -> SourceRef:
     return SourceRef("docker", f"{parsed.registry}/{parsed.repository}", parsed.reference, text)
 
 
+@dataclass(frozen=True)
+class DestinationRef:
+    """A parsed -o DEST argument, in skopeo's words."""
+
+    transport: str  # "docker-archive" (a file, or "-": standard output), "oci", "docker"
+    path: str  # the file or directory; for "docker", HOST/NAME
+    tag: str | None  # the OCI layout's or the registry's tag, if given
+    text: str
+
+
+def parse_destination(text: str) -> DestinationRef:
+    """`FILE`, `-`, `docker-archive:FILE`, `oci:DIR[:TAG]` or `docker://HOST/NAME[:TAG]`."""
+    transport, sep, rest = text.partition(":")
+    if sep and transport in ("oci", "docker-archive"):
+        if not rest:
+            raise BadReference(f"{text!r}: no path after '{transport}:'")
+        if transport == "docker-archive":
+            return DestinationRef(transport, rest, None, text)
+        path, tag = _split_path(rest)
+        if tag is not None and not _TAG_RE.match(tag):
+            raise BadReference(f"{text!r}: malformed tag {tag!r}")
+        return DestinationRef(transport, path, tag, text)
+    if text.startswith("docker://"):
+        parsed = parse_docker_ref(text.removeprefix("docker://"))
+        if parsed.digest:
+            raise BadReference(f"{text!r}: a push names a tag, not a digest")
+        return DestinationRef("docker", f"{parsed.registry}/{parsed.repository}", parsed.tag, text)
+    return DestinationRef("docker-archive", text, None, text)
+
+
 def _split_path(rest: str) -> tuple[str, str | None]:
     """Split `PATH[:REF]`; a path that exists as written wins over a split."""
     if os.path.exists(rest) or ":" not in rest:

@@ -11,9 +11,9 @@ import time
 import uuid
 from typing import Protocol
 
-from squash.archive import DockerArchive
 from squash.export import export_image
 from squash.limits import DEFAULT_LIMITS, Limits
+from squash.outputs.docker_archive import DockerArchive
 from squash.reference import Platform
 from squash.registry.options import RegistryOptions
 from squash.sources import open_image

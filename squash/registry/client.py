@@ -119,17 +119,36 @@ class Registry:
     ) -> httpx.Response:
         """GET (or HEAD) /v2/<repository>/<path>, authenticated, retried; the response is
         streamed."""
-        scope = f"repository:{repository}:pull"
-        url = f"{self.base}/v2/{repository}/{path}"
+        return self.request(method, repository, path, headers, what)
+
+    def request(
+        self,
+        method: str,
+        repository: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        what: str = "",
+        *,
+        scope: str | None = None,
+        content: bytes | None = None,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """A request to /v2/<repository>/<path> (or to `path` itself if it is a URL, an
+        upload's location), authenticated for `scope` (default: pull). Transient failures
+        are retried if `retry`, else raised as TransientError; the response is streamed."""
+        scope = scope or f"repository:{repository}:pull"
+        url = urljoin(f"{self.base}/v2/{repository}/", path)
         what = what or f"{self.name}/{repository}"
         authenticated = False
         failures = 0  # transient ones; pause() gives up after the last allowed attempt
         while True:
             try:
                 response = self._send(
-                    method, url, {**(headers or {}), **self._authorization(scope)}
+                    method, url, {**(headers or {}), **self._authorization(scope)}, content
                 )
             except httpx.TransportError as exc:
+                if not retry:
+                    raise TransientError(f"{what}: {self._describe(exc)}") from None
                 self.pause(failures, None, f"{what}: {self._describe(exc)}")
                 failures += 1
                 continue
@@ -145,7 +164,10 @@ class Registry:
             if status == 429 or status >= 500:
                 retry_after = response.headers.get("retry-after")
                 response.close()
-                self.pause(failures, retry_after, f"{what}: registry answered {status}")
+                message = f"{what}: registry answered {status}"
+                if not retry:
+                    raise TransientError(message)
+                self.pause(failures, retry_after, message)
                 failures += 1
                 continue
             if status >= 400:
@@ -154,10 +176,12 @@ class Registry:
                 raise RegistryError(self._refusal(status, what, detail), status)
             return response
 
-    def _send(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None = None
+    ) -> httpx.Response:
         """Send, following redirects; Authorization never goes to another host."""
         for _ in range(8):
-            request = self._http.build_request(method, url, headers=headers)
+            request = self._http.build_request(method, url, headers=headers, content=content)
             response = self._http.send(request, stream=True)
             if response.status_code not in _REDIRECTS or "location" not in response.headers:
                 return response
@@ -247,7 +271,7 @@ class Registry:
             raise RegistryError(f"{what}: token server sent no token")
         lifetime = body.get("expires_in") if isinstance(body.get("expires_in"), int) else 60
         expiry = time.monotonic() + max(lifetime - 10, 1)  # renew a little early
-        self._tokens[query["scope"]] = (f"Bearer {token}", expiry)
+        self._tokens[query["scope"]] = self._tokens[scope] = (f"Bearer {token}", expiry)
 
     # -- the API
 

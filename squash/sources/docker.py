@@ -31,6 +31,9 @@ class RemoteLayer(StoredLayer):
     def open_start(self, limit: int) -> Stream:
         return self._blob(limit)
 
+    def origin(self) -> tuple[str, str]:
+        return self.registry.name, self.repository
+
     def _blob(self, limit: int | None) -> Stream:
         return self.registry.blob(self.repository, self.blob_digest, self.size, self.label, limit)
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from squash.archive import DockerArchive
 from squash.errors import DigestMismatch, RegistryError, SquashError
 from squash.export import ExportResult, export_image
 from squash.image import PEEK_BYTES, Image, StoredLayer
+from squash.outputs.docker_archive import DockerArchive
 from squash.sinks import FileSink
 from squash.sources import open_image
 from testbed.registry import Registry

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, cast
 
 import pytest
 
-from squash.archive import DockerArchive
 from squash.export import export_image
+from squash.outputs.docker_archive import DockerArchive
 from squash.sources import open_image
 from storage.base import check_key
 from storage.local import LocalStore

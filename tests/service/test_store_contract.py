@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from squash.archive import DockerArchive
 from squash.errors import DigestMismatch
 from squash.export import export_image
 from squash.image import Image, StoredLayer
+from squash.outputs.docker_archive import DockerArchive
 from squash.sinks import Patchable
 from squash.streams import Stream
 from storage import ArtifactStore, open_store

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from squash.archive import _member_header
+from squash.outputs.docker_archive import _member_header
 
 
 @pytest.mark.parametrize("size", [0, 1, 8**11 - 1, 8**11, 9 << 30, 3 << 40])

@@ -299,12 +299,12 @@ def cycles(nodes: Iterable[str], edges: list[Edge]) -> list[str]:
 
 
 def _squash_area(module: str) -> str | None:
-    """Which part of the engine a module is in: "sources", "registry", "base" (directly
-    in squash/, including squash/__init__), or None outside squash."""
+    """Which part of the engine a module is in: "sources", "outputs", "registry", "base"
+    (directly in squash/, including squash/__init__), or None outside squash."""
     parts = module.split(".")
     if parts[0] != "squash":
         return None
-    if len(parts) > 1 and parts[1] in ("sources", "registry"):
+    if len(parts) > 1 and parts[1] in ("sources", "outputs", "registry"):
         return parts[1]
     return "base"
 
@@ -315,16 +315,19 @@ SQUASH_FACADES = frozenset({"squash", "squash.cli"})
 
 
 def squash_internal_violations(edges: Iterable[Edge]) -> list[str]:
-    """squash.sources may import any of squash; squash.registry may import squash but not
-    squash.sources; the modules directly in squash/ may import neither squash.sources nor
-    squash.registry, except the façades in `SQUASH_FACADES`."""
+    """squash.sources and squash.outputs may import the base modules and squash.registry
+    but not each other; squash.registry may import squash but not squash.sources or
+    squash.outputs; the modules directly in squash/ may import none of the three, except
+    the façades in `SQUASH_FACADES`."""
     violations: list[str] = []
     for edge in edges:
         importer, imported = _squash_area(edge.importer), _squash_area(edge.imported)
         if importer is None or imported is None or importer == imported:
             continue
-        if importer == "registry" and imported == "sources":
-            violations.append(f"{edge}  (squash.registry may not import squash.sources)")
+        if importer == "registry" and imported in ("sources", "outputs"):
+            violations.append(f"{edge}  (squash.registry may not import squash.{imported})")
+        elif {importer, imported} == {"sources", "outputs"}:
+            violations.append(f"{edge}  (squash.sources and squash.outputs are apart)")
         elif importer == "base" and imported != "base" and edge.importer not in SQUASH_FACADES:
             violations.append(
                 f"{edge}  (only {', '.join(sorted(SQUASH_FACADES))} in squash/ may import "
@@ -410,6 +413,8 @@ def test_the_checker_finds_violations(tmp_path: Path) -> None:
                 "if TYPE_CHECKING:\n    from squash.sources.docker import Image\n"
             ),
             "squash/merge.py": "import os\nfrom squash.sources import docker\n",
+            "squash/outputs/__init__.py": "from squash.registry import client\n",  # allowed
+            "squash/outputs/oci.py": "from squash.sources import docker\n",
             # A compiled module: Cython syntax, cimport of a module, multi-line import.
             "squash/fast.pxd": "from libc.stdint cimport uint32_t\n",
             "squash/fast.pyx": (
@@ -462,6 +467,8 @@ def test_the_checker_finds_violations(tmp_path: Path) -> None:
     assert internal == [
         "squash/merge.py:2: squash.merge → squash.sources.docker  "
         "(only squash, squash.cli in squash/ may import squash.sources)",
+        "squash/outputs/oci.py:1: squash.outputs.oci → squash.sources.docker  "
+        "(squash.sources and squash.outputs are apart)",
         "squash/registry/client.py:3: squash.registry.client → squash.sources.docker  "
         "(squash.registry may not import squash.sources)",
     ]

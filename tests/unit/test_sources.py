@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from squash.archive import DockerArchive
 from squash.errors import DigestMismatch, InvalidLayer, SquashError, UnsupportedMediaType
 from squash.export import export_image
+from squash.outputs.docker_archive import DockerArchive
 from squash.reference import Platform
 from squash.sinks import FileSink, StreamSink
 from squash.sources import open_image

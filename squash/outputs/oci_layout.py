@@ -1,0 +1,134 @@
+"""The `oci:DIR[:TAG]` destination: an OCI image layout, new or existing.
+
+Blobs are written under a temporary name in `blobs/sha256/` and renamed to their digest
+once complete (one already there is kept); the manifest joins `index.json` at commit,
+replacing an entry of the same tag, by an atomic rename of the new index. A failed export
+leaves no index entry and no partial blob."""
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, BinaryIO
+
+from squash.destination import Blob, descriptor, dumps
+from squash.errors import SquashError
+from squash.image import OCI_INDEX, StoredLayer
+from squash.streams import Chunk
+from squash.verify import VerifyingReader
+
+_LAYOUT = {"imageLayoutVersion": "1.0.0"}
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+class OCILayout:
+    def __init__(self, directory: str, tag: str | None) -> None:
+        self.directory, self.tag_name = directory, tag
+        self._blobs = os.path.join(directory, "blobs", "sha256")
+        marker = os.path.join(directory, "oci-layout")
+        if os.path.exists(marker):
+            with open(marker, "rb") as f:
+                version = json.loads(f.read() or b"{}").get("imageLayoutVersion")
+            if version != _LAYOUT["imageLayoutVersion"]:
+                raise SquashError(f"{directory}: an OCI layout of version {version!r}")
+        elif os.path.isdir(directory) and os.listdir(directory):
+            raise SquashError(f"{directory}: not empty and not an OCI layout")
+        os.makedirs(self._blobs, exist_ok=True)
+        if not os.path.exists(marker):
+            self._place(marker, dumps(_LAYOUT))
+        self._temps: set[str] = set()
+        self._entry: dict[str, Any] | None = None
+
+    def _path(self, digest: str) -> str:
+        return os.path.join(self._blobs, digest.removeprefix("sha256:"))
+
+    def _temp(self) -> tuple[str, BinaryIO]:
+        fd, path = tempfile.mkstemp(prefix=".squashd-", suffix=".part", dir=self._blobs)
+        self._temps.add(path)
+        return path, os.fdopen(fd, "wb", buffering=1 << 20)
+
+    def _settle(self, temp: str, digest: str) -> None:
+        """A finished temporary blob under its digest's name."""
+        os.replace(temp, self._path(digest))
+        self._temps.discard(temp)
+
+    def _place(self, path: str, data: bytes) -> None:
+        """A small file written whole under a temporary name, then renamed."""
+        directory = os.path.dirname(path)
+        fd, temp = tempfile.mkstemp(prefix=".squashd-", suffix=".part", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(temp, 0o644)
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+    def layer(self) -> "_FileUpload":
+        return _FileUpload(self, *self._temp())
+
+    def kept(self, layer: StoredLayer, blob: Blob) -> None:
+        if _has(self._path(blob.digest), blob.size):
+            return
+        temp, out = self._temp()
+        with out, layer.open_stored() as raw:
+            stream = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
+            while data := stream.read(1 << 20):
+                out.write(data)
+        self._settle(temp, blob.digest)
+
+    def document(self, data: bytes, media_type: str) -> Blob:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not _has(self._path(digest), len(data)):
+            self._place(self._path(digest), data)
+        return Blob(digest, len(data), media_type)
+
+    def tag(
+        self, manifest: Blob, config: Blob, layers: list[Blob], repo_tag: str, full_name: str
+    ) -> None:
+        self._entry = descriptor(manifest, {REF_NAME: self.tag_name or repo_tag.rpartition(":")[2]})
+
+    def commit(self) -> None:
+        """The manifest joins the index (an entry of the same tag is replaced)."""
+        assert self._entry is not None, "commit before tag"
+        path = os.path.join(self.directory, "index.json")
+        index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                index = json.load(f)
+        name = self._entry["annotations"][REF_NAME]
+        index["manifests"] = [
+            m
+            for m in index.get("manifests") or []
+            if (m.get("annotations") or {}).get(REF_NAME) != name
+        ] + [self._entry]
+        self._place(path, json.dumps(index, separators=(",", ":")).encode())
+
+    def abort(self) -> None:
+        for temp in list(self._temps):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        self._temps.clear()
+
+
+def _has(path: str, size: int) -> bool:
+    try:
+        return os.path.getsize(path) == size
+    except OSError:
+        return False
+
+
+class _FileUpload:
+    def __init__(self, layout: OCILayout, temp: str, file: BinaryIO) -> None:
+        self._layout, self._temp, self._file = layout, temp, file
+
+    def write(self, data: Chunk) -> None:
+        self._file.write(data)
+
+    def done(self, blob: Blob) -> None:
+        self._file.close()
+        os.chmod(self._temp, 0o644)
+        self._layout._settle(self._temp, blob.digest)

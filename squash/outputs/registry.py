@@ -1,0 +1,101 @@
+"""The `docker://HOST/NAME[:TAG]` destination: the squashed image pushed to a registry.
+
+The squashed layer goes up as it is made, in chunks; kept layers the repository already
+holds are skipped, those in another repository of the same registry are mounted, the
+rest are copied from the source in chunks; then the config, and the manifest last, under
+its tag. Until that PUT nothing names the new image, so a failure tags nothing."""
+
+import hashlib
+
+from squash.destination import Blob
+from squash.image import OCI_CONFIG, StoredLayer
+from squash.reference import DockerRef
+from squash.registry.client import Registry
+from squash.registry.options import RegistryOptions
+from squash.registry.push import DEFAULT_CHUNK, BlobUpload, has_blob, put_manifest
+from squash.streams import Chunk
+from squash.verify import VerifyingReader
+
+
+class RegistryOutput:
+    def __init__(
+        self, ref: DockerRef, options: RegistryOptions, chunk_size: int = DEFAULT_CHUNK
+    ) -> None:
+        self.ref, self.chunk_size = ref, chunk_size
+        self.what = f"push to {ref.registry}/{ref.repository}"
+        self.session = Registry(ref.registry, ref.api_host, options)
+        self._open: list[BlobUpload] = []
+        self._documents: dict[str, bytes] = {}
+        self._manifest: tuple[Blob, str] | None = None
+        self.patches = 0  # PATCH requests sent, for the summary
+
+    def _upload(self, mount: tuple[str, str] | None = None) -> BlobUpload:
+        upload = BlobUpload(
+            self.session, self.ref.repository, self.what, self.chunk_size, mount=mount
+        )
+        self._open.append(upload)
+        return upload
+
+    def _finish(self, upload: BlobUpload, digest: str) -> None:
+        upload.finish(digest)
+        self._open.remove(upload)
+        self.patches += upload.patches
+
+    def layer(self) -> "_PushedLayer":
+        return _PushedLayer(self, self._upload())
+
+    def kept(self, layer: StoredLayer, blob: Blob) -> None:
+        if has_blob(self.session, self.ref.repository, blob.digest, self.what):
+            return
+        origin = layer.origin()
+        if origin is not None and origin[0] == self.ref.registry:
+            upload = self._upload((blob.digest, origin[1]))
+            if upload.mounted:
+                self._open.remove(upload)
+                return
+        else:
+            upload = self._upload()
+        with layer.open_stored() as raw:
+            stream = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
+            while data := stream.read(1 << 20):
+                upload.write(data)
+        self._finish(upload, blob.digest)
+
+    def document(self, data: bytes, media_type: str) -> Blob:
+        blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), media_type)
+        if media_type != OCI_CONFIG:  # a manifest or index: put by tag, or by digest
+            self._documents[blob.digest] = data
+        elif not has_blob(self.session, self.ref.repository, blob.digest, self.what):
+            upload = self._upload()
+            upload.write(data)
+            self._finish(upload, blob.digest)
+        return blob
+
+    def tag(
+        self, manifest: Blob, config: Blob, layers: list[Blob], repo_tag: str, full_name: str
+    ) -> None:
+        self._manifest = (manifest, self.ref.tag or repo_tag.rpartition(":")[2])
+
+    def commit(self) -> None:
+        assert self._manifest is not None, "commit before tag"
+        manifest, tag = self._manifest
+        data = self._documents[manifest.digest]
+        put_manifest(self.session, self.ref.repository, tag, data, manifest.media_type, self.what)
+        self.session.close()
+
+    def abort(self) -> None:
+        for upload in self._open:
+            upload.abort()
+        self._open.clear()
+        self.session.close()
+
+
+class _PushedLayer:
+    def __init__(self, output: RegistryOutput, upload: BlobUpload) -> None:
+        self._output, self._upload = output, upload
+
+    def write(self, data: Chunk) -> None:
+        self._upload.write(data)
+
+    def done(self, blob: Blob) -> None:
+        self._output._finish(self._upload, blob.digest)

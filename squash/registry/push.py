@@ -1,0 +1,173 @@
+"""Pushing to a registry: blobs looked up, mounted across repositories, or uploaded in
+chunks (POST, a PATCH per chunk, PUT with the digest), and manifests put by tag.
+
+A chunk is kept until the registry has acknowledged it, so a PATCH that fails (a cut
+connection, a 5xx) is resumed from what the upload's status says the registry holds;
+one pass over the data, no temporary copy of the blob."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+
+from squash.errors import RegistryError, TransientError
+from squash.registry.client import Registry
+from squash.streams import Chunk
+
+DEFAULT_CHUNK = 8 << 20  # bytes per PATCH (registries that want a minimum ask for 5 MiB)
+
+
+def push_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
+
+
+def has_blob(registry: Registry, repository: str, digest: str, what: str) -> bool:
+    """Does the repository hold the blob (a HEAD, as the pusher's scope)?"""
+    try:
+        response = registry.request(
+            "HEAD", repository, f"blobs/{digest}", None, what, scope=push_scope(repository)
+        )
+    except RegistryError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    response.close()
+    return True
+
+
+def _location(response: httpx.Response, what: str) -> str:
+    location = response.headers.get("location")
+    if not location:
+        raise RegistryError(f"{what}: the registry named no upload location")
+    return str(response.url.join(location))
+
+
+class BlobUpload:
+    """One blob uploaded in chunks of `chunk_size`; `finish` names its digest. With
+    `mount_from`, the registry is first asked to mount `digest` from that repository of
+    its own (`mounted` says whether it did: then there is nothing to write)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        repository: str,
+        what: str,
+        chunk_size: int = DEFAULT_CHUNK,
+        *,
+        mount: tuple[str, str] | None = None,  # (digest, repository it is in)
+    ) -> None:
+        self._registry, self._repository, self._what = registry, repository, what
+        self._chunk_size = chunk_size
+        self._buffer = bytearray()
+        self._offset = 0  # bytes the registry has acknowledged
+        self.patches = 0
+        scope = push_scope(repository)
+        path = "blobs/uploads/"
+        if mount is not None:
+            path += f"?mount={mount[0]}&from={mount[1]}"
+            scope += f" repository:{mount[1]}:pull"
+        response = registry.request("POST", repository, path, None, what, scope=scope)
+        response.read()
+        response.close()
+        self.mounted = response.status_code == 201
+        self._url = "" if self.mounted else _location(response, what)
+
+    def write(self, data: Chunk) -> None:
+        self._buffer += data
+        while len(self._buffer) >= self._chunk_size:
+            self._patch(bytes(self._buffer[: self._chunk_size]))
+            del self._buffer[: self._chunk_size]
+
+    def _request(
+        self, method: str, headers: dict[str, str], content: bytes | None = None
+    ) -> httpx.Response:
+        return self._registry.request(
+            method,
+            self._repository,
+            self._url,
+            headers,
+            self._what,
+            scope=push_scope(self._repository),
+            content=content,
+            retry=False,
+        )
+
+    def _patch(self, chunk: bytes) -> None:
+        """Send one chunk; after a failure, ask what the registry holds and go on from
+        there (or give up after the client's attempts)."""
+        failures = 0
+        while chunk:
+            end = self._offset + len(chunk) - 1
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{self._offset}-{end}",
+            }
+            try:
+                response = self._request("PATCH", headers, chunk)
+                response.read()
+                response.close()
+                self._url = _location(response, self._what)
+                self._offset, chunk = end + 1, b""
+                self.patches += 1
+            except TransientError as exc:
+                self._registry.pause(failures, None, str(exc))
+                failures += 1
+                held = self._held()
+                if not self._offset <= held <= end + 1:
+                    raise RegistryError(
+                        f"{self._what}: the registry holds {held} bytes of the upload, "
+                        f"expected {self._offset} to {end + 1}"
+                    ) from None
+                chunk = chunk[held - self._offset :]
+                self._offset = held
+
+    def _held(self) -> int:
+        """How many bytes the registry holds of this upload (its status: `Range: 0-N`)."""
+        response = self._request("GET", {})
+        response.read()
+        response.close()
+        self._url = _location(response, self._what)
+        held = response.headers.get("range", "")
+        _, _, last = held.partition("-")
+        return int(last) + 1 if last.isdigit() else 0
+
+    def finish(self, digest: str) -> None:
+        """The last bytes, then PUT with the digest: the registry checks it."""
+        if self._buffer:
+            self._patch(bytes(self._buffer))
+            self._buffer.clear()
+        sep = "&" if "?" in self._url else "?"
+        self._url += f"{sep}digest={digest}"
+        response = self._request("PUT", {"Content-Length": "0"}, b"")
+        response.read()
+        response.close()
+        said = response.headers.get("docker-content-digest")
+        if said and said != digest:
+            raise RegistryError(f"{self._what}: the registry stored {said}, not {digest}")
+        self._url = ""
+
+    def abort(self) -> None:
+        """Cancel an upload still open (best effort: registries expire them anyway)."""
+        if self._url:
+            with contextlib.suppress(RegistryError, httpx.HTTPError):
+                self._request("DELETE", {}).close()
+            self._url = ""
+
+
+def put_manifest(
+    registry: Registry, repository: str, tag: str, data: bytes, media_type: str, what: str
+) -> str:
+    """PUT a manifest (or index) under `tag`; returns the digest the registry names."""
+    response = registry.request(
+        "PUT",
+        repository,
+        f"manifests/{tag}",
+        {"Content-Type": media_type},
+        what,
+        scope=push_scope(repository),
+        content=data,
+    )
+    response.read()
+    response.close()
+    return str(response.headers.get("docker-content-digest", ""))
