@@ -98,7 +98,12 @@ class OCILayout:
         index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
         if os.path.exists(path):
             with open(path, "rb") as f:
-                index = json.load(f)
+                try:
+                    index = json.load(f)
+                except ValueError as exc:
+                    raise SquashError(f"{path}: not an OCI index ({exc})") from None
+            if not isinstance(index, dict):
+                raise SquashError(f"{path}: not an OCI index")
         name = self._entry["annotations"][REF_NAME]
         index["manifests"] = [
             m

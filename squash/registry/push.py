@@ -123,14 +123,17 @@ class BlobUpload:
                 self._offset = held
 
     def _held(self) -> int:
-        """How many bytes the registry holds of this upload (its status: `Range: 0-N`)."""
+        """How many bytes the registry holds of this upload (its status: `Range: 0-N`,
+        the last byte's offset; distribution says `0-0` for an empty upload too, and a
+        PATCH is all or nothing there, so before the first one it means nothing)."""
         response = self._request("GET", {})
         response.read()
         response.close()
         self._url = _location(response, self._what)
-        held = response.headers.get("range", "")
-        _, _, last = held.partition("-")
-        return int(last) + 1 if last.isdigit() else 0
+        _, _, last = response.headers.get("range", "").partition("-")
+        if not last.isdigit() or (last == "0" and self._offset == 0):
+            return 0
+        return int(last) + 1
 
     def finish(self, digest: str) -> None:
         """The last bytes, then PUT with the digest: the registry checks it."""

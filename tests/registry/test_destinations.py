@@ -1,0 +1,199 @@
+"""Destinations other than a `docker load` tar, judged by independent tools: an OCI layout
+(`-o oci:DIR[:TAG]`, unpacked by umoci) and a push to the distribution registry (`-o
+docker://HOST/NAME[:TAG]`, pulled back by skopeo and unpacked by umoci), full and
+partial squashes, anonymous and with push-scoped tokens.
+
+The pushes go through the fault proxy, which counts what they send: the squashed layer
+in PATCHes of `--push-chunk-size`, kept layers mounted from the source repository (no
+upload of them), a PATCH answered 503 resumed from the upload's status, and failures
+that leave no tag.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from testbed.tools import run
+from tests.integration.helpers import compare_trees, format_diffs, umoci_unpack
+
+from .fixtures import proxying
+from .harness import FaultProxy, export
+
+pytestmark = pytest.mark.integration
+
+CHUNK = 4096
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def pushed_ok(source: str, dest: str, *args: str) -> None:
+    proc = export(source, dest, "--push-chunk-size", str(CHUNK), *args)  # type: ignore[arg-type]
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 0, f"export {source} -o {dest} failed:\n{stderr[-3000:]}"
+
+
+def push_fails(source: str, dest: str, *args: str) -> str:
+    proc = export(source, dest, "--push-chunk-size", str(CHUNK), *args, timeout=300)  # type: ignore[arg-type]
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode != 0, f"export {source} -o {dest} succeeded, but must fail"
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    return stderr.strip()
+
+
+def pulled_tree(ref: str, work: Path, *creds: str) -> Path:
+    """`skopeo copy docker://… oci:` then `umoci unpack`: the pushed image's tree."""
+    layout = work / f"pulled-{len(list(work.iterdir()))}"
+    run(["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+         *creds, ref, f"oci:{layout}:t"])  # fmt: skip
+    return umoci_unpack(f"{layout}:t", layout.with_suffix(".bundle"))
+
+
+def manifest_of(registry, name: str, tag: str) -> dict | None:
+    status, _, body = registry.get(f"/v2/{name}/manifests/{tag}", {"Accept": OCI_MANIFEST})
+    return json.loads(body) if status == 200 else None
+
+
+def same_tree(reference: Path, tree: Path) -> None:
+    diffs = compare_trees(reference, tree)
+    assert not diffs, format_diffs(diffs)
+
+
+def upload_patches(proxy: FaultProxy, name: str) -> list:
+    return proxy.requests(rf"^/v2/{name}/blobs/uploads/", "PATCH")
+
+
+# ---------------------------------------------------------------------------------------
+# Pushes
+# ---------------------------------------------------------------------------------------
+
+
+def test_push_is_chunked_and_pulls_back_as_the_original(
+    tools, registry, pushed, images, work
+) -> None:
+    with proxying(registry.port, "push proxy") as proxy:
+        pushed_ok(registry.ref(pushed.oci, "v1"), proxy.ref("pushed/flat", "v1"))
+        manifest = manifest_of(registry, "pushed/flat", "v1")
+        assert manifest is not None
+        (layer,) = manifest["layers"]
+        config = manifest["config"]
+        # the layer and the config went up in chunks of CHUNK bytes, nothing else did
+        expected = math.ceil(layer["size"] / CHUNK) + math.ceil(config["size"] / CHUNK)
+        assert len(upload_patches(proxy, "pushed/flat")) == expected > 2
+        puts = proxy.requests(r"^/v2/pushed/flat/blobs/uploads/", "PUT")
+        put = sorted(unquote(p.path.split("digest=")[1]) for p in puts)
+        assert put == sorted([layer["digest"], config["digest"]])
+    same_tree(images.umoci_rootfs, pulled_tree(registry.ref("pushed/flat", "v1"), work))
+
+
+def test_partial_push_mounts_the_kept_layers(tools, registry, pushed, images, work) -> None:
+    """The kept layers are in the source repository of the same registry: mounted, not
+    uploaded; the pushed image keeps their digests and unpacks to the original."""
+    source = manifest_of(registry, pushed.oci, "v1")
+    assert source is not None and len(source["layers"]) == 3
+    with proxying(registry.port, "push proxy") as proxy:
+        pushed_ok(proxy.ref(pushed.oci, "v1"), proxy.ref("pushed/partial", "v1"),
+                  "--keep-base", "2")  # fmt: skip
+        mounts = proxy.requests(r"^/v2/pushed/partial/blobs/uploads/$", "POST")
+        mounted = [s for s in mounts if "mount=" in s.path and s.status == 201]
+        kept = [layer["digest"] for layer in source["layers"][:2]]
+        assert sorted(s.path.split("mount=")[1].split("&")[0] for s in mounted) == sorted(kept)
+        uploaded = unquote(" ".join(p.path for p in proxy.requests(r"/blobs/uploads/", "PUT")))
+        assert not any(d.split(":")[1] in uploaded for d in kept), "a kept layer was uploaded"
+    manifest = manifest_of(registry, "pushed/partial", "v1")
+    assert manifest is not None
+    assert [layer["digest"] for layer in manifest["layers"][:2]] == kept
+    assert len(manifest["layers"]) == 3
+    same_tree(images.umoci_rootfs, pulled_tree(registry.ref("pushed/partial", "v1"), work))
+
+
+def test_a_failed_patch_is_resumed(tools, registry, pushed, images, work) -> None:
+    with proxying(registry.port, "push proxy") as proxy:
+        proxy.fail(r"^/v2/pushed/resumed/blobs/uploads/.", 503, methods=("PATCH",), times=1)
+        pushed_ok(registry.ref(pushed.oci, "v1"), proxy.ref("pushed/resumed", "v1"))
+        manifest = manifest_of(registry, "pushed/resumed", "v1")
+        assert manifest is not None
+        (layer,) = manifest["layers"]
+        sizes = layer["size"], manifest["config"]["size"]
+        expected = sum(math.ceil(size / CHUNK) for size in sizes) + 1  # one sent again
+        assert len(upload_patches(proxy, "pushed/resumed")) == expected
+        statuses = proxy.requests(r"^/v2/pushed/resumed/blobs/uploads/.", "GET")
+        assert statuses, "the upload's status was not asked after the failure"
+    same_tree(images.umoci_rootfs, pulled_tree(registry.ref("pushed/resumed", "v1"), work))
+
+
+@pytest.mark.parametrize("broken", ["every PATCH", "the manifest PUT"])
+def test_a_failed_push_tags_nothing(tools, registry, pushed, work, broken: str) -> None:
+    name = "pushed/broken-" + broken.split()[-1].lower()
+    with proxying(registry.port, "push proxy") as proxy:
+        if broken == "every PATCH":
+            proxy.fail(rf"^/v2/{name}/blobs/uploads/.", 503, methods=("PATCH",), times=None)
+        else:
+            proxy.fail(rf"^/v2/{name}/manifests/", 400, methods=("PUT",), times=None)
+        said = push_fails(registry.ref(pushed.oci, "v1"), proxy.ref(name, "v1"))
+    assert name in said or "503" in said or "400" in said, said
+    assert manifest_of(registry, name, "v1") is None, "a failed push left a tag"
+
+
+def test_push_with_a_push_scoped_token(tools, registry, token_registry, pushed, images, work):
+    """Into the token registry (another registry: the kept layer is uploaded, not
+    mounted) with --dest-creds; without them the push is refused and tags nothing."""
+    dest = token_registry.ref("team/pushed", "v1")
+    source = registry.ref(pushed.oci, "v1")
+    said = push_fails(source, dest)
+    assert "401" in said or "auth" in said.lower(), said
+    pushed_ok(source, dest, "--dest-creds", token_registry.creds, "--keep-base", "1")
+    scopes = {s for r in token_registry.tokens.requests for s in r.scopes}
+    assert "repository:team/pushed:pull,push" in scopes, scopes
+    tree = pulled_tree(dest, work, "--src-creds", token_registry.creds)
+    same_tree(images.umoci_rootfs, tree)
+
+
+# ---------------------------------------------------------------------------------------
+# OCI layouts
+# ---------------------------------------------------------------------------------------
+
+
+def test_oci_layout_new_and_existing(tools, images, work) -> None:
+    """A new layout, then a second tag into it (a partial squash), then the first tag
+    again (its entry replaced, not added): umoci unpacks each to the original."""
+    layout = work / "out"
+    source = images.umoci.source
+    for dest, args in ((f"oci:{layout}:flat", ()), (f"oci:{layout}:partial", ("--keep-base", "1"))):
+        proc = export(source, dest, *args)  # type: ignore[arg-type]
+        assert proc.returncode == 0, proc.stderr.decode()
+    proc = export(source, f"oci:{layout}:flat")  # type: ignore[arg-type]
+    assert proc.returncode == 0, proc.stderr.decode()
+    index = json.loads((layout / "index.json").read_text())
+    names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+    assert sorted(names) == ["flat", "partial"]
+    assert not [p for p in (layout / "blobs/sha256").iterdir() if p.name.startswith(".")]
+    for tag in names:
+        same_tree(images.umoci_rootfs, umoci_unpack(f"{layout}:{tag}", work / f"{tag}.bundle"))
+
+
+def test_oci_layout_failure_leaves_the_index_as_it_was(tools, images, work) -> None:
+    layout = work / "out"
+    proc = export(images.umoci.source, f"oci:{layout}:good")  # type: ignore[arg-type]
+    assert proc.returncode == 0, proc.stderr.decode()
+    before = (layout / "index.json").read_bytes()
+    broken = work / "broken"
+    run(["cp", "-r", images.umoci.layout, broken])
+    manifest = json.loads(
+        (
+            broken
+            / "blobs/sha256"
+            / json.loads((broken / "index.json").read_text())["manifests"][0]["digest"][7:]
+        ).read_text()
+    )
+    blob = broken / "blobs/sha256" / manifest["layers"][-1]["digest"][7:]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    proc = export(f"oci:{broken}:{images.umoci.tag}", f"oci:{layout}:bad")  # type: ignore[arg-type]
+    assert proc.returncode != 0
+    assert (layout / "index.json").read_bytes() == before
+    assert not [p for p in (layout / "blobs/sha256").iterdir() if p.name.startswith(".")]
