@@ -3,12 +3,14 @@
 Blobs are written under a temporary name in `blobs/sha256/` and renamed to their digest
 once complete (one already there is kept); the manifest joins `index.json` at commit,
 replacing an entry of the same tag, by an atomic rename of the new index. A failed export
-leaves no index entry and no partial blob."""
+leaves no index entry and no partial blob, and no layout at all if it made the
+directory."""
 
 import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, BinaryIO
 
@@ -25,6 +27,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 class OCILayout:
     def __init__(self, directory: str, tag: str | None) -> None:
         self.directory, self.tag_name = directory, tag
+        self._created = not os.path.exists(directory)  # removed again if the export fails
         self._blobs = os.path.join(directory, "blobs", "sha256")
         marker = os.path.join(directory, "oci-layout")
         if os.path.exists(marker):
@@ -117,6 +120,8 @@ class OCILayout:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
         self._temps.clear()
+        if self._created:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _has(path: str, size: int) -> bool:

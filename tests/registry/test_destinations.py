@@ -197,3 +197,5 @@ def test_oci_layout_failure_leaves_the_index_as_it_was(tools, images, work) -> N
     assert proc.returncode != 0
     assert (layout / "index.json").read_bytes() == before
     assert not [p for p in (layout / "blobs/sha256").iterdir() if p.name.startswith(".")]
+    proc = export(f"oci:{broken}:{images.umoci.tag}", f"oci:{work}/new:bad")  # type: ignore[arg-type]
+    assert proc.returncode != 0 and not (work / "new").exists(), "a failure left a new layout"
