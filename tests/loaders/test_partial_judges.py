@@ -4,7 +4,8 @@
 FROM: docker load accepts the archive, `docker image inspect` shows the original's bottom
 layers unchanged under the one squashed layer, `docker export` equals the original's
 root and `docker run` its output; containerd imports and runs it. The kept blobs are the
-source's own bytes: the same digests as in `docker save` and in the registry.
+source's own bytes: the same digests as in `docker save` and in the registry. Pushed to
+the registry, `docker pull` of the partial squash fetches only the squashed layer.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import pytest
 
 from tests.integration.helpers import SquashedArchive
 from tests.loaders.fixtures import DockerImage
-from tests.loaders.harness import Containerd, Dockerd
+from tests.loaders.harness import Containerd, Dockerd, RootTree
 from tests.loaders.judges import judge_containerd, judge_docker
-from tests.registry.harness import export_fails, export_ok
+from tests.registry.harness import export, export_fails, export_ok
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +115,31 @@ def test_partial_squash_errors(
     (other / "x").write_text("unrelated")
     said = export_fails(f"docker-archive:{saved}", work, "--base", f"docker-archive:{saved}")
     assert "has no layers above" in said
+
+
+def test_docker_pull_of_a_pushed_partial_squash_fetches_only_the_squashed_layer(
+    dockerd: Dockerd, docker_image: DockerImage, registry, diff_ids: list[str]
+) -> None:
+    """Pushed to the registry the original is in (its base mounted, not uploaded), the
+    partial squash pulls into a dockerd that has the original: the kept layers already
+    exist there, one layer is downloaded, and the container is the original's."""
+    keep = 4
+    source = registry.ref(docker_image.repository, docker_image.registry_tag)
+    name = f"{registry.host}/acme/app-partial:1"
+    proc = export(source, f"docker://{name}", "--keep-base", str(keep),  # type: ignore[arg-type]
+                  "--layer-compression", "gzip")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    try:
+        said = dockerd.text("pull", name)
+        exists = [line for line in said.splitlines() if line.endswith(": Already exists")]
+        fetched = [line for line in said.splitlines() if line.endswith(": Pull complete")]
+        assert (len(exists), len(fetched)) == (keep, 1), said
+        rootfs = dockerd.text("image", "inspect", "--format", "{{json .RootFS}}", name)
+        assert json.loads(rootfs)["Layers"][:keep] == diff_ids[:keep]
+        diffs = RootTree.of_export(docker_image.root).differences(
+            RootTree.of_export(dockerd.exported(name))
+        )
+        assert not diffs, "docker export of original and pulled differ:\n" + "\n".join(diffs[:40])
+        assert dockerd.text("run", "--rm", "--network", "none", name) == docker_image.run_output
+    finally:
+        dockerd.docker("rmi", "--force", name, check=False)
