@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, NoReturn
 from squash.codec import COMPRESSIONS
 from squash.destination import Destination
 from squash.errors import SquashError
-from squash.export import export_image
-from squash.image import Image
+from squash.export import ExportResult, Options, export_image, export_index
+from squash.image import Image, JSONObject
 from squash.image_config import shared_layers
 from squash.limits import Limits, parse_size
 from squash.outputs import open_destination
-from squash.reference import Platform, SourceRef, parse_destination, parse_source
+from squash.reference import DestinationRef, Platform, SourceRef, parse_destination, parse_source
 from squash.registry.credentials import Credentials
 from squash.registry.options import RegistryOptions
 from squash.registry.push import DEFAULT_CHUNK
-from squash.sources import open_image
+from squash.sources import list_platforms, open_image
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OS/ARCH[/VARIANT]",
         type=Platform.parse,
         help="platform to pick from a multi-platform image (default linux/amd64)",
+    )
+    export.add_argument(
+        "--all-platforms",
+        action="store_true",
+        help="squash every platform of an index and write an index of them "
+        "(oci: and docker:// destinations)",
     )
     export.add_argument(
         "--tmpdir", metavar="DIR", help="where layers are spooled while merging (default $TMPDIR)"
@@ -204,13 +210,38 @@ def _export(args: argparse.Namespace) -> None:
         ca_file=args.ca_file,
         credentials=args.creds,
     )
+    pushing = dataclasses.replace(options, credentials=args.dest_creds)
+    where = "standard output" if to_stdout else args.output
     with _source_file(args.source, args.tmpdir) as source:
+        platforms = _all_platforms(args, source, destination, options)
+        if platforms:
+            output = open_destination(destination, pushing, args.tmpdir, args.push_chunk_size)
+            _write_index(args, source, platforms, options, output, where)
+            return
         image = open_image(source, args.platform, options)
         with contextlib.closing(image):
             keep = args.keep_base if args.base is None else _shared(image, args, options)
-            pushing = dataclasses.replace(options, credentials=args.dest_creds)
             output = open_destination(destination, pushing, args.tmpdir, args.push_chunk_size)
-            _write(args, image, keep, output, "standard output" if to_stdout else args.output)
+            _write(args, image, keep, output, where)
+
+
+def _all_platforms(
+    args: argparse.Namespace,
+    source: SourceRef,
+    destination: DestinationRef,
+    options: RegistryOptions,
+) -> list[JSONObject]:
+    """With --all-platforms, the platforms of SOURCE's index (none for a single image)."""
+    if not args.all_platforms:
+        return []
+    if destination.transport == "docker-archive":
+        raise SquashError(
+            "a docker load archive holds one platform: choose one with --platform, or "
+            "write every platform to oci:DIR or docker://HOST/NAME"
+        )
+    if args.platform is not None or args.base is not None:
+        raise SquashError("--all-platforms squashes every platform: drop --platform and --base")
+    return list_platforms(source, options)
 
 
 def _shared(image: Image, args: argparse.Namespace, options: RegistryOptions) -> int:
@@ -242,12 +273,48 @@ def _source_file(source: str, tmpdir: str | None) -> Iterator[SourceRef]:
         yield dataclasses.replace(ref, path=f.name)
 
 
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(args.max_members or None, args.max_image_bytes or None, args.spool_reserve)
+
+
+def _write_index(
+    args: argparse.Namespace,
+    source: SourceRef,
+    platforms: list[JSONObject],
+    options: RegistryOptions,
+    output: Destination[None],
+    where: str,
+) -> None:
+    """Each platform squashed in turn, then an index of them."""
+
+    def images() -> Iterator[tuple[Image, JSONObject]]:
+        for entry in platforms:
+            platform = Platform(entry["os"], entry["architecture"], entry.get("variant"))
+            yield open_image(source, platform, options), entry
+
+    squash = Options(args.tag, args.layer_compression, args.keep_base, args.tmpdir, _limits(args))
+    digest, results = export_index(images(), output, squash)
+    if not args.quiet:
+        for entry, result in zip(platforms, results, strict=True):
+            platform = "/".join(entry[k] for k in ("os", "architecture", "variant") if k in entry)
+            print(f"{where}: {platform}: {_summary(result)}", file=sys.stderr)
+        print(f"{where}: an index of {len(results)} platforms, {digest}", file=sys.stderr)
+
+
+def _summary(result: ExportResult[None]) -> str:
+    base = f" on {result.kept} kept layers" if result.kept else ""
+    return (
+        f"{result.repo_tag}, {result.stats.members_written} of {result.stats.members_read} "
+        f"members kept, layer {result.layer_digest} ({result.layer_size} bytes){base}"
+    )
+
+
 def _write(
     args: argparse.Namespace, image: Image, keep: int, output: Destination[None], where: str
 ) -> None:
     show = not args.quiet and sys.stderr.isatty()
     with _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar:
-        limits = Limits(args.max_members or None, args.max_image_bytes or None, args.spool_reserve)
+        limits = _limits(args)
         result = export_image(
             image,
             output,
@@ -259,13 +326,7 @@ def _write(
             progress=None if bar is None else bar.update,
         )
     if not args.quiet:
-        base = f" on {result.kept} kept layers" if result.kept else ""
-        print(
-            f"{where}: {result.repo_tag}, {result.stats.members_written} of "
-            f"{result.stats.members_read} members kept, layer {result.layer_digest} "
-            f"({result.layer_size} bytes){base}",
-            file=sys.stderr,
-        )
+        print(f"{where}: {_summary(result)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

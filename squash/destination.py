@@ -75,11 +75,10 @@ class Destination(Protocol[Committed]):
         """A config, manifest or index blob."""
         ...
 
-    def tag(
-        self, manifest: Blob, config: Blob, layers: list[Blob], repo_tag: str, full_name: str
-    ) -> None:
-        """Name `manifest` (of `config` and `layers`, bottom first): `repo_tag` is the
-        output's NAME:TAG in its familiar form, `full_name` with its registry."""
+    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
+        """Name `manifest` (an image manifest or an index, written with `document`):
+        `repo_tag` is the output's NAME:TAG in its familiar form, `full_name` with its
+        registry."""
         ...
 
     def commit(self) -> Committed:

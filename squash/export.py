@@ -1,21 +1,41 @@
 """One export: an image in, its squashed image out, into a destination (a `docker load`
 archive, an OCI layout, a registry)."""
 
+import contextlib
 import hashlib
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Generic
+from typing import Generic, TypeVar
 
 from squash.codec import compression_of
-from squash.destination import LAYER_MEDIA_TYPES, Blob, Committed, Destination, image_manifest
+from squash.destination import (
+    LAYER_MEDIA_TYPES,
+    Blob,
+    Committed,
+    Destination,
+    descriptor,
+    dumps,
+    image_manifest,
+)
 from squash.errors import BadReference, SquashError
-from squash.image import OCI_CONFIG, OCI_MANIFEST, Image, Progress, StoredLayer
+from squash.image import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Image,
+    JSONObject,
+    Progress,
+    StoredLayer,
+)
 from squash.image_config import diff_ids, squashed_config
 from squash.layer_writer import LayerWriter
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.merge import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
 from squash.streams import Stream, read_up_to
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -88,6 +108,68 @@ def _kept_blob(layer: StoredLayer) -> Blob:
     return Blob(digest, size, LAYER_MEDIA_TYPES[compression])
 
 
+@dataclass
+class Options:
+    """How an image is squashed (the same for every platform of an index)."""
+
+    tag: str | None = None  # NAME:TAG of the output (default <name>:<tag>.squash)
+    compression: str = "none"
+    keep: int = 0  # bottom layers kept as they are
+    tmpdir: str | None = None
+    limits: Limits = DEFAULT_LIMITS
+    progress: Progress | None = None  # told of each stored layer byte read
+
+
+@dataclass
+class Squashed:
+    """One image squashed into a destination, not tagged yet."""
+
+    repo_tag: str
+    full_name: str
+    manifest: Blob
+    diff_id: str
+    layer: Blob
+    stats: MergeStats
+    kept: int
+
+    def result(self, committed: T) -> ExportResult[T]:
+        return ExportResult(
+            self.repo_tag, self.manifest.digest, self.diff_id, self.layer.digest,
+            self.layer.size, self.stats, committed, self.kept,
+        )  # fmt: skip
+
+
+def squash_into(image: Image, destination: Destination[object], options: Options) -> Squashed:
+    """Squash `image` into `destination`: the layer, the kept layers, config and manifest.
+    With `options.keep`, the bottom layers stay as they are and the rest become one
+    layer on top of them."""
+    keep, progress = options.keep, options.progress
+    check_keep(image, keep)
+    repo_tag, full = output_tag(image, options.tag)
+    upload = destination.layer()
+    writer = LayerWriter(upload, options.compression)
+    try:
+        layers = (
+            image.layers
+            if progress is None
+            else [_Reporting(stored, progress) for stored in image.layers]
+        )
+        stats = Merger(writer.write, options.tmpdir, options.limits).run(layers, keep)
+    except BaseException:
+        writer.abort()
+        raise
+    diff_id, blob = writer.close()
+    upload.done(blob)
+    kept = []
+    for stored in image.layers[:keep]:
+        kept.append(_kept_blob(stored))
+        destination.kept(stored, kept[-1])
+    comment = f"squashed by squashd from {image.manifest_digest}"
+    config = destination.document(squashed_config(image.config, keep, diff_id, comment), OCI_CONFIG)
+    manifest = destination.document(image_manifest(config, [*kept, blob]), OCI_MANIFEST)
+    return Squashed(repo_tag, full, manifest, diff_id, blob, stats, keep)
+
+
 def export_image(
     image: Image,
     destination: Destination[Committed],
@@ -99,40 +181,41 @@ def export_image(
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
 ) -> ExportResult[Committed]:
-    """Squash `image` into `destination`; it is committed on success, aborted on failure.
-    With `keep`, the bottom `keep` layers stay as they are and the rest become one layer
-    on top of them. `progress` is told of each stored layer byte read."""
+    """Squash `image` into `destination` and tag it (see `Options`); the destination is
+    committed on success, aborted on failure."""
+    options = Options(tag, compression, keep, tmpdir, limits, progress)
     try:
-        check_keep(image, keep)
-        repo_tag, full = output_tag(image, tag)
-        upload = destination.layer()
-        writer = LayerWriter(upload, compression)
-        try:
-            layers = (
-                image.layers
-                if progress is None
-                else [_Reporting(stored, progress) for stored in image.layers]
-            )
-            stats = Merger(writer.write, tmpdir, limits).run(layers, keep)
-        except BaseException:
-            writer.abort()
-            raise
-        diff_id, blob = writer.close()
-        upload.done(blob)
-        kept = []
-        for stored in image.layers[:keep]:
-            kept.append(_kept_blob(stored))
-            destination.kept(stored, kept[-1])
-        comment = f"squashed by squashd from {image.manifest_digest}"
-        config = destination.document(
-            squashed_config(image.config, keep, diff_id, comment), OCI_CONFIG
-        )
-        manifest = destination.document(image_manifest(config, [*kept, blob]), OCI_MANIFEST)
-        destination.tag(manifest, config, [*kept, blob], repo_tag, full)
+        squashed = squash_into(image, destination, options)
+        destination.tag(squashed.manifest, squashed.repo_tag, squashed.full_name)
         committed = destination.commit()
     except BaseException:
         destination.abort()
         raise
-    return ExportResult(
-        repo_tag, manifest.digest, diff_id, blob.digest, blob.size, stats, committed, keep
-    )
+    return squashed.result(committed)
+
+
+def export_index(
+    images: Iterable[tuple[Image, JSONObject]],
+    destination: Destination[Committed],
+    options: Options | None = None,
+) -> tuple[str, list[ExportResult[Committed]]]:
+    """Squash each platform's image (with its index entry's `platform`) into
+    `destination` and tag an index of them; returns the index digest and each result."""
+    options = options or Options()
+    try:
+        done: list[tuple[Squashed, JSONObject]] = []
+        for image, platform in images:
+            with contextlib.closing(image):
+                done.append((squash_into(image, destination, options), platform))
+        if not done:
+            raise SquashError("the index lists no platform to squash")
+        entries = [{**descriptor(s.manifest), "platform": p} for s, p in done]
+        index = dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+        blob = destination.document(index, OCI_INDEX)
+        first = done[0][0]
+        destination.tag(blob, first.repo_tag, first.full_name)
+        committed = destination.commit()
+    except BaseException:
+        destination.abort()
+        raise
+    return blob.digest, [s.result(committed) for s, _ in done]

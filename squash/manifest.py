@@ -29,9 +29,9 @@ def is_index(kind: str) -> bool:
     return kind in INDEXES
 
 
-def choose_platform(index: JSONObject, platform: Platform, what: str) -> JSONObject:
-    """The index entry for `platform`; never an attestation manifest."""
-    entries = [
+def platform_entries(index: JSONObject) -> list[JSONObject]:
+    """An index's images, without attestation manifests (BuildKit's `unknown/unknown`)."""
+    return [
         entry
         for entry in index.get("manifests") or []
         if isinstance(entry, dict)
@@ -39,6 +39,11 @@ def choose_platform(index: JSONObject, platform: Platform, what: str) -> JSONObj
         and (entry.get("annotations") or {}).get("vnd.docker.reference.type")
         != "attestation-manifest"
     ]
+
+
+def choose_platform(index: JSONObject, platform: Platform, what: str) -> JSONObject:
+    """The index entry for `platform`; never an attestation manifest."""
+    entries = platform_entries(index)
     for entry in entries:
         if platform.matches(entry.get("platform") or {}):
             return entry

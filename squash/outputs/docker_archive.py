@@ -8,12 +8,13 @@ files that depend on the digests.
 """
 
 import hashlib
+import json
 import tarfile
-from typing import Generic
+from typing import Any, Generic
 
 from squash.destination import Blob, Committed, descriptor, dumps
-from squash.errors import InvalidLayer
-from squash.image import OCI_INDEX, StoredLayer
+from squash.errors import InvalidLayer, SquashError
+from squash.image import OCI_INDEX, OCI_MANIFEST, StoredLayer
 from squash.sinks import Sink
 from squash.streams import Chunk, Stream
 from squash.verify import VerifyingReader
@@ -40,6 +41,7 @@ class DockerArchive(Generic[Committed]):
 
     def __init__(self, sink: Sink[Committed]) -> None:
         self._sink = sink
+        self._manifests: dict[str, dict[str, Any]] = {}
         self._write(_member_header("blobs", 0, directory=True))
         self._write(_member_header("blobs/sha256", 0, directory=True))
 
@@ -73,12 +75,17 @@ class DockerArchive(Generic[Committed]):
     def document(self, data: bytes, media_type: str) -> Blob:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         self._add(_blob_path(digest), data)
+        if media_type == OCI_MANIFEST:  # what manifest.json will say of it
+            self._manifests[digest] = json.loads(data)
         return Blob(digest, len(data), media_type)
 
-    def tag(
-        self, manifest: Blob, config: Blob, layers: list[Blob], repo_tag: str, full_name: str
-    ) -> None:
+    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
         """The index files of both layouts, then the end of the archive."""
+        if manifest.digest not in self._manifests:
+            raise SquashError("a docker load archive holds one image, not an index")
+        written = self._manifests[manifest.digest]
+        config = written["config"]["digest"]
+        layers = [layer["digest"] for layer in written["layers"]]
         repository, _, tag = repo_tag.rpartition(":")
         annotations = {
             "io.containerd.image.name": full_name,
@@ -93,13 +100,13 @@ class DockerArchive(Generic[Committed]):
         self._add("index.json", dumps(index))
         docker_manifest = [
             {
-                "Config": _blob_path(config.digest),
+                "Config": _blob_path(config),
                 "RepoTags": [repo_tag],
-                "Layers": [_blob_path(layer.digest) for layer in layers],
+                "Layers": [_blob_path(layer) for layer in layers],
             }
         ]
         self._add("manifest.json", dumps(docker_manifest))
-        self._add("repositories", dumps({repository: {tag: layers[-1].digest[7:]}}))
+        self._add("repositories", dumps({repository: {tag: layers[-1].removeprefix("sha256:")}}))
         self._write(bytes(2 * BLOCK))
 
     def commit(self) -> Committed:

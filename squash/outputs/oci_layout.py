@@ -89,9 +89,7 @@ class OCILayout:
             self._place(self._path(digest), data)
         return Blob(digest, len(data), media_type)
 
-    def tag(
-        self, manifest: Blob, config: Blob, layers: list[Blob], repo_tag: str, full_name: str
-    ) -> None:
+    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
         self._entry = descriptor(manifest, {REF_NAME: self.tag_name or repo_tag.rpartition(":")[2]})
 
     def commit(self) -> None:

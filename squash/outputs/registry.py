@@ -3,7 +3,8 @@
 The squashed layer goes up as it is made, in chunks; kept layers the repository already
 holds are skipped, those in another repository of the same registry are mounted, the
 rest are copied from the source in chunks; then the config, and the manifest last, under
-its tag. Until that PUT nothing names the new image, so a failure tags nothing."""
+its tag (an index's images first, by digest). Until that PUT nothing names the new image,
+so a failure tags nothing."""
 
 import hashlib
 
@@ -25,7 +26,7 @@ class RegistryOutput:
         self.what = f"push to {ref.registry}/{ref.repository}"
         self.session = Registry(ref.registry, ref.api_host, options)
         self._open: list[BlobUpload] = []
-        self._documents: dict[str, bytes] = {}
+        self._documents: dict[str, tuple[bytes, str]] = {}  # manifests: digest -> (, type)
         self._manifest: tuple[Blob, str] | None = None
         self.patches = 0  # PATCH requests sent, for the summary
 
@@ -64,23 +65,26 @@ class RegistryOutput:
     def document(self, data: bytes, media_type: str) -> Blob:
         blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), media_type)
         if media_type != OCI_CONFIG:  # a manifest or index: put by tag, or by digest
-            self._documents[blob.digest] = data
+            self._documents[blob.digest] = data, media_type
         elif not has_blob(self.session, self.ref.repository, blob.digest, self.what):
             upload = self._upload()
             upload.write(data)
             self._finish(upload, blob.digest)
         return blob
 
-    def tag(
-        self, manifest: Blob, config: Blob, layers: list[Blob], repo_tag: str, full_name: str
-    ) -> None:
+    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
         self._manifest = (manifest, self.ref.tag or repo_tag.rpartition(":")[2])
 
     def commit(self) -> None:
+        """An index's images by digest first, then the tagged manifest or index."""
         assert self._manifest is not None, "commit before tag"
         manifest, tag = self._manifest
-        data = self._documents[manifest.digest]
-        put_manifest(self.session, self.ref.repository, tag, data, manifest.media_type, self.what)
+        repository = self.ref.repository
+        for digest, (data, media_type) in self._documents.items():
+            if digest != manifest.digest:
+                put_manifest(self.session, repository, digest, data, media_type, self.what)
+        data, media_type = self._documents[manifest.digest]
+        put_manifest(self.session, repository, tag, data, media_type, self.what)
         self.session.close()
 
     def abort(self) -> None:

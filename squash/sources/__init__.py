@@ -5,7 +5,7 @@
 """
 
 from squash.errors import BadReference
-from squash.image import Image
+from squash.image import Image, JSONObject
 from squash.reference import Platform, SourceRef, parse_source
 from squash.registry.options import RegistryOptions
 
@@ -30,3 +30,20 @@ def open_image(
 
         return open_docker_archive(ref, platform)
     raise BadReference(f"{ref.text!r}: unsupported transport {ref.transport!r}")
+
+
+def list_platforms(
+    source: str | SourceRef, registry: RegistryOptions | None = None
+) -> list[JSONObject]:
+    """The `platform` of each image SOURCE's index holds (attestations left out); empty
+    when SOURCE is a single image."""
+    ref = parse_source(source) if isinstance(source, str) else source
+    if ref.transport == "docker":
+        from squash.sources.docker import registry_platforms
+
+        return registry_platforms(ref, registry)
+    if ref.transport == "oci":
+        from squash.sources.oci_layout import layout_platforms
+
+        return layout_platforms(ref)
+    return []  # a docker save archive holds one image per tag

@@ -12,7 +12,7 @@ from squash.reference import (
 from squash.registry.client import Registry
 from squash.registry.options import RegistryOptions
 from squash.sources.descriptors import MAX_DOCUMENT, check_digest
-from squash.sources.walk import descriptor_size, resolve
+from squash.sources.walk import descriptor_size, resolve, top_platforms
 from squash.streams import Stream, read_exactly, read_to_end
 from squash.verify import verify_bytes
 
@@ -84,3 +84,15 @@ def open_registry_image(
     return Image(
         ref.text, name, tag, found.manifest_digest, found.config, found.layers, holds=registry
     )
+
+
+def registry_platforms(ref: SourceRef, options: RegistryOptions | None = None) -> list[JSONObject]:
+    """The platforms of the image's index (none for a single image)."""
+    docker = parse_docker_ref(ref.text.removeprefix("docker://"))
+    what = f"image {docker}"
+    registry = Registry(docker.registry, docker.api_host, options)
+    try:
+        body, kind, _ = registry.manifest(docker.repository, docker.reference, what)
+        return top_platforms(body, kind or None, what)
+    finally:
+        registry.close()

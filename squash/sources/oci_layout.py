@@ -1,9 +1,10 @@
 """The `oci:DIR[:TAG]` source: an OCI image layout directory."""
 
+import json
 import os
 
 from squash.errors import BadReference, SquashError
-from squash.image import Image, JSONObject, StoredLayer, parse_object
+from squash.image import OCI_INDEX, Image, JSONObject, StoredLayer, parse_object
 from squash.manifest import choose_platform
 from squash.reference import (
     DEFAULT_PLATFORM,
@@ -15,7 +16,7 @@ from squash.reference import (
 )
 from squash.sources.descriptors import MAX_DOCUMENT, check_digest
 from squash.sources.files import FileLayer
-from squash.sources.walk import descriptor_size, resolve
+from squash.sources.walk import descriptor_size, resolve, top_platforms
 from squash.streams import read_to_end
 from squash.verify import verify_bytes
 
@@ -98,15 +99,32 @@ def _name_and_tag(root: str, top: JSONObject, tag: str | None) -> tuple[str, str
     return sanitize_name(os.path.basename(os.path.abspath(root))), tag or ref_name or "latest"
 
 
-def open_oci_layout(ref: SourceRef, platform: Platform | None) -> Image:
-    what = f"image {ref.text}"
+def _index(ref: SourceRef, what: str) -> tuple[_Layout, JSONObject]:
     layout = _Layout(ref.path, what)
     try:
         with open(os.path.join(ref.path, "index.json"), "rb") as f:
             data = read_to_end(f, MAX_DOCUMENT, f"{what}: index.json")
-        index = parse_object(data, f"{what}: index.json")
     except FileNotFoundError:
         raise SquashError(f"{what}: the layout has no index.json") from None
+    return layout, parse_object(data, f"{what}: index.json")
+
+
+def layout_platforms(ref: SourceRef) -> list[JSONObject]:
+    """The platforms of the tag's index (none for a single image)."""
+    what = f"image {ref.text}"
+    layout, index = _index(ref, what)
+    entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+    if ref.ref is not None:
+        entries = [m for m in entries if (m.get("annotations") or {}).get(REF_NAME) == ref.ref]
+    if len(entries) > 1:  # the layout's own index lists the platforms
+        return top_platforms(json.dumps({"manifests": entries}).encode(), OCI_INDEX, what)
+    top = _select(index, ref.ref, DEFAULT_PLATFORM, what)
+    return top_platforms(*layout.manifest(top), what)
+
+
+def open_oci_layout(ref: SourceRef, platform: Platform | None) -> Image:
+    what = f"image {ref.text}"
+    layout, index = _index(ref, what)
     top = _select(index, ref.ref, platform or DEFAULT_PLATFORM, what)
     document, declared = layout.manifest(top)
     digest = check_digest(top.get("digest"), what)

@@ -8,7 +8,14 @@ from typing import Protocol
 
 from squash.errors import SquashError
 from squash.image import JSONObject, StoredLayer, parse_json, parse_object
-from squash.manifest import check_supported, choose_platform, is_index, media_type, parse_manifest
+from squash.manifest import (
+    check_supported,
+    choose_platform,
+    is_index,
+    media_type,
+    parse_manifest,
+    platform_entries,
+)
 from squash.reference import Platform
 from squash.sources.descriptors import MAX_DOCUMENT, check_digest, layer_compression, layer_label
 
@@ -69,6 +76,24 @@ def resolve(
         layer_compression(desc, label)
         layers.append(store.layer(desc, label))
     return Resolved(digest, config, layers)
+
+
+def top_platforms(document: bytes, declared: str | None, what: str) -> list[JSONObject]:
+    """The `platform` of each image of an index (none for a single image's manifest)."""
+    parsed = parse_json(document, f"{what}: manifest")
+    kind = media_type(parsed if isinstance(parsed, dict) else {}, declared)
+    check_supported(kind, what)
+    if not is_index(kind):
+        return []
+    entries = platform_entries(parse_object(document, f"{what}: index"))
+    return [_platform_of(entry, what) for entry in entries]
+
+
+def _platform_of(entry: JSONObject, what: str) -> JSONObject:
+    platform = entry.get("platform")
+    if not isinstance(platform, dict) or not platform.get("os"):
+        raise SquashError(f"{what}: an index entry names no platform")
+    return platform
 
 
 def descriptor_size(descriptor: JSONObject) -> int | None:

@@ -199,3 +199,60 @@ def test_oci_layout_failure_leaves_the_index_as_it_was(tools, images, work) -> N
     assert not [p for p in (layout / "blobs/sha256").iterdir() if p.name.startswith(".")]
     proc = export(f"oci:{broken}:{images.umoci.tag}", f"oci:{work}/new:bad")  # type: ignore[arg-type]
     assert proc.returncode != 0 and not (work / "new").exists(), "a failure left a new layout"
+
+
+# ---------------------------------------------------------------------------------------
+# Every platform
+# ---------------------------------------------------------------------------------------
+
+
+def _platform_tree(ref: str, platform: dict, work: Path, name: str) -> Path:
+    """One platform of an index, copied out by skopeo and unpacked by umoci."""
+    layout = work / name
+    override = ["--override-os", platform["os"], "--override-arch", platform["architecture"]]
+    if platform.get("variant"):
+        override += ["--override-variant", platform["variant"]]
+    run(["skopeo", "--insecure-policy", *override, "copy", "--quiet", "--src-tls-verify=false",
+         ref, f"oci:{layout}:t"])  # fmt: skip
+    return umoci_unpack(f"{layout}:t", work / f"{name}.bundle")
+
+
+def test_all_platforms_push_an_index_of_squashed_images(tools, registry, pushed, work) -> None:
+    source = registry.ref(pushed.multi, pushed.tag)
+    dest = registry.ref("pushed/multi-flat", "v1")
+    pushed_ok(source, dest, "--all-platforms", "--layer-compression", "gzip")
+    raw = run(["skopeo", "inspect", "--raw", "--tls-verify=false", dest]).stdout
+    index = json.loads(raw)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    status, _, body = registry.get(
+        f"/v2/{pushed.multi}/manifests/{pushed.tag}",
+        {"Accept": "application/vnd.oci.image.index.v1+json"},
+    )
+    assert status == 200
+    platforms = [
+        m["platform"] for m in json.loads(body)["manifests"] if m["platform"]["os"] != "unknown"
+    ]
+    assert [m["platform"] for m in index["manifests"]] == platforms, "platforms differ"
+    for n, entry in enumerate(index["manifests"]):
+        child = manifest_of(registry, "pushed/multi-flat", entry["digest"])
+        assert child is not None and len(child["layers"]) == 1, child
+        platform = entry["platform"]
+        same_tree(
+            _platform_tree(source, platform, work, f"original-{n}"),
+            _platform_tree(dest, platform, work, f"squashed-{n}"),
+        )
+
+
+def test_all_platforms_into_an_oci_layout_and_not_into_a_tar(tools, registry, pushed, work):
+    source = registry.ref(pushed.multi, pushed.tag)
+    layout = work / "multi"
+    proc = export(source, f"oci:{layout}:all", "--all-platforms")  # type: ignore[arg-type]
+    assert proc.returncode == 0, proc.stderr.decode()
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    index = json.loads((layout / "blobs/sha256" / entry["digest"][7:]).read_text())
+    assert len(index["manifests"]) == 3
+    proc = export(source, work / "multi.tar", "--all-platforms")
+    said = proc.stderr.decode()
+    assert proc.returncode != 0 and "holds one platform" in said, said
+    assert not (work / "multi.tar").exists()
