@@ -65,6 +65,7 @@ TARGET_PATH_BYTES = 100  # of memory per path, above a fixed base
 TARGET_REGISTRY_RATIO = 1.2  # squash from the local registry / squash from the oci: layout
 REGISTRY_REPO = "bench/image"
 REGISTRY_LABEL = "squashd none from docker:// (local registry)"
+PUSH_LABEL = "squashd none -o docker:// (a push)"
 GNU_TIME = "/usr/bin/time"  # Debian package `time`
 
 
@@ -259,7 +260,7 @@ def oci_ref(image: ImageStats) -> str:
     return f"oci:{image.layout}:{image.tag}"
 
 
-def squash_cmd(source: str, out: Path, compression: str) -> list[str]:
+def squash_cmd(source: str, out: Path | str, compression: str) -> list[str]:
     return [
         str(squashd_bin()),
         "export",
@@ -679,6 +680,27 @@ def registry_once(
     return run, server_cpu
 
 
+def push_once(local: LocalImage, image: ImageStats, work: Path) -> Run:
+    """One timed `squashd export oci:... -o docker://.../bench/pushed:N` (none), right
+    after the oci: squash to a file: the same layer, in chunked PATCHes instead of a file.
+    The pushed manifest must name the very layer of the squash to a file."""
+    dest = local.registry.ref("bench/pushed", "n")
+    logf = work / "out" / "push-none.log"
+    run = run_child(squash_cmd(oci_ref(image), dest, "none"), logf)
+    if run.rc != 0:
+        lines = logf.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+        raise StepFailed(f"exit {run.rc}: {lines[-1]}")
+    status, _, body = local.registry.get(
+        "/v2/bench/pushed/manifests/n", {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    )
+    pushed = json.loads(body)["layers"][-1]["digest"] if status == 200 else f"HTTP {status}"
+    want = layer_digest(squash_out(work, "none"))
+    if pushed != want:
+        raise StepFailed(f"pushed layer {pushed[:19]}, not the file squash's {want[:19]}")
+    log(f"  squashd none pushed: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU (same layer)")
+    return run
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -812,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     inflate_runs: list[Run] = []
     squash_runs: dict[str, list[Run]] = {c: [] for c in comps}
     registry_runs: list[Run] = []
+    push_runs: list[Run] = []
     server_cpu: list[float] = []
     server_rss_kib = 0
     registry_failed = ""
@@ -841,6 +864,11 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     registry_runs.append(run)
                     server_cpu.append(cpu)
+                    try:
+                        push_runs.append(push_once(local, image, work))
+                    except StepFailed as exc:
+                        registry_failed = f"push: {exc}"
+                        log(f"  squashd push FAILED: {exc} (not run again)")
         if local is not None and local.registry.proc is not None:
             server_rss_kib = process_usage(local.registry.proc.pid)[1]
     rows = [
@@ -853,6 +881,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Row(REGISTRY_LABEL, None, note=f"FAILED: {registry_failed}"))
     elif registry_runs:
         rows.append(registry_row(registry_runs, squash_runs["none"], server_cpu, server_rss_kib))
+        if push_runs:
+            row = best_row(PUSH_LABEL, push_runs)
+            assert row.seconds is not None
+            ratio = row.seconds / min(r.wall for r in squash_runs["none"])
+            row.target = f"{ratio:.3f}x the squash to a file (none); measured, no target"
+            rows.append(row)
     elif not args.no_registry:
         log(f"registry step: {skip_registry}")
         rows.append(Row(REGISTRY_LABEL, None, note=str(skip_registry)))

@@ -126,7 +126,7 @@ def test_docker_pull_of_a_pushed_partial_squash_fetches_only_the_squashed_layer(
     keep = 4
     source = registry.ref(docker_image.repository, docker_image.registry_tag)
     name = f"{registry.host}/acme/app-partial:1"
-    proc = export(source, f"docker://{name}", "--keep-base", str(keep),  # type: ignore[arg-type]
+    proc = export(source, f"docker://{name}", "--keep-base", str(keep),
                   "--layer-compression", "gzip")  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()
     try:

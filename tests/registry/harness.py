@@ -1059,7 +1059,7 @@ def _read_request_body(h: BaseHTTPRequestHandler) -> bytes | None:
 
 def export(
     source: str,
-    out: Path,
+    out: Path | str,
     *args: str,
     env: dict[str, str] | None = None,
     timeout: float = 120,

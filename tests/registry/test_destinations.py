@@ -31,13 +31,13 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def pushed_ok(source: str, dest: str, *args: str) -> None:
-    proc = export(source, dest, "--push-chunk-size", str(CHUNK), *args)  # type: ignore[arg-type]
+    proc = export(source, dest, "--push-chunk-size", str(CHUNK), *args)
     stderr = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 0, f"export {source} -o {dest} failed:\n{stderr[-3000:]}"
 
 
 def push_fails(source: str, dest: str, *args: str) -> str:
-    proc = export(source, dest, "--push-chunk-size", str(CHUNK), *args, timeout=300)  # type: ignore[arg-type]
+    proc = export(source, dest, "--push-chunk-size", str(CHUNK), *args, timeout=300)
     stderr = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode != 0, f"export {source} -o {dest} succeeded, but must fail"
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
@@ -163,9 +163,9 @@ def test_oci_layout_new_and_existing(tools, images, work) -> None:
     layout = work / "out"
     source = images.umoci.source
     for dest, args in ((f"oci:{layout}:flat", ()), (f"oci:{layout}:partial", ("--keep-base", "1"))):
-        proc = export(source, dest, *args)  # type: ignore[arg-type]
+        proc = export(source, dest, *args)
         assert proc.returncode == 0, proc.stderr.decode()
-    proc = export(source, f"oci:{layout}:flat")  # type: ignore[arg-type]
+    proc = export(source, f"oci:{layout}:flat")
     assert proc.returncode == 0, proc.stderr.decode()
     index = json.loads((layout / "index.json").read_text())
     names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
@@ -177,7 +177,7 @@ def test_oci_layout_new_and_existing(tools, images, work) -> None:
 
 def test_oci_layout_failure_leaves_the_index_as_it_was(tools, images, work) -> None:
     layout = work / "out"
-    proc = export(images.umoci.source, f"oci:{layout}:good")  # type: ignore[arg-type]
+    proc = export(images.umoci.source, f"oci:{layout}:good")
     assert proc.returncode == 0, proc.stderr.decode()
     before = (layout / "index.json").read_bytes()
     broken = work / "broken"
@@ -193,11 +193,11 @@ def test_oci_layout_failure_leaves_the_index_as_it_was(tools, images, work) -> N
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
     blob.write_bytes(bytes(data))
-    proc = export(f"oci:{broken}:{images.umoci.tag}", f"oci:{layout}:bad")  # type: ignore[arg-type]
+    proc = export(f"oci:{broken}:{images.umoci.tag}", f"oci:{layout}:bad")
     assert proc.returncode != 0
     assert (layout / "index.json").read_bytes() == before
     assert not [p for p in (layout / "blobs/sha256").iterdir() if p.name.startswith(".")]
-    proc = export(f"oci:{broken}:{images.umoci.tag}", f"oci:{work}/new:bad")  # type: ignore[arg-type]
+    proc = export(f"oci:{broken}:{images.umoci.tag}", f"oci:{work}/new:bad")
     assert proc.returncode != 0 and not (work / "new").exists(), "a failure left a new layout"
 
 
@@ -246,7 +246,7 @@ def test_all_platforms_push_an_index_of_squashed_images(tools, registry, pushed,
 def test_all_platforms_into_an_oci_layout_and_not_into_a_tar(tools, registry, pushed, work):
     source = registry.ref(pushed.multi, pushed.tag)
     layout = work / "multi"
-    proc = export(source, f"oci:{layout}:all", "--all-platforms")  # type: ignore[arg-type]
+    proc = export(source, f"oci:{layout}:all", "--all-platforms")
     assert proc.returncode == 0, proc.stderr.decode()
     (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
     assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
