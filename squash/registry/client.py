@@ -130,12 +130,13 @@ class Registry:
         what: str = "",
         *,
         scope: str | None = None,
-        content: bytes | None = None,
+        content: bytes | list[bytes] | None = None,
         retry: bool = True,
     ) -> httpx.Response:
         """A request to /v2/<repository>/<path> (or to `path` itself if it is a URL, an
         upload's location), authenticated for `scope` (default: pull). Transient failures
-        are retried if `retry`, else raised as TransientError; the response is streamed."""
+        are retried if `retry`, else raised as TransientError; the response is streamed.
+        `content` as pieces is sent as they are (the caller sets Content-Length)."""
         scope = scope or f"repository:{repository}:pull"
         url = urljoin(f"{self.base}/v2/{repository}/", path)
         what = what or f"{self.name}/{repository}"
@@ -177,7 +178,11 @@ class Registry:
             return response
 
     def _send(
-        self, method: str, url: str, headers: dict[str, str], content: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: bytes | list[bytes] | None = None,
     ) -> httpx.Response:
         """Send, following redirects; Authorization never goes to another host."""
         for _ in range(8):

@@ -59,7 +59,8 @@ class BlobUpload:
     ) -> None:
         self._registry, self._repository, self._what = registry, repository, what
         self._chunk_size = chunk_size
-        self._buffer = bytearray()
+        self._pieces: list[bytes] = []  # written, not sent yet: held as given, not copied
+        self._pending = 0  # their length
         self._offset = 0  # bytes the registry has acknowledged
         self.patches = 0
         scope = push_scope(repository)
@@ -74,13 +75,27 @@ class BlobUpload:
         self._url = "" if self.mounted else _location(response, what)
 
     def write(self, data: Chunk) -> None:
-        self._buffer += data
-        while len(self._buffer) >= self._chunk_size:
-            self._patch(bytes(self._buffer[: self._chunk_size]))
-            del self._buffer[: self._chunk_size]
+        self._pieces.append(data if isinstance(data, bytes) else bytes(data))
+        self._pending += len(data)
+        while self._pending >= self._chunk_size:
+            self._patch(self._take(self._chunk_size))
+
+    def _take(self, n: int) -> list[bytes]:
+        """The first `n` bytes of what is pending, as pieces (only a split one is copied)."""
+        taken: list[bytes] = []
+        while n:
+            piece = self._pieces[0]
+            if len(piece) <= n:
+                taken.append(self._pieces.pop(0))
+            else:
+                taken.append(piece[:n])
+                self._pieces[0] = piece[n:]
+            n -= len(taken[-1])
+            self._pending -= len(taken[-1])
+        return taken
 
     def _request(
-        self, method: str, headers: dict[str, str], content: bytes | None = None
+        self, method: str, headers: dict[str, str], content: list[bytes] | None = None
     ) -> httpx.Response:
         return self._registry.request(
             method,
@@ -93,22 +108,24 @@ class BlobUpload:
             retry=False,
         )
 
-    def _patch(self, chunk: bytes) -> None:
-        """Send one chunk; after a failure, ask what the registry holds and go on from
-        there (or give up after the client's attempts)."""
+    def _patch(self, chunk: list[bytes]) -> None:
+        """Send one chunk (its pieces); after a failure, ask what the registry holds and
+        go on from there (or give up after the client's attempts)."""
         failures = 0
-        while chunk:
-            end = self._offset + len(chunk) - 1
+        size = sum(len(piece) for piece in chunk)
+        while size:
+            end = self._offset + size - 1
             headers = {
                 "Content-Type": "application/octet-stream",
                 "Content-Range": f"{self._offset}-{end}",
+                "Content-Length": str(size),
             }
             try:
                 response = self._request("PATCH", headers, chunk)
                 response.read()
                 response.close()
                 self._url = _location(response, self._what)
-                self._offset, chunk = end + 1, b""
+                self._offset, size = end + 1, 0
                 self.patches += 1
             except TransientError as exc:
                 self._registry.pause(failures, None, str(exc))
@@ -119,7 +136,8 @@ class BlobUpload:
                         f"{self._what}: the registry holds {held} bytes of the upload, "
                         f"expected {self._offset} to {end + 1}"
                     ) from None
-                chunk = chunk[held - self._offset :]
+                chunk = _drop(chunk, held - self._offset)
+                size -= held - self._offset
                 self._offset = held
 
     def _held(self) -> int:
@@ -137,12 +155,11 @@ class BlobUpload:
 
     def finish(self, digest: str) -> None:
         """The last bytes, then PUT with the digest: the registry checks it."""
-        if self._buffer:
-            self._patch(bytes(self._buffer))
-            self._buffer.clear()
+        if self._pending:
+            self._patch(self._take(self._pending))
         sep = "&" if "?" in self._url else "?"
         self._url += f"{sep}digest={digest}"
-        response = self._request("PUT", {"Content-Length": "0"}, b"")
+        response = self._request("PUT", {"Content-Length": "0"}, [])
         response.read()
         response.close()
         said = response.headers.get("docker-content-digest")
@@ -156,6 +173,17 @@ class BlobUpload:
             with contextlib.suppress(RegistryError, httpx.HTTPError):
                 self._request("DELETE", {}).close()
             self._url = ""
+
+
+def _drop(pieces: list[bytes], n: int) -> list[bytes]:
+    """`pieces` without their first `n` bytes."""
+    out = list(pieces)
+    while n:
+        if len(out[0]) <= n:
+            n -= len(out.pop(0))
+        else:
+            out[0], n = out[0][n:], 0
+    return out
 
 
 def put_manifest(
