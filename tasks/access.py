@@ -2,11 +2,15 @@
 credentials (a manifest HEAD, not a pull) and mirror the registry's refusal.
 
 Sessions are kept per (registry, caller), so a caller's registry token is reused
-until it expires, as docker reuses its own.
+until it expires, as docker reuses its own. A granted resolution is remembered for a few
+seconds (SQUASHD_RESOLVE_CACHE_SECONDS) for that caller only: a moved tag or a revoked
+account takes effect within that time, as the registry's own bearer tokens already
+allow; a refusal is never remembered.
 """
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -18,6 +22,7 @@ from squash.registry.options import RegistryOptions
 from tasks.errors import Denied, ServiceError, Unavailable
 
 MAX_SESSIONS = 256
+MAX_RESOLVED = 4096  # remembered resolutions, least recently used dropped beyond
 
 
 @dataclass(frozen=True)
@@ -56,13 +61,44 @@ class Caller:
 SERVICE = Caller(service=True)
 
 
-class Sessions:
-    """Registry sessions for callers, least recently used dropped beyond MAX_SESSIONS."""
+class ResolveCache:
+    """Granted resolutions, per (caller, registry, repository, reference), for `seconds`."""
 
-    def __init__(self, plain_http_registry: str | None = None) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._entries: OrderedDict[tuple[str, ...], tuple[float, tuple[str, str]]] = OrderedDict()
+        self._mutex = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> tuple[str, str] | None:
+        with self._mutex:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            if found[0] <= time.monotonic():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return found[1]
+
+    def put(self, key: tuple[str, ...], answer: tuple[str, str]) -> None:
+        if self.seconds <= 0:
+            return
+        with self._mutex:
+            self._entries[key] = (time.monotonic() + self.seconds, answer)
+            self._entries.move_to_end(key)
+            while len(self._entries) > MAX_RESOLVED:
+                self._entries.popitem(last=False)
+
+
+class Sessions:
+    """Registry sessions for callers, least recently used dropped beyond MAX_SESSIONS;
+    granted resolutions remembered for `resolve_seconds` (0: never)."""
+
+    def __init__(self, plain_http_registry: str | None = None, resolve_seconds: float = 0) -> None:
         self._plain = plain_http_registry
         self._sessions: OrderedDict[tuple[str, str], Registry] = OrderedDict()
         self._mutex = threading.Lock()
+        self.resolved = ResolveCache(resolve_seconds)
 
     def _session(self, ref: DockerRef, caller: Caller) -> Registry:
         key = (ref.registry, caller.fingerprint)
@@ -92,8 +128,14 @@ class Sessions:
         """(digest, media type) of `ref` as the caller may read it; raises Denied with
         the registry's status (401, 403, 404), Unavailable when it cannot be reached."""
         what = f"image {ref}"
+        key = (caller.fingerprint, ref.registry, ref.repository, ref.reference)
+        known = self.resolved.get(key)
+        if known is not None:
+            return known
         try:
-            return self._session(ref, caller).resolve(ref.repository, ref.reference, what)
+            answer = self._session(ref, caller).resolve(ref.repository, ref.reference, what)
+            self.resolved.put(key, answer)
+            return answer
         except TransientError as exc:
             raise Unavailable(f"registry {ref.registry} is unreachable: {exc}") from None
         except RegistryError as exc:

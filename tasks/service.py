@@ -59,7 +59,7 @@ class Service:
             LocalDispatcher(settings.local_workers) if settings.embedded else CeleryDispatcher()
         )
         self.plain_http_registry = settings.registry if settings.registry_plain_http else None
-        self.sessions = Sessions(self.plain_http_registry)
+        self.sessions = Sessions(self.plain_http_registry, settings.resolve_cache_seconds)
         self.default_platform = str(Platform.parse(settings.platform))
 
     # -- what is asked for

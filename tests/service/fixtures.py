@@ -86,6 +86,9 @@ def bucket(moto_s3: MotoS3) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------
 
 
+RESOLVE_CACHE = 1.0  # seconds, in the test deployments
+
+
 @contextlib.contextmanager
 def _stack_factory(tmp_path_factory, redis: RedisServer, moto: MotoS3) -> Iterator[Callable]:
     made: list[Stack] = []
@@ -105,6 +108,9 @@ def _stack_factory(tmp_path_factory, redis: RedisServer, moto: MotoS3) -> Iterat
         used = redis_server or redis
         used.start()
         store = (s3_server or moto).start() if s3 else None
+        # A caller's tag resolution is reused for RESOLVE_CACHE seconds (5 by default): the
+        # tests that move a tag wait that long, so they keep it short.
+        env = {"SQUASHD_RESOLVE_CACHE_SECONDS": str(RESOLVE_CACHE), **env}
         stack = Stack(root, used, store, upstream, env)
         made.append(stack)
         return stack.start(workers)

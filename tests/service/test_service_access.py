@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ import pytest
 from testbed.registry import Registry
 from testbed.service import Stack, fetch
 from tests.registry.harness import TokenServer, basic_auth
+from tests.service.fixtures import RESOLVE_CACHE
 from tests.service.harness import push_layers
 from tests.service.test_export_service import image_layers
 
@@ -107,3 +109,32 @@ def test_malformed_credentials_are_a_clear_400(stack) -> None:
     assert status == 400 and "USER:PASSWORD" in json.loads(body)["error"]
     status, _, body = stack.c1(f"{PRIVATE}/v1", {"Authorization": "Digest abc"})
     assert status == 400 and "Basic or Bearer" in json.loads(body)["error"]
+
+
+def _manifest_heads(registry: Registry) -> int:
+    """HEADs of the private tag the registry has answered (its access log)."""
+    text = registry.log_path.read_text(errors="replace")
+    return text.count(f'"HEAD /v2/{PRIVATE}/manifests/v1 ')
+
+
+def test_a_remembered_resolution_serves_only_its_caller_until_it_runs_out(
+    stack: Stack, private_registry
+) -> None:
+    """alice's granted resolution is reused (no HEAD at the registry) for the resolve
+    cache's time; bob and a wrong password still get the registry's own refusal, each
+    asked anew; after that time alice is asked again."""
+    registry, _ = private_registry
+    status, _, body = stack.c1(f"{PRIVATE}/v1", _as("alice"), timeout=120)
+    assert status == 302, body
+    heads = _manifest_heads(registry)
+    status, headers, _ = stack.c1(f"{PRIVATE}/v1", _as("alice"))
+    assert status == 302 and headers["x-squashd-cache"] == "hit"
+    assert _manifest_heads(registry) == heads, "alice's remembered answer was not used"
+    for refused in (("bob", None), ("alice", "wrong"), (None, None)):
+        status, headers, _ = stack.c1(f"{PRIVATE}/v1", _as(*refused) if refused[0] else {})
+        assert status in (401, 403) and "location" not in headers, (refused, status)
+    assert _manifest_heads(registry) > heads, "a refused caller was not asked at the registry"
+    heads = _manifest_heads(registry)
+    time.sleep(RESOLVE_CACHE + 0.2)
+    status, _, _ = stack.c1(f"{PRIVATE}/v1", _as("alice"))
+    assert status == 302 and _manifest_heads(registry) == heads + 1
