@@ -124,11 +124,19 @@ class Sessions:
                 old.close()
             return session
 
+    def remembered(self, ref: DockerRef, caller: Caller) -> tuple[str, str] | None:
+        """The caller's granted resolution of `ref`, if one is remembered (no request)."""
+        return self.resolved.get(self._resolution_key(ref, caller))
+
+    @staticmethod
+    def _resolution_key(ref: DockerRef, caller: Caller) -> tuple[str, ...]:
+        return (caller.fingerprint, ref.registry, ref.repository, ref.reference)
+
     def resolve(self, ref: DockerRef, caller: Caller) -> tuple[str, str]:
         """(digest, media type) of `ref` as the caller may read it; raises Denied with
         the registry's status (401, 403, 404), Unavailable when it cannot be reached."""
         what = f"image {ref}"
-        key = (caller.fingerprint, ref.registry, ref.repository, ref.reference)
+        key = self._resolution_key(ref, caller)
         known = self.resolved.get(key)
         if known is not None:
             return known

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from squash.codec import COMPRESSIONS
 from squash.errors import BadReference
-from squash.reference import Platform, check_repo_tag, parse_docker_ref
+from squash.reference import DockerRef, Platform, check_repo_tag, parse_docker_ref
 from storage import open_store
 from storage.base import Artifact, Location
 from tasks.access import Caller, Sessions
@@ -25,10 +25,32 @@ from tasks.errors import BadRequest, Denied, TooMany, Unavailable
 from tasks.queues import EXPORT_QUEUE
 from tasks.settings import Settings
 from tasks.spec import ExportSpec, default_tag
+from tasks.usage import BatchedUsage
 
 log = logging.getLogger("squashd.service")
 RETRY_LATER = 30  # seconds a client turned away for a full queue is asked to wait
+MAX_RECENT = 4096  # artifacts remembered in the process for requests answered from memory
 T = TypeVar("T")
+
+
+@dataclass
+class _Asked:
+    """A request's options, checked; `spec` once its reference is resolved."""
+
+    ref: DockerRef
+    platform: str
+    tag: str | None
+    compression: str
+    keep_base: int
+
+    def spec(self, digest: str) -> ExportSpec:
+        ref = self.ref
+        reference = ref.digest or ref.tag or "latest"
+        tag = self.tag or default_tag(ref.registry, ref.repository, reference)
+        return ExportSpec(
+            ref.registry, ref.repository, reference, digest, self.platform, tag,
+            self.compression, self.keep_base,
+        )  # fmt: skip
 
 
 @dataclass
@@ -61,6 +83,15 @@ class Service:
         self.plain_http_registry = settings.registry if settings.registry_plain_http else None
         self.sessions = Sessions(self.plain_http_registry, settings.resolve_cache_seconds)
         self.default_platform = str(Platform.parse(settings.platform))
+        self.usage = BatchedUsage(self.board, settings.usage_flush_seconds)
+        # artifacts found moments ago, for `quick` (as long as a resolution is remembered)
+        self._recent: dict[str, tuple[float, Artifact]] = {}
+        self._recent_seconds = min(settings.resolve_cache_seconds, settings.artifact_cache_seconds)
+
+    def close(self) -> None:
+        """Write the counts still gathered; close the registry sessions."""
+        self.usage.close()
+        self.sessions.close()
 
     # -- what is asked for
 
@@ -76,6 +107,44 @@ class Service:
     ) -> ExportSpec:
         """The export of `image` (`[HOST/]NAME[:TAG|@DIGEST]`) the caller asks for, its
         tag resolved to a digest with the caller's credentials (access is checked here)."""
+        asked = self._asked(image, platform, tag, compression, keep_base)
+        digest, _ = self.sessions.resolve(asked.ref, caller)
+        return asked.spec(digest)
+
+    def quick(
+        self,
+        image: str,
+        caller: Caller,
+        method: str,
+        *,
+        platform: str | None = None,
+        compression: str | None = None,
+        keep_base: int = 0,
+    ) -> tuple[ExportSpec, Outcome] | None:
+        """A request answered from this process's memory alone: the caller's remembered
+        resolution and an artifact seen moments ago (counted, and handed out for
+        `method`); None when the registry or the board must be asked (`spec`, `request`)."""
+        asked = self._asked(image, platform, None, compression, keep_base)
+        known = self.sessions.remembered(asked.ref, caller)
+        if known is None:
+            return None
+        spec = asked.spec(known[0])
+        recent = self._recent.get(spec.key)
+        if recent is None or recent[0] <= time.monotonic():
+            return None
+        self.count(spec)
+        return spec, self._found(spec, recent[1], None, method, hit=True)
+
+    def _asked(
+        self,
+        image: str,
+        platform: str | None,
+        tag: str | None,
+        compression: str | None,
+        keep_base: int,
+    ) -> "_Asked":
+        """What the caller asks for, checked (400 for what is malformed, 403 for a
+        registry not served here), before it is resolved."""
         try:
             ref = parse_docker_ref(image.removeprefix("docker://"))
             platform = str(Platform.parse(platform)) if platform else self.default_platform
@@ -93,12 +162,7 @@ class Service:
             raise Denied(
                 f"registry {ref.registry} is not served here (SQUASHD_ALLOWED_REGISTRIES)", 403
             )
-        digest, _ = self.sessions.resolve(ref, caller)
-        reference = ref.digest or ref.tag or "latest"
-        tag = tag or default_tag(ref.registry, ref.repository, reference)
-        return ExportSpec(
-            ref.registry, ref.repository, reference, digest, platform, tag, compression, keep_base
-        )
+        return _Asked(ref, platform, tag, compression, keep_base)
 
     def check(self, name: str, digest: str, caller: Caller) -> None:
         """May the caller read `name@digest`? (Before anything about it is handed out.)"""
@@ -114,13 +178,23 @@ class Service:
             log.warning("artifact cache unavailable: %s", exc)
             cached = None
         if cached is not None:
-            return cached
+            return self._seen(cached)
         artifact = self._store(self.store.stat, key)
         if artifact is not None:
             try:
                 self.board.cache(artifact)
             except Exception as exc:
                 log.warning("artifact cache unavailable: %s", exc)
+            self._seen(artifact)
+        return artifact
+
+    def _seen(self, artifact: Artifact) -> Artifact:
+        """Remember a found artifact in this process for `quick` (a few seconds)."""
+        if self._recent_seconds > 0:
+            self._recent.pop(artifact.key, None)
+            self._recent[artifact.key] = (time.monotonic() + self._recent_seconds, artifact)
+            while len(self._recent) > MAX_RECENT:
+                del self._recent[next(iter(self._recent))]
         return artifact
 
     def is_default(self, spec: ExportSpec) -> bool:
@@ -137,19 +211,13 @@ class Service:
         if ":" in spec.reference:
             return  # by digest: nothing that could move, nothing to pre-squash
         tag = f"{spec.name}:{spec.reference}"
-        try:
-            self.board.count_request(tag, time.time(), spec.key if self.is_default(spec) else None)
-        except Exception as exc:
-            log.warning("request not counted: %s", exc)
+        self.usage.count_request(tag, spec.key if self.is_default(spec) else None)
 
     def hand_out(self, artifact: Artifact, method: str, filename: str) -> Location:
         """Where the caller downloads `artifact`; a GET counts as a download for the
         janitor, which evicts the least recently used."""
         if method == "GET":
-            try:
-                self.board.touch(artifact.key, time.time())
-            except Exception as exc:
-                log.warning("download not recorded: %s", exc)
+            self.usage.touch(artifact.key)
         return self.store.locate(artifact.key, method, filename)
 
     def request(

@@ -69,6 +69,7 @@ class Settings:
     max_retries: int = 5  # of a build after transient failures
     artifact_cache_seconds: float = 60.0  # how long an artifact's record is cached
     resolve_cache_seconds: float = 5.0  # a caller's granted tag resolution is reused (0: off)
+    usage_flush_seconds: float = 1.0  # request counts gathered this long, then written (0: at once)
     local_workers: int = 2  # builds at once in the embedded default
     tmpdir: str | None = None  # where builds spool layers (default $TMPDIR)
     # the scheduled work (Celery beat; a thread in the embedded default)
@@ -139,6 +140,7 @@ class Settings:
             max_retries=int(_number(env, "SQUASHD_MAX_RETRIES", 5)),
             artifact_cache_seconds=_number(env, "SQUASHD_ARTIFACT_CACHE_SECONDS", 60, 1),
             resolve_cache_seconds=_number(env, "SQUASHD_RESOLVE_CACHE_SECONDS", 5),
+            usage_flush_seconds=_number(env, "SQUASHD_USAGE_FLUSH_SECONDS", 1),
             local_workers=int(_number(env, "SQUASHD_LOCAL_WORKERS", 2, 1)),
             tmpdir=env.get("SQUASHD_TMPDIR") or None,
             presquash_interval=_number(env, "SQUASHD_PRESQUASH_INTERVAL", 300, 1),

@@ -30,6 +30,7 @@ def create_app(runtime: Service | None = None) -> FastAPI:
         finally:
             if beat is not None:
                 beat.stop()
+            runtime.close()
 
     app = FastAPI(
         title="squashd",

@@ -38,14 +38,19 @@ async def squash(
     service: Service = request.app.state.service
     image = _image(service.settings.registry, path)
 
-    def look() -> tuple[ExportSpec, Outcome]:  # one trip to a thread for a cache hit
-        caller = caller_of(request)
+    def look() -> tuple[ExportSpec, Outcome]:  # the registry or the board must be asked
         spec = service.spec(
             image, caller, platform=platform, compression=compression, keep_base=keep_base
         )
         return spec, service.request(spec, request.method != "HEAD", request.method, caller)
 
-    spec, outcome = await run_in_threadpool(look)
+    caller = caller_of(request)
+    # from this process's memory when it can (no thread, no registry, no board)
+    found = service.quick(
+        image, caller, request.method, platform=platform, compression=compression,
+        keep_base=keep_base,
+    )  # fmt: skip
+    spec, outcome = found if found is not None else await run_in_threadpool(look)
     request.app.state.metrics.cache(outcome.artifact is not None)
     if outcome.artifact is None and request.method != "HEAD":
         limit = service.settings.wait_seconds

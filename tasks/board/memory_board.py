@@ -180,7 +180,7 @@ class MemoryBoard:
 
     # -- popularity
 
-    def count_request(self, tag: str, now: float, key: str | None = None) -> None:
+    def count_request(self, tag: str, now: float, key: str | None = None, times: int = 1) -> None:
         half_life = self.life.half_life
         if key is not None:
             self.remember_tag(tag, key)
@@ -189,7 +189,7 @@ class MemoryBoard:
             for old in [e for e in self._popular if e < current - 1]:
                 del self._popular[old]
             scores = self._popular.setdefault(current, defaultdict(float))
-            scores[tag] += popularity.weight(now, half_life)
+            scores[tag] += times * popularity.weight(now, half_life)
 
     def remember_tag(self, tag: str, key: str) -> None:
         with self._mutex:

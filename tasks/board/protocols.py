@@ -111,9 +111,10 @@ class ArtifactRecords(Reachable, Protocol):
 class Usage(Reachable, Protocol):
     """What the scheduled work needs: decaying request counts per tag, downloads."""
 
-    def count_request(self, tag: str, now: float, key: str | None = None) -> None:
-        """A request for `tag` (`registry/name:tag`); `key`: the artifact it resolved to
-        with the default options, remembered as `remember_tag` does (in the same trip)."""
+    def count_request(self, tag: str, now: float, key: str | None = None, times: int = 1) -> None:
+        """`times` requests for `tag` (`registry/name:tag`); `key`: the artifact it
+        resolved to with the default options, remembered as `remember_tag` does (in the
+        same trip)."""
         ...
 
     def remember_tag(self, tag: str, key: str) -> None:

@@ -239,11 +239,11 @@ class RedisBoard:
     def _popular_key(self, epoch: int) -> str:
         return f"{PREFIX}popular:{epoch}"
 
-    def count_request(self, tag: str, now: float, key: str | None = None) -> None:
+    def count_request(self, tag: str, now: float, key: str | None = None, times: int = 1) -> None:
         half_life = self.life.half_life
         scores = self._popular_key(popularity.epoch(now, half_life))
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zincrby(scores, popularity.weight(now, half_life), tag)
+            pipe.zincrby(scores, times * popularity.weight(now, half_life), tag)
             pipe.expire(scores, popularity.epoch_ttl(half_life))
             if key is not None:
                 pipe.hset(TAGS, tag, key)
