@@ -63,7 +63,7 @@ from tasks.board.redis_board import RedisBoard
 from tasks.settings import Settings
 from testbed.process import StartFailed
 from testbed.registry import Registry
-from testbed.service import MotoS3, RedisServer, Stack, fetch
+from testbed.service import MotoS3, RedisServer, Stack, WebServer, fetch
 from testbed.tools import MissingTool
 
 HERE = Path(__file__).resolve().parent
@@ -111,6 +111,8 @@ class Load:
     manifest_heads: int
     registry_rate: float  # the registry's own manifest GET, wrk alike
     registry_p99_ms: float
+    uncached_rate: float = 0.0  # a web process with the resolve cache off
+    uncached_p99_ms: float = 0.0
 
 
 def engine_once(ref: str, out: Path) -> tuple[Run, str]:
@@ -240,8 +242,20 @@ def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.N
     _, _, registry_rate, _, registry_p99, registry_bad = wrk(manifest, ["-H", accept], args)
     if registry_bad:
         raise BenchFailed(f"{manifest}: {registry_bad} bad answers from the registry")
-    return Load(requests, seconds, rate, p50, p99, bad, web_cpu, registry_cpu, heads,
+    load = Load(requests, seconds, rate, p50, p99, bad, web_cpu, registry_cpu, heads,
                 registry_rate, registry_p99)  # fmt: skip
+    # the same request to a web process that asks the registry every time
+    env = {**deployment.env, "SQUASHD_RESOLVE_CACHE_SECONDS": "0"}
+    uncached = WebServer(deployment.root, env, name="web-uncached").start()
+    try:
+        url = f"{uncached.url}/c1/squash/{path}"
+        status, headers, _ = uncached.get(f"/c1/squash/{path}")
+        if status != 302 or headers.get("x-squashd-cache") != "hit":
+            raise BenchFailed(f"{url} answered {status} {headers}, not a cached 302")
+        _, _, load.uncached_rate, _, load.uncached_p99_ms, _ = wrk(url, [], args)
+    finally:
+        uncached.stop()
+    return load
 
 
 def wrk(
@@ -330,6 +344,12 @@ def print_summary(
         f"  the registry's own manifest GET, wrk alike: {load.registry_rate:,.0f} requests/s, "
         f"p99 {load.registry_p99_ms:.2f} ms; cached redirects / manifest GETs "
         f"{load.rate / (load.registry_rate or 1):.2f}x (target >= 2,000/s, p99 <= 25 ms: {ok})"
+    )
+    ratio = load.uncached_rate / (load.registry_rate or 1)
+    print(
+        f"  with the resolve cache off (every redirect asks the registry): "
+        f"{load.uncached_rate:,.0f} requests/s, p99 {load.uncached_p99_ms:.2f} ms; "
+        f"{ratio:.2f}x the manifest GETs (target >= 0.8x: {'ok' if ratio >= 0.8 else 'OVER'})"
     )
     same = {digest for _, digest in engine} | {b.sha256 for b in builds}
     print(
