@@ -3,12 +3,15 @@ registry. The exporter streams the squashed layer once, places the kept layers, 
 config and manifest, then tags the manifest; nothing is visible under the tag before
 `commit`, and `abort` leaves nothing that names a partial image."""
 
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from squash.image import OCI_MANIFEST, StoredLayer
 from squash.streams import Chunk
+from squash.verify import VerifyingReader
 
 Committed = TypeVar("Committed", covariant=True)
 
@@ -26,6 +29,21 @@ class Blob:
     digest: str
     size: int
     media_type: str
+
+
+def blob_of(data: bytes, media_type: str) -> Blob:
+    """The descriptor of a document held whole (a config, manifest or index)."""
+    return Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), media_type)
+
+
+def copy_stored(layer: StoredLayer, blob: Blob, write: Callable[[bytes], object]) -> None:
+    """A kept layer's stored bytes handed to `write` as they are. Its digest and size are
+    checked on the way: a mismatch raises (at the end, or once it is too long), and the
+    destination is aborted."""
+    with layer.open_stored() as raw:
+        stream = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
+        while data := stream.read(1 << 20):
+            write(data)
 
 
 def dumps(value: object) -> bytes:

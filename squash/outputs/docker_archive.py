@@ -7,21 +7,18 @@ are known; a partial squash's kept layers follow it as they are stored, then the
 files that depend on the digests.
 """
 
-import hashlib
 import json
 import tarfile
 from typing import Any, Generic
 
-from squash.destination import Blob, Committed, descriptor, dumps
-from squash.errors import InvalidLayer, SquashError
+from squash.destination import Blob, Committed, blob_of, copy_stored, descriptor, dumps
+from squash.errors import SquashError
 from squash.image import OCI_INDEX, OCI_MANIFEST, StoredLayer
 from squash.sinks import Sink
-from squash.streams import Chunk, Stream
-from squash.verify import VerifyingReader
+from squash.streams import Chunk
 
 BLOCK = tarfile.BLOCKSIZE
 _USTAR_SIZE_LIMIT = 8**11  # larger sizes need GNU base-256 in the same single block
-_BATCH = 1 << 20
 
 
 def _member_header(name: str, size: int, directory: bool = False) -> bytes:
@@ -54,17 +51,7 @@ class DockerArchive(Generic[Committed]):
     def kept(self, layer: StoredLayer, blob: Blob) -> None:
         """The kept layer's blob copied as it is stored, its digest checked on the way."""
         self._write(_member_header(_blob_path(blob.digest), blob.size))
-        with layer.open_stored() as raw:
-            stream: Stream = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
-            left = blob.size
-            while left:
-                data = stream.read(min(_BATCH, left))
-                if not data:
-                    raise InvalidLayer(f"{layer.label}: ends after {blob.size - left} bytes")
-                self._write(data)
-                left -= len(data)
-            if stream.read(1):
-                raise InvalidLayer(f"{layer.label}: longer than its {blob.size} bytes")
+        copy_stored(layer, blob, self._write)
         self._write(bytes(-blob.size % BLOCK))
 
     def _add(self, name: str, data: bytes) -> None:
@@ -73,11 +60,11 @@ class DockerArchive(Generic[Committed]):
         self._write(bytes(-len(data) % BLOCK))
 
     def document(self, data: bytes, media_type: str) -> Blob:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        self._add(_blob_path(digest), data)
+        blob = blob_of(data, media_type)
+        self._add(_blob_path(blob.digest), data)
         if media_type == OCI_MANIFEST:  # what manifest.json will say of it
-            self._manifests[digest] = json.loads(data)
-        return Blob(digest, len(data), media_type)
+            self._manifests[blob.digest] = json.loads(data)
+        return blob
 
     def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
         """The index files of both layouts, then the end of the archive."""

@@ -7,18 +7,16 @@ leaves no index entry and no partial blob, and no layout at all if it made the
 directory."""
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from typing import Any, BinaryIO
 
-from squash.destination import Blob, descriptor, dumps
+from squash.destination import Blob, blob_of, copy_stored, descriptor, dumps
 from squash.errors import SquashError
 from squash.image import OCI_INDEX, StoredLayer
 from squash.streams import Chunk
-from squash.verify import VerifyingReader
 
 _LAYOUT = {"imageLayoutVersion": "1.0.0"}
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -77,17 +75,15 @@ class OCILayout:
         if _has(self._path(blob.digest), blob.size):
             return
         temp, out = self._temp()
-        with out, layer.open_stored() as raw:
-            stream = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
-            while data := stream.read(1 << 20):
-                out.write(data)
+        with out:
+            copy_stored(layer, blob, out.write)
         self._settle(temp, blob.digest)
 
     def document(self, data: bytes, media_type: str) -> Blob:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if not _has(self._path(digest), len(data)):
-            self._place(self._path(digest), data)
-        return Blob(digest, len(data), media_type)
+        blob = blob_of(data, media_type)
+        if not _has(self._path(blob.digest), blob.size):
+            self._place(self._path(blob.digest), data)
+        return blob
 
     def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
         self._entry = descriptor(manifest, {REF_NAME: self.tag_name or repo_tag.rpartition(":")[2]})

@@ -6,16 +6,13 @@ rest are copied from the source in chunks; then the config, and the manifest las
 its tag (an index's images first, by digest). Until that PUT nothing names the new image,
 so a failure tags nothing."""
 
-import hashlib
-
-from squash.destination import Blob
+from squash.destination import Blob, blob_of, copy_stored
 from squash.image import OCI_CONFIG, StoredLayer
 from squash.reference import DockerRef
 from squash.registry.client import Registry
 from squash.registry.options import RegistryOptions
 from squash.registry.push import DEFAULT_CHUNK, BlobUpload, has_blob, put_manifest
 from squash.streams import Chunk
-from squash.verify import VerifyingReader
 
 
 class RegistryOutput:
@@ -56,14 +53,11 @@ class RegistryOutput:
                 return
         else:
             upload = self._upload()
-        with layer.open_stored() as raw:
-            stream = VerifyingReader(raw, layer.label, blob.digest, blob.size, None)
-            while data := stream.read(1 << 20):
-                upload.write(data)
+        copy_stored(layer, blob, upload.write)
         self._finish(upload, blob.digest)
 
     def document(self, data: bytes, media_type: str) -> Blob:
-        blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), media_type)
+        blob = blob_of(data, media_type)
         if media_type != OCI_CONFIG:  # a manifest or index: put by tag, or by digest
             self._documents[blob.digest] = data, media_type
         elif not has_blob(self.session, self.ref.repository, blob.digest, self.what):
