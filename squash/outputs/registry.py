@@ -25,7 +25,6 @@ class RegistryOutput:
         self._open: list[BlobUpload] = []
         self._documents: dict[str, tuple[bytes, str]] = {}  # manifests: digest -> (, type)
         self._manifest: tuple[Blob, str] | None = None
-        self.patches = 0  # PATCH requests sent, for the summary
 
     def _upload(self, mount: tuple[str, str] | None = None) -> BlobUpload:
         upload = BlobUpload(
@@ -37,7 +36,6 @@ class RegistryOutput:
     def _finish(self, upload: BlobUpload, digest: str) -> None:
         upload.finish(digest)
         self._open.remove(upload)
-        self.patches += upload.patches
 
     def layer(self) -> "_PushedLayer":
         return _PushedLayer(self, self._upload())

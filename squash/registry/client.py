@@ -148,9 +148,7 @@ class Registry:
                     method, url, {**(headers or {}), **self._authorization(scope)}, content
                 )
             except httpx.TransportError as exc:
-                if not retry:
-                    raise TransientError(f"{what}: {self._describe(exc)}") from None
-                self.pause(failures, None, f"{what}: {self._describe(exc)}")
+                self._again(retry, failures, None, f"{what}: {self._describe(exc)}")
                 failures += 1
                 continue
             status = response.status_code
@@ -165,10 +163,7 @@ class Registry:
             if status == 429 or status >= 500:
                 retry_after = response.headers.get("retry-after")
                 response.close()
-                message = f"{what}: registry answered {status}"
-                if not retry:
-                    raise TransientError(message)
-                self.pause(failures, retry_after, message)
+                self._again(retry, failures, retry_after, f"{what}: registry answered {status}")
                 failures += 1
                 continue
             if status >= 400:
@@ -197,6 +192,13 @@ class Registry:
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             url = target
         raise RegistryError(f"{self.name}: too many redirects")
+
+    def _again(self, retry: bool, attempt: int, retry_after: str | None, message: str) -> None:
+        """After a transient failure: pause before the next attempt, or, if the caller
+        retries by itself (`retry` false), raise it as a TransientError at once."""
+        if not retry:
+            raise TransientError(message)
+        self.pause(attempt, retry_after, message)
 
     def pause(self, attempt: int, retry_after: str | None, message: str) -> None:
         if attempt + 1 >= self.options.attempts:

@@ -45,8 +45,9 @@ def _location(response: httpx.Response, what: str) -> str:
 
 class BlobUpload:
     """One blob uploaded in chunks of `chunk_size`; `finish` names its digest. With
-    `mount_from`, the registry is first asked to mount `digest` from that repository of
-    its own (`mounted` says whether it did: then there is nothing to write)."""
+    `mount` = (digest, repository), the registry is first asked to mount the blob from
+    that repository of its own (`mounted` says whether it did: then there is nothing to
+    write)."""
 
     def __init__(
         self,
@@ -62,7 +63,6 @@ class BlobUpload:
         self._pieces: list[bytes] = []  # written, not sent yet: held as given, not copied
         self._pending = 0  # their length
         self._offset = 0  # bytes the registry has acknowledged
-        self.patches = 0
         scope = push_scope(repository)
         path = "blobs/uploads/"
         if mount is not None:
@@ -81,17 +81,9 @@ class BlobUpload:
             self._patch(self._take(self._chunk_size))
 
     def _take(self, n: int) -> list[bytes]:
-        """The first `n` bytes of what is pending, as pieces (only a split one is copied)."""
-        taken: list[bytes] = []
-        while n:
-            piece = self._pieces[0]
-            if len(piece) <= n:
-                taken.append(self._pieces.pop(0))
-            else:
-                taken.append(piece[:n])
-                self._pieces[0] = piece[n:]
-            n -= len(taken[-1])
-            self._pending -= len(taken[-1])
+        """The first `n` bytes of what is pending."""
+        taken, self._pieces = _split(self._pieces, n)
+        self._pending -= n
         return taken
 
     def _request(
@@ -126,7 +118,6 @@ class BlobUpload:
                 response.close()
                 self._url = _location(response, self._what)
                 self._offset, size = end + 1, 0
-                self.patches += 1
             except TransientError as exc:
                 self._registry.pause(failures, None, str(exc))
                 failures += 1
@@ -136,7 +127,7 @@ class BlobUpload:
                         f"{self._what}: the registry holds {held} bytes of the upload, "
                         f"expected {self._offset} to {end + 1}"
                     ) from None
-                chunk = _drop(chunk, held - self._offset)
+                chunk = _split(chunk, held - self._offset)[1]
                 size -= held - self._offset
                 self._offset = held
 
@@ -175,21 +166,23 @@ class BlobUpload:
             self._url = ""
 
 
-def _drop(pieces: list[bytes], n: int) -> list[bytes]:
-    """`pieces` without their first `n` bytes."""
-    out = list(pieces)
-    while n:
-        if len(out[0]) <= n:
-            n -= len(out.pop(0))
-        else:
-            out[0], n = out[0][n:], 0
-    return out
+def _split(pieces: list[bytes], n: int) -> tuple[list[bytes], list[bytes]]:
+    """The first `n` bytes of `pieces`, and the rest (only a piece cut in two is copied)."""
+    head: list[bytes] = []
+    for at, piece in enumerate(pieces):
+        if not n:
+            return head, pieces[at:]
+        if len(piece) > n:
+            return [*head, piece[:n]], [piece[n:], *pieces[at + 1 :]]
+        head.append(piece)
+        n -= len(piece)
+    return head, []
 
 
 def put_manifest(
     registry: Registry, repository: str, tag: str, data: bytes, media_type: str, what: str
-) -> str:
-    """PUT a manifest (or index) under `tag`; returns the digest the registry names."""
+) -> None:
+    """PUT a manifest (or index) under `tag` (or its digest)."""
     response = registry.request(
         "PUT",
         repository,
@@ -201,4 +194,3 @@ def put_manifest(
     )
     response.read()
     response.close()
-    return str(response.headers.get("docker-content-digest", ""))
