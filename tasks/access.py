@@ -10,7 +10,6 @@ allow; a refusal is never remembered.
 
 import hashlib
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from squash.registry.client import Registry
 from squash.registry.credentials import Credentials
 from squash.registry.options import RegistryOptions
 from tasks.errors import Denied, ServiceError, Unavailable
+from tasks.expiring import ExpiringCache
 
 MAX_SESSIONS = 256
 MAX_RESOLVED = 4096  # remembered resolutions, least recently used dropped beyond
@@ -61,35 +61,6 @@ class Caller:
 SERVICE = Caller(service=True)
 
 
-class ResolveCache:
-    """Granted resolutions, per (caller, registry, repository, reference), for `seconds`."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._entries: OrderedDict[tuple[str, ...], tuple[float, tuple[str, str]]] = OrderedDict()
-        self._mutex = threading.Lock()
-
-    def get(self, key: tuple[str, ...]) -> tuple[str, str] | None:
-        with self._mutex:
-            found = self._entries.get(key)
-            if found is None:
-                return None
-            if found[0] <= time.monotonic():
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return found[1]
-
-    def put(self, key: tuple[str, ...], answer: tuple[str, str]) -> None:
-        if self.seconds <= 0:
-            return
-        with self._mutex:
-            self._entries[key] = (time.monotonic() + self.seconds, answer)
-            self._entries.move_to_end(key)
-            while len(self._entries) > MAX_RESOLVED:
-                self._entries.popitem(last=False)
-
-
 class Sessions:
     """Registry sessions for callers, least recently used dropped beyond MAX_SESSIONS;
     granted resolutions remembered for `resolve_seconds` (0: never)."""
@@ -98,7 +69,10 @@ class Sessions:
         self._plain = plain_http_registry
         self._sessions: OrderedDict[tuple[str, str], Registry] = OrderedDict()
         self._mutex = threading.Lock()
-        self.resolved = ResolveCache(resolve_seconds)
+        # granted resolutions: (caller, registry, repository, reference) -> (digest, type)
+        self.resolved: ExpiringCache[tuple[str, ...], tuple[str, str]] = ExpiringCache(
+            resolve_seconds, MAX_RESOLVED
+        )
 
     def _session(self, ref: DockerRef, caller: Caller) -> Registry:
         key = (ref.registry, caller.fingerprint)

@@ -22,6 +22,7 @@ from tasks.access import Caller, Sessions
 from tasks.board import FAILED, QUEUED, READY, Board, Job, Lifetimes, claim_allowed, open_board
 from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from tasks.errors import BadRequest, Denied, TooMany, Unavailable
+from tasks.expiring import ExpiringCache
 from tasks.queues import EXPORT_QUEUE
 from tasks.settings import Settings
 from tasks.spec import ExportSpec, default_tag
@@ -85,8 +86,9 @@ class Service:
         self.default_platform = str(Platform.parse(settings.platform))
         self.usage = BatchedUsage(self.board, settings.usage_flush_seconds)
         # artifacts found moments ago, for `quick` (as long as a resolution is remembered)
-        self._recent: dict[str, tuple[float, Artifact]] = {}
-        self._recent_seconds = min(settings.resolve_cache_seconds, settings.artifact_cache_seconds)
+        self._recent: ExpiringCache[str, Artifact] = ExpiringCache(
+            min(settings.resolve_cache_seconds, settings.artifact_cache_seconds), MAX_RECENT
+        )
 
     def close(self) -> None:
         """Write the counts still gathered; close the registry sessions."""
@@ -129,11 +131,11 @@ class Service:
         if known is None:
             return None
         spec = asked.spec(known[0])
-        recent = self._recent.get(spec.key)
-        if recent is None or recent[0] <= time.monotonic():
+        artifact = self._recent.get(spec.key)
+        if artifact is None:
             return None
         self.count(spec)
-        return spec, self._found(spec, recent[1], None, method, hit=True)
+        return spec, self._found(spec, artifact, None, method, hit=True)
 
     def _asked(
         self,
@@ -190,11 +192,7 @@ class Service:
 
     def _seen(self, artifact: Artifact) -> Artifact:
         """Remember a found artifact in this process for `quick` (a few seconds)."""
-        if self._recent_seconds > 0:
-            self._recent.pop(artifact.key, None)
-            self._recent[artifact.key] = (time.monotonic() + self._recent_seconds, artifact)
-            while len(self._recent) > MAX_RECENT:
-                del self._recent[next(iter(self._recent))]
+        self._recent.put(artifact.key, artifact)
         return artifact
 
     def is_default(self, spec: ExportSpec) -> bool:
