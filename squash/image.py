@@ -29,6 +29,8 @@ SCHEMA1 = (
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 )
 MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
+REF_NAME = "org.opencontainers.image.ref.name"  # an OCI index entry's tag annotation
+OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}  # an OCI image layout's `oci-layout` file
 INDEXES = (OCI_INDEX, DOCKER_LIST)
 LAYER_TYPES = {
     "application/vnd.oci.image.layer.v1.tar": "none",

@@ -1,9 +1,9 @@
 """The squashed image's config: what the image runs with, the kept layers (a partial squash)
 and the squashed one, the kept layers' history and one entry for the squashed part."""
 
-import json
 from typing import Any
 
+from squash.destination import dumps
 from squash.errors import SquashError
 
 # Top-level config fields that describe how the image runs (its `config` object holds
@@ -59,4 +59,4 @@ def squashed_config(source: dict[str, Any], keep: int, diff_id: str, comment: st
     if "created" in source:
         history["created"] = source["created"]
     config["history"] = [*_kept_history(source.get("history"), keep), history]
-    return json.dumps(config, separators=(",", ":")).encode()
+    return dumps(config)

@@ -13,7 +13,7 @@ from typing import Any, Generic
 
 from squash.destination import Blob, Committed, blob_of, copy_stored, descriptor, dumps
 from squash.errors import SquashError
-from squash.image import OCI_INDEX, OCI_MANIFEST, StoredLayer
+from squash.image import OCI_INDEX, OCI_LAYOUT, OCI_MANIFEST, REF_NAME, StoredLayer
 from squash.sinks import Sink
 from squash.streams import Chunk
 
@@ -76,14 +76,14 @@ class DockerArchive(Generic[Committed]):
         repository, _, tag = repo_tag.rpartition(":")
         annotations = {
             "io.containerd.image.name": full_name,
-            "org.opencontainers.image.ref.name": tag,
+            REF_NAME: tag,
         }
         index = {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": [descriptor(manifest, annotations)],
         }
-        self._add("oci-layout", dumps({"imageLayoutVersion": "1.0.0"}))
+        self._add("oci-layout", dumps(OCI_LAYOUT))
         self._add("index.json", dumps(index))
         docker_manifest = [
             {

@@ -15,11 +15,8 @@ from typing import Any, BinaryIO
 
 from squash.destination import Blob, blob_of, copy_stored, descriptor, dumps
 from squash.errors import SquashError
-from squash.image import OCI_INDEX, StoredLayer
+from squash.image import OCI_INDEX, OCI_LAYOUT, REF_NAME, StoredLayer
 from squash.streams import Chunk
-
-_LAYOUT = {"imageLayoutVersion": "1.0.0"}
-REF_NAME = "org.opencontainers.image.ref.name"
 
 
 class OCILayout:
@@ -31,13 +28,13 @@ class OCILayout:
         if os.path.exists(marker):
             with open(marker, "rb") as f:
                 version = json.loads(f.read() or b"{}").get("imageLayoutVersion")
-            if version != _LAYOUT["imageLayoutVersion"]:
+            if version != OCI_LAYOUT["imageLayoutVersion"]:
                 raise SquashError(f"{directory}: an OCI layout of version {version!r}")
         elif os.path.isdir(directory) and os.listdir(directory):
             raise SquashError(f"{directory}: not empty and not an OCI layout")
         os.makedirs(self._blobs, exist_ok=True)
         if not os.path.exists(marker):
-            self._place(marker, dumps(_LAYOUT))
+            self._place(marker, dumps(OCI_LAYOUT))
         self._temps: set[str] = set()
         self._entry: dict[str, Any] | None = None
 
@@ -107,7 +104,7 @@ class OCILayout:
             for m in index.get("manifests") or []
             if (m.get("annotations") or {}).get(REF_NAME) != name
         ] + [self._entry]
-        self._place(path, json.dumps(index, separators=(",", ":")).encode())
+        self._place(path, dumps(index))
 
     def abort(self) -> None:
         for temp in list(self._temps):

@@ -4,7 +4,7 @@ import json
 import os
 
 from squash.errors import BadReference, SquashError
-from squash.image import OCI_INDEX, Image, JSONObject, StoredLayer, parse_object
+from squash.image import OCI_INDEX, REF_NAME, Image, JSONObject, StoredLayer, parse_object
 from squash.manifest import choose_platform
 from squash.reference import (
     DEFAULT_PLATFORM,
@@ -20,7 +20,6 @@ from squash.sources.walk import descriptor_size, resolve, top_platforms
 from squash.streams import read_to_end
 from squash.verify import verify_bytes
 
-REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 
 
