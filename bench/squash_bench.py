@@ -602,15 +602,12 @@ def local_registry(image: ImageStats, work: Path) -> Iterator[LocalImage]:
             t0 = time.perf_counter()
             push(oci_ref(image), ref)
             push_seconds = time.perf_counter() - t0
-            status, _, body = registry.get(
-                f"/v2/{REGISTRY_REPO}/manifests/{image.tag}",
-                {"Accept": "application/vnd.oci.image.manifest.v1+json"},
-            )
+            manifest = registry.manifest(REGISTRY_REPO, image.tag)
         except (AssertionError, MissingTool, StartFailed) as exc:
             raise SystemExit(f"local registry: {exc}\nregistry log:\n{registry.log()}") from None
-        pushed = [d["digest"] for d in json.loads(body)["layers"]] if status == 200 else []
+        pushed = [d["digest"] for d in manifest["layers"]] if manifest else []
         if pushed != [x.digest for x in image.layers]:
-            raise SystemExit(f"{ref}: the pushed layers are not the layout's blobs ({status})")
+            raise SystemExit(f"{ref}: the pushed layers are not the layout's blobs")
         log(f"pushed {ref} in {push_seconds:.1f} s (skopeo; the gzip blobs as they are)")
         yield LocalImage(registry, ref)
     finally:
@@ -690,10 +687,11 @@ def push_once(local: LocalImage, image: ImageStats, work: Path) -> Run:
     if run.rc != 0:
         lines = logf.read_text(errors="replace").strip().splitlines() or ["(no output)"]
         raise StepFailed(f"exit {run.rc}: {lines[-1]}")
-    status, _, body = local.registry.get(
-        "/v2/bench/pushed/manifests/n", {"Accept": "application/vnd.oci.image.manifest.v1+json"}
-    )
-    pushed = json.loads(body)["layers"][-1]["digest"] if status == 200 else f"HTTP {status}"
+    try:
+        manifest = local.registry.manifest("bench/pushed", "n")
+    except AssertionError as exc:
+        raise StepFailed(str(exc)) from None
+    pushed = manifest["layers"][-1]["digest"] if manifest else "nothing"
     want = layer_digest(squash_out(work, "none"))
     if pushed != want:
         raise StepFailed(f"pushed layer {pushed[:19]}, not the file squash's {want[:19]}")

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import rsa
 
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
 # ---------------------------------------------------------------------------------------
 # Keys and certificates (cryptography)
 # ---------------------------------------------------------------------------------------
@@ -188,6 +190,15 @@ class Registry(ServerProcess):
         """One request straight to the registry (no auth): (status, headers, body)."""
         ctx = ssl._create_unverified_context() if self.tls else None
         return http_get(f"{self.url}{path}", headers, method=method, context=ctx)
+
+    def manifest(self, name: str, ref: str, accept: str = OCI_MANIFEST) -> dict[str, Any] | None:
+        """The manifest `name:ref` (or `@digest`) as `accept` asks for it; None if absent."""
+        status, _, body = self.get(f"/v2/{name}/manifests/{ref}", {"Accept": accept})
+        if status == 404:
+            return None
+        assert status == 200, f"{name}:{ref}: the registry answered {status}: {body[:300]!r}"
+        manifest: dict[str, Any] = json.loads(body)
+        return manifest
 
 
 # ---------------------------------------------------------------------------------------

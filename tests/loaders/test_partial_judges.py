@@ -88,12 +88,11 @@ def test_keep_base_from_the_registry_keeps_its_blobs(
     diff_ids: list[str], work: Path,
 ) -> None:  # fmt: skip
     """Pulled from the registry, the kept layers are its gzip blobs, byte for byte."""
-    status, _, body = registry.get(
-        f"/v2/{docker_image.repository}/manifests/{docker_image.registry_tag}",
-        {"Accept": DOCKER_MANIFEST},
+    manifest = registry.manifest(
+        docker_image.repository, docker_image.registry_tag, DOCKER_MANIFEST
     )
-    assert status == 200, body[:300]
-    pushed = [layer["digest"] for layer in json.loads(body)["layers"]]
+    assert manifest is not None
+    pushed = [layer["digest"] for layer in manifest["layers"]]
     out = work / "partial.tar"
     source = registry.ref(docker_image.repository, docker_image.registry_tag)
     export_ok(source, out, "--keep-base", "3", "--layer-compression", "gzip")

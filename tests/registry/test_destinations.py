@@ -27,7 +27,6 @@ from .harness import FaultProxy, export
 pytestmark = pytest.mark.integration
 
 CHUNK = 4096
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def pushed_ok(source: str, dest: str, *args: str) -> None:
@@ -52,11 +51,6 @@ def pulled_tree(ref: str, work: Path, *creds: str) -> Path:
     return umoci_unpack(f"{layout}:t", layout.with_suffix(".bundle"))
 
 
-def manifest_of(registry, name: str, tag: str) -> dict | None:
-    status, _, body = registry.get(f"/v2/{name}/manifests/{tag}", {"Accept": OCI_MANIFEST})
-    return json.loads(body) if status == 200 else None
-
-
 def same_tree(reference: Path, tree: Path) -> None:
     diffs = compare_trees(reference, tree)
     assert not diffs, format_diffs(diffs)
@@ -76,7 +70,7 @@ def test_push_is_chunked_and_pulls_back_as_the_original(
 ) -> None:
     with proxying(registry.port, "push proxy") as proxy:
         pushed_ok(registry.ref(pushed.oci, "v1"), proxy.ref("pushed/flat", "v1"))
-        manifest = manifest_of(registry, "pushed/flat", "v1")
+        manifest = registry.manifest("pushed/flat", "v1")
         assert manifest is not None
         (layer,) = manifest["layers"]
         config = manifest["config"]
@@ -92,7 +86,7 @@ def test_push_is_chunked_and_pulls_back_as_the_original(
 def test_partial_push_mounts_the_kept_layers(tools, registry, pushed, images, work) -> None:
     """The kept layers are in the source repository of the same registry: mounted, not
     uploaded; the pushed image keeps their digests and unpacks to the original."""
-    source = manifest_of(registry, pushed.oci, "v1")
+    source = registry.manifest(pushed.oci, "v1")
     assert source is not None and len(source["layers"]) == 3
     with proxying(registry.port, "push proxy") as proxy:
         pushed_ok(proxy.ref(pushed.oci, "v1"), proxy.ref("pushed/partial", "v1"),
@@ -103,7 +97,7 @@ def test_partial_push_mounts_the_kept_layers(tools, registry, pushed, images, wo
         assert sorted(s.path.split("mount=")[1].split("&")[0] for s in mounted) == sorted(kept)
         uploaded = unquote(" ".join(p.path for p in proxy.requests(r"/blobs/uploads/", "PUT")))
         assert not any(d.split(":")[1] in uploaded for d in kept), "a kept layer was uploaded"
-    manifest = manifest_of(registry, "pushed/partial", "v1")
+    manifest = registry.manifest("pushed/partial", "v1")
     assert manifest is not None
     assert [layer["digest"] for layer in manifest["layers"][:2]] == kept
     assert len(manifest["layers"]) == 3
@@ -114,7 +108,7 @@ def test_a_failed_patch_is_resumed(tools, registry, pushed, images, work) -> Non
     with proxying(registry.port, "push proxy") as proxy:
         proxy.fail(r"^/v2/pushed/resumed/blobs/uploads/.", 503, methods=("PATCH",), times=1)
         pushed_ok(registry.ref(pushed.oci, "v1"), proxy.ref("pushed/resumed", "v1"))
-        manifest = manifest_of(registry, "pushed/resumed", "v1")
+        manifest = registry.manifest("pushed/resumed", "v1")
         assert manifest is not None
         (layer,) = manifest["layers"]
         sizes = layer["size"], manifest["config"]["size"]
@@ -135,7 +129,7 @@ def test_a_failed_push_tags_nothing(tools, registry, pushed, work, broken: str) 
             proxy.fail(rf"^/v2/{name}/manifests/", 400, methods=("PUT",), times=None)
         said = push_fails(registry.ref(pushed.oci, "v1"), proxy.ref(name, "v1"))
     assert name in said or "503" in said or "400" in said, said
-    assert manifest_of(registry, name, "v1") is None, "a failed push left a tag"
+    assert registry.manifest(name, "v1") is None, "a failed push left a tag"
 
 
 def test_push_with_a_push_scoped_token(tools, registry, token_registry, pushed, images, work):
@@ -234,7 +228,7 @@ def test_all_platforms_push_an_index_of_squashed_images(tools, registry, pushed,
     ]
     assert [m["platform"] for m in index["manifests"]] == platforms, "platforms differ"
     for n, entry in enumerate(index["manifests"]):
-        child = manifest_of(registry, "pushed/multi-flat", entry["digest"])
+        child = registry.manifest("pushed/multi-flat", entry["digest"])
         assert child is not None and len(child["layers"]) == 1, child
         platform = entry["platform"]
         same_tree(

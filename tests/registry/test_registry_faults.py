@@ -15,13 +15,11 @@ from .harness import Squashed, export, export_fails, export_ok
 
 pytestmark = pytest.mark.integration
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
 
 def _manifest(registry, name: str, tag: str) -> dict:
-    status, _, body = registry.get(f"/v2/{name}/manifests/{tag}", {"Accept": OCI_MANIFEST})
-    assert status == 200, body
-    return json.loads(body)
+    found = registry.manifest(name, tag)
+    assert found is not None, f"{name}:{tag} is not in the registry"
+    return found
 
 
 @pytest.fixture(scope="module")

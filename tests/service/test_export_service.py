@@ -55,12 +55,9 @@ def push_image(registry: Registry, work: Path, name: str, seed: int, size: int =
 
 
 def layer_digest(registry: Registry, name: str, index: int = 0) -> str:
-    status, _, body = registry.get(
-        f"/v2/svc/{name}/manifests/v1",
-        {"Accept": "application/vnd.oci.image.manifest.v1+json"},
-    )
-    assert status == 200, body
-    return json.loads(body)["layers"][index]["digest"]
+    manifest = registry.manifest(f"svc/{name}", "v1")
+    assert manifest is not None, f"svc/{name}:v1 is not in the registry"
+    return manifest["layers"][index]["digest"]
 
 
 def sha256_hex(data: bytes) -> str:
