@@ -3,8 +3,7 @@
 The key is a hash of everything that determines the archive's bytes (the source's
 manifest digest, platform, the tag written into it, layer compression, the layers kept
 as they are, the archive format's version) plus the repository it comes from, whose
-readers may have it. A moved
-tag gets a new key; an unchanged one is never rebuilt.
+readers may have it. A moved tag gets a new key; an unchanged one is never rebuilt.
 """
 
 import hashlib
