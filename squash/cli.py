@@ -21,8 +21,7 @@ from squash.limits import Limits, parse_size
 from squash.outputs import open_destination
 from squash.reference import DestinationRef, Platform, SourceRef, parse_destination, parse_source
 from squash.registry.credentials import Credentials
-from squash.registry.options import RegistryOptions
-from squash.registry.push import DEFAULT_CHUNK
+from squash.registry.options import DEFAULT_CHUNK, RegistryOptions
 from squash.sources import list_platforms, open_image
 
 if TYPE_CHECKING:

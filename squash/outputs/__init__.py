@@ -1,14 +1,10 @@
 """Destinations of an export (the protocol is `squash.destination`); `open_destination`
-picks one from -o DEST."""
+picks one from -o DEST. Each is imported when it is picked, so a tar or a layout costs
+no HTTP client (the registry's pulls in httpx)."""
 
 from squash.destination import Destination
-from squash.outputs.docker_archive import DockerArchive
-from squash.outputs.oci_layout import OCILayout
-from squash.outputs.registry import RegistryOutput
 from squash.reference import DestinationRef, parse_docker_ref
-from squash.registry.options import RegistryOptions
-from squash.registry.push import DEFAULT_CHUNK
-from squash.sinks import FileSink, StreamSink
+from squash.registry.options import DEFAULT_CHUNK, RegistryOptions
 
 
 def open_destination(
@@ -18,10 +14,16 @@ def open_destination(
     chunk_size: int = DEFAULT_CHUNK,
 ) -> Destination[None]:
     if ref.transport == "oci":
+        from squash.outputs.oci_layout import OCILayout
+
         return OCILayout(ref.path, ref.tag)
     if ref.transport == "docker":
+        from squash.outputs.registry import RegistryOutput
+
         docker = parse_docker_ref(ref.path if ref.tag is None else f"{ref.path}:{ref.tag}")
         return RegistryOutput(docker, options, chunk_size)
-    if ref.path == "-":
-        return DockerArchive(StreamSink(tmpdir=tmpdir))
-    return DockerArchive(FileSink(ref.path))
+    from squash.outputs.docker_archive import DockerArchive
+    from squash.sinks import FileSink, StreamSink
+
+    sink = StreamSink(tmpdir=tmpdir) if ref.path == "-" else FileSink(ref.path)
+    return DockerArchive(sink)

@@ -10,8 +10,8 @@ from squash.destination import Blob, blob_of, copy_stored
 from squash.image import OCI_CONFIG, StoredLayer
 from squash.reference import DockerRef
 from squash.registry.client import Registry
-from squash.registry.options import RegistryOptions
-from squash.registry.push import DEFAULT_CHUNK, BlobUpload, has_blob, put_manifest
+from squash.registry.options import DEFAULT_CHUNK, RegistryOptions
+from squash.registry.push import BlobUpload, has_blob, put_manifest
 from squash.streams import Chunk
 
 

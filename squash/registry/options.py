@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 from squash.registry.credentials import Credentials
 
+DEFAULT_CHUNK = 8 << 20  # bytes per PATCH of a push (registries that want a minimum ask 5 MiB)
+
 
 @dataclass
 class RegistryOptions:

@@ -13,9 +13,8 @@ import httpx
 
 from squash.errors import RegistryError, TransientError
 from squash.registry.client import Registry
+from squash.registry.options import DEFAULT_CHUNK
 from squash.streams import Chunk
-
-DEFAULT_CHUNK = 8 << 20  # bytes per PATCH (registries that want a minimum ask for 5 MiB)
 
 
 def push_scope(repository: str) -> str:
