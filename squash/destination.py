@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from squash.image import OCI_MANIFEST, StoredLayer
+from squash.image import DOCKER_CONFIG, DOCKER_MANIFEST, OCI_MANIFEST, StoredLayer
 from squash.streams import Chunk
 from squash.verify import VerifyingReader
 
@@ -65,6 +65,32 @@ def image_manifest(config: Blob, layers: list[Blob]) -> bytes:
             "mediaType": OCI_MANIFEST,
             "config": descriptor(config),
             "layers": [descriptor(layer) for layer in layers],
+        }
+    )
+
+
+#: OCI layer media types as Docker's schema 2 names them (zstd has no Docker name)
+DOCKER_LAYER_TYPES = {
+    LAYER_MEDIA_TYPES["none"]: "application/vnd.docker.image.rootfs.diff.tar",
+    LAYER_MEDIA_TYPES["gzip"]: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+}
+
+
+def docker_manifest(config: Blob, layers: list[Blob]) -> bytes | None:
+    """The same image as a Docker schema 2 manifest, for clients that accept no OCI
+    manifest; None when a layer has no Docker media type (zstd)."""
+    named = [DOCKER_LAYER_TYPES.get(layer.media_type, layer.media_type) for layer in layers]
+    if not all(kind.startswith("application/vnd.docker.") for kind in named):
+        return None
+    return dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": descriptor(Blob(config.digest, config.size, DOCKER_CONFIG)),
+            "layers": [
+                descriptor(Blob(layer.digest, layer.size, kind))
+                for layer, kind in zip(layers, named, strict=True)
+            ],
         }
     )
 

@@ -40,6 +40,17 @@ class Location:
     url: str | None = None
     path: Path | None = None
     filename: str | None = None  # what a browser saves the local file as
+    offset: int = 0  # where the bytes handed out start in the local file
+    length: int | None = None  # how many (None: to its end)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A blob of an archive as a byte range of it: what a registry pull fetches alone."""
+
+    digest: str
+    offset: int
+    size: int
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,15 @@ class ArtifactStore(Protocol):
 
     def locate(self, key: str, method: str = "GET", filename: str | None = None) -> Location:
         """How a client downloads `key`; `filename` is what a browser should save it as."""
+        ...
+
+    def read(self, key: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes of the archive `key` from `offset` (fewer at its end)."""
+        ...
+
+    def locate_member(self, key: str, member: Member, method: str = "GET") -> Location:
+        """How a client downloads one blob of the archive `key` by itself (a registry
+        pull's layer): a range of the local file, or an object of its own in S3."""
         ...
 
     def ping(self) -> None:

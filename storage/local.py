@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from squash.sinks import PlacedFile
-from storage.base import Artifact, Entry, Location, Upload, check_key, now, sha256_of
+from storage.base import Artifact, Entry, Location, Member, Upload, check_key, now, sha256_of
 
 _PART = ".part"
 
@@ -97,6 +97,14 @@ class LocalStore:
 
     def locate(self, key: str, method: str = "GET", filename: str | None = None) -> Location:
         return Location(path=self.path(key), filename=filename)
+
+    def read(self, key: str, offset: int, length: int) -> bytes:
+        with open(self.path(key), "rb") as file:
+            file.seek(offset)
+            return file.read(length)
+
+    def locate_member(self, key: str, member: Member, method: str = "GET") -> Location:
+        return Location(path=self.path(key), offset=member.offset, length=member.size)
 
     def ping(self) -> None:
         with tempfile.TemporaryFile(dir=self.root):

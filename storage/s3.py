@@ -30,7 +30,7 @@ from botocore.exceptions import (
 )
 
 from squash.streams import Chunk
-from storage.base import Artifact, Entry, Location, Upload, check_key, now, sha256_of
+from storage.base import Artifact, Entry, Location, Member, Upload, check_key, now, sha256_of
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,6 +39,8 @@ FIRST_PART = 8 << 20  # at least S3's 5 MiB minimum for all parts but the last
 PART = 8 << 20
 IN_FLIGHT = 2  # parts being uploaded at once (memory: FIRST_PART + (IN_FLIGHT + 1) * PART)
 _SUFFIX = ".tar"
+_MEMBERS = ".blobs/"  # KEY.blobs/HEX: a blob of archive KEY copied out as an object of its own
+COPY_PART = 1 << 30  # a member is copied in parts of this size (S3 allows 5 MiB to 5 GiB)
 _SIGNED_URLS = 4096  # presigned URLs kept for reuse
 _TRANSIENT_CODES = ("SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable")
 _PERMANENT = (NoCredentialsError, ParamValidationError)  # BotoCoreErrors that never pass
@@ -177,7 +179,7 @@ class S3Store:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = client or _client()
         self.url_lifetime = url_lifetime
-        # (key, operation, filename) -> (presigned URL, reuse until)
+        # (object key, operation, filename) -> (presigned URL, reuse until)
         self._urls: dict[tuple[str, str, str | None], tuple[str, float]] = {}
 
     def retryable(self, exc: BaseException) -> bool:
@@ -199,12 +201,20 @@ class S3Store:
     def object_key(self, key: str) -> str:
         return f"{self._head}{check_key(key)}{_SUFFIX}"
 
+    def member_key(self, key: str, digest: str) -> str:
+        return f"{self._head}{check_key(key)}{_MEMBERS}{digest.removeprefix('sha256:')}"
+
     def _artifact_key(self, object_key: str) -> str | None:
         """The artifact key an object key names, or None for someone else's object."""
         if not object_key.startswith(self._head) or not object_key.endswith(_SUFFIX):
             return None
         key = object_key[len(self._head) : -len(_SUFFIX)]
         return key if "/" not in key else None
+
+    def _owner(self, object_key: str) -> str | None:
+        """The artifact an object (its archive, or a member copied out of it) belongs to."""
+        name, sep, _ = object_key.partition(_MEMBERS)
+        return self._artifact_key(name + _SUFFIX) if sep else self._artifact_key(object_key)
 
     def create(self, key: str, source_digest: str, image: str = "") -> S3Sink:
         for upload in self.uploads(self.object_key(key)):
@@ -234,7 +244,14 @@ class S3Store:
         )
 
     def delete(self, key: str) -> None:
+        """The archive, then the members copied out of it (a pull finds none of them
+        once the archive is gone)."""
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefix = self.member_key(key, "")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
 
     def entries(self) -> Iterator[Entry]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -249,7 +266,7 @@ class S3Store:
         prefix = self._head if prefix is None else prefix
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for upload in page.get("Uploads", []):
-                key = self._artifact_key(upload["Key"])
+                key = self._owner(upload["Key"])
                 if key is not None:
                     ident = f"{upload['Key']}\0{upload['UploadId']}"
                     yield Upload(key, ident, upload["Initiated"].timestamp())
@@ -266,13 +283,22 @@ class S3Store:
 
         Signing costs more than the rest of a cached redirect, so a URL is handed out
         again for the first fifth of its lifetime: whoever gets it has most of it left."""
-        operation = "head_object" if method == "HEAD" else "get_object"
-        ident = (key, operation, filename)
-        now = time.monotonic()
-        cached = self._urls.get(ident)
-        if cached is not None and cached[1] > now:
-            return Location(url=cached[0])
-        params = {"Bucket": self.bucket, "Key": self.object_key(key)}
+        return Location(url=self._signed(self.object_key(key), method, filename))
+
+    @staticmethod
+    def _operation(method: str) -> str:
+        return "head_object" if method == "HEAD" else "get_object"
+
+    def _reused(self, object_key: str, method: str, filename: str | None = None) -> str | None:
+        cached = self._urls.get((object_key, self._operation(method), filename))
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+    def _signed(self, object_key: str, method: str, filename: str | None = None) -> str:
+        reused = self._reused(object_key, method, filename)
+        if reused is not None:
+            return reused
+        operation = self._operation(method)
+        params = {"Bucket": self.bucket, "Key": object_key}
         if filename and operation == "get_object":
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
         url = self.client.generate_presigned_url(
@@ -280,8 +306,64 @@ class S3Store:
         )
         if len(self._urls) >= _SIGNED_URLS:
             self._urls.clear()
-        self._urls[ident] = (url, now + self.url_lifetime / 5)
-        return Location(url=url)
+        self._urls[(object_key, operation, filename)] = (
+            url,
+            time.monotonic() + self.url_lifetime / 5,
+        )
+        return url
+
+    def read(self, key: str, offset: int, length: int) -> bytes:
+        span = f"bytes={offset}-{offset + length - 1}"
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key), Range=span)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # from its end on
+            raise
+        with contextlib.closing(body["Body"]) as stream:
+            return stream.read()
+
+    def locate_member(self, key: str, member: Member, method: str = "GET") -> Location:
+        """A presigned URL of the member as an object of its own: a redirect cannot
+        carry a Range. It is copied out of the archive by S3 itself (UploadPartCopy)
+        the first time it is asked for, so its bytes are never uploaded twice."""
+        object_key = self.member_key(key, member.digest)
+        if self._reused(object_key, method) is None:  # not seen there moments ago
+            self._copy_out(key, object_key, member)
+        return Location(url=self._signed(object_key, method))
+
+    def _copy_out(self, key: str, object_key: str, member: Member) -> None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=object_key)
+            if head["ContentLength"] == member.size:
+                return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        source = {"Bucket": self.bucket, "Key": self.object_key(key)}
+        upload = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=object_key, ContentType="application/octet-stream"
+        )["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, member.size, COPY_PART), 1):
+                end = min(start + COPY_PART, member.size) - 1
+                copied = self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=object_key, UploadId=upload, PartNumber=number,
+                    CopySource=source,  # type: ignore[arg-type]
+                    CopySourceRange=f"bytes={member.offset + start}-{member.offset + end}",
+                )  # fmt: skip
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=object_key, UploadId=upload,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+            )  # fmt: skip
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=object_key, UploadId=upload
+                )
+            raise
 
     def ping(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)

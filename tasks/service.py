@@ -117,7 +117,7 @@ class Service:
         self,
         image: str,
         caller: Caller,
-        method: str,
+        method: str | None,
         *,
         platform: str | None = None,
         compression: str | None = None,
@@ -125,7 +125,8 @@ class Service:
     ) -> tuple[ExportSpec, Outcome] | None:
         """A request answered from this process's memory alone: the caller's remembered
         resolution and an artifact seen moments ago (counted, and handed out for
-        `method`); None when the registry or the board must be asked (`spec`, `request`)."""
+        `method`, if given); None when the registry or the board must be asked (`spec`,
+        `request`)."""
         asked = self._asked(image, platform, None, compression, keep_base)
         known = self.sessions.remembered(asked.ref, caller)
         if known is None:
@@ -181,7 +182,7 @@ class Service:
             cached = None
         if cached is not None:
             return self._seen(cached)
-        artifact = self._store(self.store.stat, key)
+        artifact = self.on_store(self.store.stat, key)
         if artifact is not None:
             try:
                 self.board.cache(artifact)
@@ -232,14 +233,14 @@ class Service:
         if artifact is not None:
             return self._found(spec, artifact, None, method, hit=True)
         if not start:
-            return Outcome(None, self._board(self.board.job, spec.key))
+            return Outcome(None, self.on_board(self.board.job, spec.key))
         return self.poll(spec, method, caller)
 
     def poll(
         self, spec: ExportSpec, method: str | None = None, caller: Caller | None = None
     ) -> Outcome:
         """Where a started build stands; a build that died is started again."""
-        job = self._board(self.board.job, spec.key)
+        job = self.on_board(self.board.job, spec.key)
         if job is not None and job.state == FAILED:
             return Outcome(None, job)
         if job is not None and job.state == READY:
@@ -264,7 +265,7 @@ class Service:
         return Outcome(artifact, job, hit, location)
 
     def job(self, key: str) -> Job | None:
-        return self._board(self.board.job, key)
+        return self.on_board(self.board.job, key)
 
     def enqueue(
         self,
@@ -278,13 +279,13 @@ class Service:
         build must fit the quotas (`caller`'s, and the cap on queued builds)."""
         task_id = str(uuid.uuid4())
         now = time.time()
-        current = self._board(self.board.job, spec.key)
-        locked = current is not None and self._board(self.board.locked, spec.key)
+        current = self.on_board(self.board.job, spec.key)
+        locked = current is not None and self.on_board(self.board.locked, spec.key)
         if not claim_allowed(current, locked, now, self.settings.queued_grace, ready_missing):
             return False  # a live build to join, or a failure still reported
         if caller is not None and not caller.service:
             self._admit(caller, now)
-        if not self._board(self.board.claim, spec, task_id, now, ready_missing):
+        if not self.on_board(self.board.claim, spec, task_id, now, ready_missing):
             return False
         try:
             self.dispatcher.send(spec, task_id, queue)
@@ -300,12 +301,12 @@ class Service:
         """Quotas of a new build: 429 when too many are queued, or the caller started
         too many in its window."""
         settings = self.settings
-        if settings.max_queued and self._board(self.board.active_count) >= settings.max_queued:
+        if settings.max_queued and self.on_board(self.board.active_count) >= settings.max_queued:
             raise TooMany(
                 f"{settings.max_queued} builds are queued or running; try again later",
                 RETRY_LATER,
             )
-        if settings.caller_builds and not self._board(
+        if settings.caller_builds and not self.on_board(
             self.board.take_quota, caller.quota_key, now, settings.caller_window,
             settings.caller_builds,
         ):  # fmt: skip
@@ -322,13 +323,13 @@ class Service:
         if job is None or job.spec is None or not job.active:
             return job
         self._ensure(job.spec)
-        return self._board(self.board.job, job.key) or job
+        return self.on_board(self.board.job, job.key) or job
 
     def _ensure(
         self, spec: ExportSpec, ready_missing: bool = False, caller: Caller | None = None
     ) -> Job:
         self.enqueue(spec, EXPORT_QUEUE, ready_missing, caller)
-        return self._board(self.board.job, spec.key) or Job(spec.key, QUEUED, spec)
+        return self.on_board(self.board.job, spec.key) or Job(spec.key, QUEUED, spec)
 
     # -- what the operators see (the status page, /metrics)
 
@@ -383,11 +384,13 @@ class Service:
 
     # -- errors of the parts, as the caller should hear them
 
-    def _board(self, call: Callable[..., T], *args: object) -> T:
+    def on_board(self, call: Callable[..., T], *args: object) -> T:
+        """`call(*args)` of the board; Redis unreachable is a 503 that says so."""
         what = "so builds can be neither queued nor followed"
         return _reaching(self.board.errors, f"{self.board.describe()}", what, call, *args)
 
-    def _store(self, call: Callable[..., T], *args: object) -> T:
+    def on_store(self, call: Callable[..., T], *args: object) -> T:
+        """`call(*args)` of the store; the store unreachable is a 503 that says so."""
         where = f"the artifact store {self.store.describe()}"
         return _reaching(self.store.errors, where, "", call, *args)
 

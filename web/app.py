@@ -7,8 +7,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tasks.errors import ServiceError, TooMany
+from tasks.pulls import Pulls
 from tasks.service import Service, service
-from web import c1, exports, health
+from web import c1, exports, health, v2
 from web.callers import CHALLENGE
 from web.metrics import CountRequests, Metrics
 from web.operators import operators_only
@@ -39,9 +40,11 @@ def create_app(runtime: Service | None = None) -> FastAPI:
     )
     app.state.service = runtime
     app.state.metrics = metrics = Metrics(runtime)
+    app.state.pulls = Pulls(runtime)
     app.include_router(c1.router)
     app.include_router(exports.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
     operators = [Depends(operators_only)]
     app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False,
                       dependencies=operators)  # fmt: skip

@@ -25,6 +25,7 @@ _OUTCOMES = {
     200: "served",
     206: "served",
     302: "served",
+    307: "served",
     304: "served",
     202: "pending",
     400: "bad_request",
@@ -32,6 +33,7 @@ _OUTCOMES = {
     401: "unauthorized",
     403: "denied",
     404: "not_found",
+    416: "bad_request",
     502: "failed",
     503: "unavailable",
 }

@@ -15,11 +15,19 @@ from tasks.board.jobs import (
     claimable,
     may_take,
 )
-from tasks.board.protocols import ArtifactRecords, Board, BuildLocks, Counters, Jobs, Usage
+from tasks.board.protocols import (
+    ArtifactRecords,
+    Board,
+    BuildLocks,
+    Counters,
+    Jobs,
+    PulledDigests,
+    Usage,
+)
 
 __all__ = [
     "BUILDING", "FAILED", "QUEUED", "READY", "ArtifactRecords", "Board", "BuildLocks",
-    "Counters", "Job", "Jobs", "Lifetimes", "Usage", "claim_allowed", "claimable",
+    "Counters", "Job", "Jobs", "Lifetimes", "PulledDigests", "Usage", "claim_allowed", "claimable",
     "may_take", "open_board",
 ]  # fmt: skip
 

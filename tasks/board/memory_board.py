@@ -25,6 +25,8 @@ from tasks.board.jobs import (
 )
 from tasks.spec import ExportSpec
 
+MAX_DIGESTS = 1 << 16  # remembered pull digests; half are forgotten beyond
+
 
 class MemoryBoard:
     errors: tuple[type[Exception], ...] = ()  # nothing to reach
@@ -41,6 +43,7 @@ class MemoryBoard:
         self._failures: collections.deque[dict] = collections.deque(maxlen=RECENT_FAILURES)
         self._metrics: defaultdict[str, float] = defaultdict(float)
         self._quotas: dict[tuple[str, int], int] = {}  # (caller, window number) -> builds
+        self._digests: dict[tuple[str, str], tuple[str, float]] = {}  # (name, digest) -> key
 
     def retryable(self, exc: BaseException) -> bool:
         return False  # it never fails to be reached
@@ -52,7 +55,7 @@ class MemoryBoard:
         pass
 
     @staticmethod
-    def _live(table: dict, key: str):
+    def _live(table: dict, key: object):
         entry = table.get(key)
         if entry is None or entry[1] <= time.monotonic():
             table.pop(key, None)
@@ -177,6 +180,22 @@ class MemoryBoard:
     def locked(self, key: str) -> bool:
         with self._mutex:
             return self._live(self._locks, key) is not None
+
+    # -- what registry pulls ask for by digest
+
+    def remember_digests(self, name: str, digests: list[str], key: str) -> None:
+        now = time.monotonic()
+        expires = now + self.life.job
+        with self._mutex:
+            if len(self._digests) > MAX_DIGESTS:  # the oldest go first
+                oldest = sorted(self._digests.items(), key=lambda item: item[1][1])
+                self._digests = dict(oldest[len(oldest) // 2 :])
+            for digest in digests:
+                self._digests[(name, digest)] = (key, expires)
+
+    def digest_key(self, name: str, digest: str) -> str | None:
+        with self._mutex:
+            return self._live(self._digests, (name, digest))
 
     # -- popularity
 

@@ -4,7 +4,8 @@ The board is the service's shared blackboard of builds, in Redis (`redis_board`)
 the embedded default, in memory (`memory_board`); one class implements all of these, so
 writes that belong together stay one round trip. Consumers are typed against the part
 they use: the build against `Jobs`, `BuildLocks` and `Counters`, the janitor against
-`Usage` and `BuildLocks`, `/metrics` against `Counters`, the service against `Board`.
+`Usage` and `BuildLocks`, `/metrics` against `Counters`, the registry front against
+`PulledDigests`, the service against `Board`.
 """
 
 from typing import Protocol
@@ -108,6 +109,20 @@ class ArtifactRecords(Reachable, Protocol):
         ...
 
 
+class PulledDigests(Reachable, Protocol):
+    """Which artifact a digest of a squashed image (its manifests, config, layers) comes
+    from, per repository: a registry pull asks for them by digest alone."""
+
+    def remember_digests(self, name: str, digests: list[str], key: str) -> None:
+        """`digests`, asked for under repository `name` (`host/ns/repo`), are artifact
+        `key`'s; remembered for the job lifetime, renewed each time."""
+        ...
+
+    def digest_key(self, name: str, digest: str) -> str | None:
+        """The artifact whose manifest, config or layer `digest` is, under `name`."""
+        ...
+
+
 class Usage(Reachable, Protocol):
     """What the scheduled work needs: decaying request counts per tag, downloads."""
 
@@ -166,5 +181,5 @@ class Counters(Reachable, Protocol):
         ...
 
 
-class Board(Jobs, BuildLocks, ArtifactRecords, Usage, Counters, Protocol):
+class Board(Jobs, BuildLocks, ArtifactRecords, PulledDigests, Usage, Counters, Protocol):
     """All of it: what the service holds."""

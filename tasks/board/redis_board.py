@@ -7,7 +7,8 @@ Decisions that must be atomic run inside WATCH/MULTI transactions.
 
 For the scheduled work and the operators: `popular:EPOCH` (sorted set of tags by
 decaying request count), `tags` (tag -> artifact key), `downloads` (sorted set of
-artifact keys by last download), `active` (jobs queued or building), `failures`
+artifact keys by last download), `digest:NAME@DIGEST` (the artifact a registry pull
+of NAME finds that digest in), `active` (jobs queued or building), `failures`
 (recent ones, a capped list) and `metrics` (a hash of counters).
 """
 
@@ -233,6 +234,21 @@ class RedisBoard:
 
     def locked(self, key: str) -> bool:
         return bool(self.redis.exists(self._lock_key(key)))
+
+    # -- what registry pulls ask for by digest
+
+    @staticmethod
+    def _digest_key(name: str, digest: str) -> str:
+        return f"{PREFIX}digest:{name}@{digest}"
+
+    def remember_digests(self, name: str, digests: list[str], key: str) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for digest in digests:
+                pipe.set(self._digest_key(name, digest), key, ex=int(self.life.job))
+            pipe.execute()
+
+    def digest_key(self, name: str, digest: str) -> str | None:
+        return self.redis.get(self._digest_key(name, digest))
 
     # -- popularity
 

@@ -1,0 +1,79 @@
+"""What the registry front (web/v2.py) asks of the service: the squashed image of a tag
+as manifests, config and layers, each handed out only to a caller the upstream lets
+read the image it was squashed from.
+
+A pull asks for the config and layers by digest alone, so each manifest handed out
+records its digests under the repository it was asked for (`PulledDigests`); a digest
+is found again only there, and only after the caller's access to the source image is
+checked with the upstream again (remembered for the resolve cache's seconds).
+"""
+
+import re
+
+from squash.errors import SquashError
+from storage.base import Artifact, Location
+from tasks.access import Caller
+from tasks.errors import ServiceError
+from tasks.expiring import ExpiringCache
+from tasks.pull_view import Document, PullView, read_view
+from tasks.service import Service
+
+MAX_VIEWS = 256  # pull views kept in the process (each holds a config and manifests)
+_KEEP = re.compile(r"^(?P<tag>.+)--keep-(?P<layers>[0-9]{1,3})$")
+
+
+def keep_suffix(tag: str) -> tuple[str, int]:
+    """`v1--keep-2` asks for `v1` with its 2 bottom layers kept (a partial squash)."""
+    match = _KEEP.match(tag)
+    return (match["tag"], int(match["layers"])) if match else (tag, 0)
+
+
+class Pulls:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._views: ExpiringCache[str, PullView] = ExpiringCache(
+            service.settings.artifact_cache_seconds, MAX_VIEWS
+        )
+
+    def view(self, artifact: Artifact) -> PullView:
+        """The artifact's manifests, config and layer ranges (read once per process)."""
+        view = self._views.get(artifact.key)
+        if view is None:
+            try:
+                view = self.service.on_store(read_view, self.service.store, artifact)
+            except SquashError as exc:
+                raise ServiceError(f"the stored artifact cannot be served: {exc}", 502) from None
+            self._views.put(artifact.key, view)
+        return view
+
+    def publish(self, artifact: Artifact) -> PullView:
+        """The view of an artifact whose manifest is handed out: its digests are
+        remembered under its repository, for the requests by digest that follow."""
+        view = self.view(artifact)
+        board = self.service.board
+        self.service.on_board(board.remember_digests, artifact.image, view.digests, artifact.key)
+        return view
+
+    def by_digest(self, name: str, digest: str, caller: Caller) -> tuple[Artifact, PullView] | None:
+        """The artifact `digest` was handed out from under `name` (`host/ns/repo`), once
+        the upstream says the caller may read its source; None if there is none."""
+        service = self.service
+        key = service.on_board(service.board.digest_key, name, digest)
+        artifact = service.lookup(key) if key is not None else None
+        if artifact is None or artifact.image != name:
+            return None
+        service.check(artifact.image, artifact.source_digest, caller)
+        return artifact, self.view(artifact)
+
+    def blob(
+        self, artifact: Artifact, view: PullView, digest: str, method: str
+    ) -> Document | Location:
+        """The config from memory, or where the client downloads a layer; a layer's GET
+        counts as a download of its artifact (the janitor keeps what is pulled)."""
+        document = view.document(digest)
+        if document is not None:
+            return document
+        member = view.layers[digest]
+        if method == "GET":
+            self.service.usage.touch(artifact.key)
+        return self.service.on_store(self.service.store.locate_member, artifact.key, member, method)

@@ -1,0 +1,201 @@
+"""squashd as a read-only registry (distribution API v2) in front of SQUASHD_REGISTRY:
+`docker pull SQUASHD_HOST/NS/REPO:TAG` gets the squashed image of the upstream's
+NS/REPO:TAG, built once with the service's defaults (`TAG--keep-N` keeps the bottom N
+layers as they are).
+
+A manifest GET of a tag resolves it at the upstream with the caller's credentials,
+starts or joins its build and waits up to SQUASHD_WAIT_SECONDS; HEAD never starts one.
+Config and manifests come from memory, layers by redirect to the store (S3) or as a
+range of the archive (a local directory).
+"""
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from storage.base import Location
+from tasks.access import Caller
+from tasks.board import FAILED
+from tasks.errors import ServiceError, TooMany
+from tasks.pull_view import Document
+from tasks.pulls import Pulls, keep_suffix
+from tasks.service import Outcome, Service
+from tasks.spec import ExportSpec
+from web.callers import CHALLENGE, caller_of
+from web.waiting import wait_for
+
+router = APIRouter(prefix="/v2")
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+_CHUNK = 1 << 20
+
+
+def registry_error(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+    """The spec's error body: `{"errors": [{"code", "message", "detail"}]}`."""
+    body = {"errors": [{"code": code, "message": message, "detail": None}]}
+    headers = {**API_VERSION, **(headers or {})}
+    if status == 401:
+        headers.update(CHALLENGE)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _refused(exc: ServiceError, unknown: str) -> Response:
+    """A service error as a registry client expects to hear it."""
+    codes = {401: "UNAUTHORIZED", 403: "DENIED", 404: unknown, 429: "TOOMANYREQUESTS"}
+    code = codes.get(exc.status, "UNAVAILABLE" if exc.status == 503 else "UNKNOWN")
+    if exc.status == 400:
+        code = "NAME_INVALID"
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else {}
+    return registry_error(exc.status, code, str(exc), headers)
+
+
+def _pulls(request: Request) -> Pulls:
+    return request.app.state.pulls
+
+
+@router.get("/")
+async def version_check() -> Response:
+    """The API version check every client starts with."""
+    return JSONResponse({}, headers=API_VERSION)
+
+
+@router.api_route("/{name:path}/manifests/{reference}", methods=["GET", "HEAD"])
+async def manifest(request: Request, name: str, reference: str) -> Response:
+    """The squashed manifest of tag `reference` (built or joined, and waited for), or a
+    manifest handed out before, by its digest; a digest never handed out here is taken
+    for the source's manifest digest."""
+    pulls = _pulls(request)
+    service = pulls.service
+    upstream = f"{service.settings.registry}/{name}"
+    try:
+        caller = caller_of(request)
+        if reference.startswith("sha256:"):
+            known = await run_in_threadpool(pulls.by_digest, upstream, reference, caller)
+            if known is not None:
+                document = known[1].document(reference)
+                if document is not None:
+                    return _document(request, document)
+        return await _squashed(request, service, pulls, upstream, reference, caller)
+    except ServiceError as exc:
+        return _refused(exc, "MANIFEST_UNKNOWN")
+
+
+async def _squashed(
+    request: Request, service: Service, pulls: Pulls, upstream: str, reference: str, caller: Caller
+) -> Response:
+    tag, keep = keep_suffix(reference)
+    image = f"{upstream}@{tag}" if tag.startswith("sha256:") else f"{upstream}:{tag}"
+    start = request.method == "GET"
+    found = service.quick(image, caller, None, keep_base=keep)
+    if found is None:
+
+        def look() -> tuple[ExportSpec, Outcome]:  # the upstream and the board must be asked
+            spec = service.spec(image, caller, keep_base=keep)
+            return spec, service.request(spec, start, None, caller)
+
+        found = await run_in_threadpool(look)
+    spec, outcome = found
+    request.app.state.metrics.cache(outcome.artifact is not None)
+    if outcome.artifact is None and outcome.job is not None:
+        seconds = service.settings.wait_seconds
+        outcome = await wait_for(request, service, spec, outcome, seconds, hand_out=False)
+    if outcome.artifact is not None:
+        view = await run_in_threadpool(pulls.publish, outcome.artifact)
+        return _document(request, view.manifest(request.headers.get("accept", "")))
+    job = outcome.job
+    if job is None:  # HEAD, nothing built or building
+        return registry_error(404, "MANIFEST_UNKNOWN", f"{spec.image} is not squashed yet; GET it")
+    if job.state == FAILED:
+        return registry_error(502, "UNKNOWN", f"the squash of {spec.image} failed: {job.error}")
+    progress = f" ({job.done} of {job.total} bytes read)" if job.total else ""
+    return registry_error(
+        503, "UNAVAILABLE", f"{spec.image} is still being squashed{progress}; pull again",
+        {"Retry-After": "5"},
+    )  # fmt: skip
+
+
+def _document(request: Request, document: Document, media_type: str | None = None) -> Response:
+    headers = {
+        **API_VERSION,
+        "Docker-Content-Digest": document.digest,
+        "Content-Length": str(len(document.data)),
+        "ETag": f'"{document.digest}"',
+    }
+    body = b"" if request.method == "HEAD" else document.data
+    return Response(body, media_type=media_type or document.media_type, headers=headers)
+
+
+@router.api_route("/{name:path}/blobs/{digest}", methods=["GET", "HEAD"])
+async def blob(request: Request, name: str, digest: str) -> Response:
+    """A config (from memory) or a layer (a redirect, or a range of the archive) of a
+    manifest handed out here, to a caller the upstream lets read its source."""
+    pulls = _pulls(request)
+    upstream = f"{pulls.service.settings.registry}/{name}"
+    try:
+        caller = caller_of(request)
+
+        def find() -> Document | Location | None:
+            known = pulls.by_digest(upstream, digest, caller)
+            return None if known is None else pulls.blob(*known, digest, request.method)
+
+        found = await run_in_threadpool(find)
+    except ServiceError as exc:
+        return _refused(exc, "BLOB_UNKNOWN")
+    if found is None:
+        return registry_error(404, "BLOB_UNKNOWN", f"blob {digest} is unknown to {name}")
+    if isinstance(found, Document):
+        return _document(request, found, "application/octet-stream")
+    if found.url is not None:
+        return RedirectResponse(found.url, status_code=307, headers=API_VERSION)
+    return _file_range(request, found, digest)
+
+
+def _file_range(request: Request, location: Location, digest: str) -> Response:
+    """A blob that is bytes [offset, offset + length) of a local file; one `Range`."""
+    assert location.path is not None and location.length is not None
+    size = location.length
+    start, end = 0, size - 1
+    headers = {**API_VERSION, "Docker-Content-Digest": digest, "Accept-Ranges": "bytes"}
+    status = 200
+    asked = request.headers.get("range", "")
+    if asked:
+        span = _range(asked, size)
+        if span is None:
+            headers["Content-Range"] = f"bytes */{size}"
+            return Response(status_code=416, headers=headers)
+        (start, end), status = span, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    path, first = location.path, location.offset + start
+
+    def chunks() -> Iterator[bytes]:
+        left = end - start + 1
+        with open(path, "rb") as file:
+            file.seek(first)
+            while left > 0 and (data := file.read(min(_CHUNK, left))):
+                left -= len(data)
+                yield data
+
+    return StreamingResponse(
+        chunks(), status_code=status, headers=headers, media_type="application/octet-stream"
+    )
+
+
+def _range(header: str, size: int) -> tuple[int, int] | None:
+    """`bytes=A-B`, `bytes=A-` or `bytes=-N` within `size`; None if unsatisfiable."""
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip() != "bytes" or not dash or "," in spec:
+        return None
+    try:
+        if not first:
+            count = int(last)
+            return (max(size - count, 0), size - 1) if count > 0 and size else None
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    return (start, end) if 0 <= start <= end else None
