@@ -7,6 +7,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tasks.errors import ServiceError, TooMany
+from tasks.front_auth import FrontAuth
 from tasks.pulls import Pulls
 from tasks.service import Service, service
 from web import c1, exports, health, v2
@@ -32,6 +33,7 @@ def create_app(runtime: Service | None = None) -> FastAPI:
             if beat is not None:
                 beat.stop()
             runtime.close()
+            front_auth.close()
 
     app = FastAPI(
         title="squashd",
@@ -41,6 +43,9 @@ def create_app(runtime: Service | None = None) -> FastAPI:
     app.state.service = runtime
     app.state.metrics = metrics = Metrics(runtime)
     app.state.pulls = Pulls(runtime)
+    app.state.front_auth = front_auth = FrontAuth(
+        runtime.settings.registry, runtime.settings.registry_plain_http
+    )
     app.include_router(c1.router)
     app.include_router(exports.router)
     app.include_router(health.router)

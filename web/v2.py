@@ -19,6 +19,7 @@ from storage.base import Location
 from tasks.access import Caller
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany
+from tasks.front_auth import FrontAuth
 from tasks.pull_view import Document
 from tasks.pulls import Pulls, keep_suffix
 from tasks.service import Outcome, Service
@@ -34,20 +35,28 @@ _CHUNK = 1 << 20
 def registry_error(status: int, code: str, message: str, headers: dict | None = None) -> Response:
     """The spec's error body: `{"errors": [{"code", "message", "detail"}]}`."""
     body = {"errors": [{"code": code, "message": message, "detail": None}]}
-    headers = {**API_VERSION, **(headers or {})}
-    if status == 401:
-        headers.update(CHALLENGE)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers={**API_VERSION, **(headers or {})})
 
 
-def _refused(exc: ServiceError, unknown: str) -> Response:
-    """A service error as a registry client expects to hear it."""
+async def _refused(request: Request, exc: ServiceError, unknown: str, name: str) -> Response:
+    """A service error as a registry client expects to hear it; a 401 challenges the
+    client as the upstream would, for `name`."""
     codes = {401: "UNAUTHORIZED", 403: "DENIED", 404: unknown, 429: "TOOMANYREQUESTS"}
     code = codes.get(exc.status, "UNAVAILABLE" if exc.status == 503 else "UNKNOWN")
     if exc.status == 400:
         code = "NAME_INVALID"
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else {}
+    if exc.status == 401:
+        headers.update(await _challenge(request, f"repository:{name}:pull"))
     return registry_error(exc.status, code, str(exc), headers)
+
+
+async def _challenge(request: Request, scope: str | None = None) -> dict[str, str]:
+    auth: FrontAuth = request.app.state.front_auth
+    try:
+        return await run_in_threadpool(auth.header, str(request.base_url), scope)
+    except ServiceError:  # the upstream cannot say how it asks: Basic, as /c1 does
+        return dict(CHALLENGE)
 
 
 def _pulls(request: Request) -> Pulls:
@@ -55,9 +64,35 @@ def _pulls(request: Request) -> Pulls:
 
 
 @router.get("/")
-async def version_check() -> Response:
-    """The API version check every client starts with."""
-    return JSONResponse({}, headers=API_VERSION)
+async def version_check(request: Request) -> Response:
+    """The API version check every client starts with: 200 if the upstream lets the
+    caller in (anyone, for an upstream that asks no credentials), else its challenge."""
+    auth: FrontAuth = request.app.state.front_auth
+    try:
+        takes = await run_in_threadpool(auth.takes, request.headers.get("authorization"))
+    except ServiceError as exc:
+        return await _refused(request, exc, "UNKNOWN", "")
+    if takes:
+        return JSONResponse({}, headers=API_VERSION)
+    message = "authentication required" if "authorization" not in request.headers else (
+        "the upstream registry refused these credentials"
+    )  # fmt: skip
+    return registry_error(401, "UNAUTHORIZED", message, await _challenge(request))
+
+
+@router.get("/token")
+async def token(request: Request) -> Response:
+    """A token of the upstream's realm, asked for with the client's own credentials and
+    scope (the realm the front's challenge names, when the upstream issues tokens)."""
+    auth: FrontAuth = request.app.state.front_auth
+    query = list(request.query_params.multi_items())
+    try:
+        status, body, kind = await run_in_threadpool(
+            auth.token, query, request.headers.get("authorization")
+        )
+    except ServiceError as exc:
+        return await _refused(request, exc, "UNKNOWN", "")
+    return Response(body, status_code=status, media_type=kind.split(";")[0])
 
 
 @router.api_route("/{name:path}/manifests/{reference}", methods=["GET", "HEAD"])
@@ -78,7 +113,7 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
                     return _document(request, document)
         return await _squashed(request, service, pulls, upstream, reference, caller)
     except ServiceError as exc:
-        return _refused(exc, "MANIFEST_UNKNOWN")
+        return await _refused(request, exc, "MANIFEST_UNKNOWN", name)
 
 
 async def _squashed(
@@ -141,7 +176,7 @@ async def blob(request: Request, name: str, digest: str) -> Response:
 
         found = await run_in_threadpool(find)
     except ServiceError as exc:
-        return _refused(exc, "BLOB_UNKNOWN")
+        return await _refused(request, exc, "BLOB_UNKNOWN", name)
     if found is None:
         return registry_error(404, "BLOB_UNKNOWN", f"blob {digest} is unknown to {name}")
     if isinstance(found, Document):

@@ -51,7 +51,7 @@ def is_loopback(host: str) -> bool:
 _PARAM = re.compile(r'([\w-]+)=(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 
 
-def _challenge(header: str) -> tuple[str, dict[str, str]]:
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """Parse `Bearer realm="...",service="...",scope="..."` (RFC 7235 auth-params)."""
     scheme, _, rest = header.strip().partition(" ")
     params = {
@@ -237,7 +237,7 @@ class Registry:
         return {}
 
     def _authenticate(self, challenge: str, scope: str, what: str) -> None:
-        scheme, params = _challenge(challenge)
+        scheme, params = parse_challenge(challenge)
         if scheme == "basic":
             if not self._credentials:
                 raise RegistryError(f"{what}: authentication required (401); pass --creds", 401)
@@ -279,6 +279,37 @@ class Registry:
         lifetime = body.get("expires_in") if isinstance(body.get("expires_in"), int) else 60
         expiry = time.monotonic() + max(lifetime - 10, 1)  # renew a little early
         self._tokens[query["scope"]] = self._tokens[scope] = (f"Bearer {token}", expiry)
+
+    # -- what a registry in front of this one relays (web/v2.py)
+
+    def ping(self, authorization: str | None = None) -> tuple[int, str]:
+        """(status, WWW-Authenticate) of `GET /v2/` sent with `authorization` as it is:
+        how the registry asks for credentials, or whether it takes these."""
+        headers = {"Authorization": authorization} if authorization else {}
+        try:
+            response = self._http.get(f"{self.base}/v2/", headers=headers)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{self.name}: {self._describe(exc)}") from None
+        return response.status_code, response.headers.get("www-authenticate", "")
+
+    def relay_token(
+        self, realm: str, query: list[tuple[str, str]], authorization: str | None
+    ) -> tuple[int, bytes, str]:
+        """(status, body, content type) of the token realm's answer to a client's token
+        request, sent on with the client's own credentials."""
+        self._reach.check(realm, f"{self.name}: the token realm")
+        if authorization and not self._reach.may_take_credentials(realm):
+            raise RegistryError(
+                f"{self.name}: the token realm {realm} is neither HTTPS nor on the registry's "
+                "own host; credentials are not sent there"
+            )
+        headers = {"Authorization": authorization} if authorization else {}
+        try:
+            response = self._http.get(realm, params=tuple(query), headers=headers)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{self.name}: token server: {self._describe(exc)}") from None
+        kind = response.headers.get("content-type", "application/json")
+        return response.status_code, response.content[: 1 << 20], kind
 
     # -- the API
 

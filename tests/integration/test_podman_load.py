@@ -17,49 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from testbed.tools import run
+from tests.loaders.harness import Podman
 
 from .helpers import COMPRESSIONS, SquashedArchive, UmociImage, squashd_export
 
 pytestmark = pytest.mark.integration
-
-
-class Podman:
-    """podman with all its state under `root` (and a short run root: podman wants its
-    path under 50 characters)."""
-
-    def __init__(self, binary: str, root: Path, runroot: Path):
-        for sub in ("storage", "tmp", "net", "vartmp"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        conf = root / "containers.conf"
-        conf.write_text('[network]\nnetwork_backend = "cni"\n')
-        self.env = {"CONTAINERS_CONF": str(conf), "TMPDIR": str(root / "vartmp")}
-        self.argv = [
-            binary,
-            "--root",
-            str(root / "storage"),
-            "--runroot",
-            str(runroot),
-            "--tmpdir",
-            str(root / "tmp"),
-            "--network-config-dir",
-            str(root / "net"),
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "file",
-            "--cgroup-manager",
-            "cgroupfs",
-        ]
-
-    def __call__(self, *args: str, check: bool = True):
-        return run([*self.argv, *args], env=self.env, check=check)
-
-    def inspect(self, ref: str) -> dict:
-        out = self("image", "inspect", ref).stdout
-        data = json.loads(out)
-        assert len(data) == 1, data
-        return data[0]
 
 
 @pytest.fixture

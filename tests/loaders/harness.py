@@ -1,4 +1,5 @@
-"""A private dockerd and a private containerd, the real loaders that judge archives.
+"""A private dockerd and a private containerd (and podman with state of its own), the
+real loaders that judge archives.
 
 Both run as root on this machine (Debian's `docker.io` brings dockerd, containerd and
 runc) with every path of their own under one short directory (unix socket paths are
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -236,6 +238,50 @@ class Containerd(Daemon):
 
     def content(self, digest: str) -> bytes:
         return self.ctr("content", "get", digest).stdout
+
+
+class Podman:
+    """podman with all its state under `root` (and a short run root: podman wants its
+    path under 50 characters)."""
+
+    def __init__(self, binary: str, root: Path, runroot: Path):
+        for sub in ("storage", "tmp", "net", "vartmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        conf = root / "containers.conf"
+        conf.write_text('[network]\nnetwork_backend = "cni"\n')
+        auth = root / "auth.json"  # credentials of its own: none
+        auth.write_text("{}")
+        self.env = {
+            "CONTAINERS_CONF": str(conf),
+            "TMPDIR": str(root / "vartmp"),
+            "REGISTRY_AUTH_FILE": str(auth),
+        }
+        self.argv = [
+            binary,
+            "--root",
+            str(root / "storage"),
+            "--runroot",
+            str(runroot),
+            "--tmpdir",
+            str(root / "tmp"),
+            "--network-config-dir",
+            str(root / "net"),
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "file",
+            "--cgroup-manager",
+            "cgroupfs",
+        ]
+
+    def __call__(self, *args: str, check: bool = True):
+        return run([*self.argv, *args], env=self.env, check=check)
+
+    def inspect(self, ref: str) -> dict:
+        out = self("image", "inspect", ref).stdout
+        data = json.loads(out)
+        assert len(data) == 1, data
+        return data[0]
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from squash.errors import BadReference, SquashError
 from squash.reference import Platform, check_repo_tag, parse_docker_ref, parse_source
-from squash.registry.client import _challenge, is_loopback
+from squash.registry.client import is_loopback, parse_challenge
 from squash.registry.credentials import Credentials, lookup
 
 
@@ -64,7 +64,7 @@ def test_output_tags() -> None:
 
 
 def test_auth_challenges() -> None:
-    scheme, params = _challenge(
+    scheme, params = parse_challenge(
         'Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull"'
     )
     assert scheme == "bearer"
@@ -73,7 +73,7 @@ def test_auth_challenges() -> None:
         "service": "reg",
         "scope": "repository:a/b:pull",
     }
-    assert _challenge('Basic realm="r"') == ("basic", {"realm": "r"})
+    assert parse_challenge('Basic realm="r"') == ("basic", {"realm": "r"})
 
 
 def test_loopback_hosts() -> None:
