@@ -20,6 +20,10 @@ from tests.integration.helpers import compare_trees, format_diffs, require_tool,
 from tests.loaders.fixtures import DockerImage
 from tests.loaders.harness import Containerd, Dockerd, Podman, RootTree
 from tests.loaders.judges import CONFIG_FIELDS
+from tests.registry.fixtures import USERS
+from tests.registry.harness import basic_auth
+from tests.service.harness import push_layers
+from tests.service.test_export_service import image_layers
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +148,69 @@ def test_podman_pull(embedded: WebServer, docker_image: DockerImage, tmp_path: P
             assert info["Config"].get(field) == docker_image.config.get(field), field
     finally:
         shutil.rmtree(runroot, ignore_errors=True)
+
+
+PRIVATE = "team/front"
+
+
+@pytest.fixture(scope="module")
+def private_front(make_module_stack, private_registry, tmp_path_factory) -> Stack:
+    """A deployment in front of the token-auth registry, whose image only alice reads."""
+    registry, _ = private_registry
+    work = tmp_path_factory.mktemp("front-private")
+    push_layers(work, registry.ref(PRIVATE, "v1"), image_layers(seed=611), creds="alice:secret")
+    return make_module_stack(
+        registry.host, SQUASHD_REGISTRY_USERNAME="robot", SQUASHD_REGISTRY_PASSWORD="r0b0t"
+    )
+
+
+def _login(dockerd: Dockerd, host: str, user: str, password: str):
+    return dockerd.docker("login", host, "-u", user, "-p", password, check=False)
+
+
+def test_a_private_image_is_pulled_only_by_callers_the_upstream_lets_in(
+    private_front: Stack, dockerd: Dockerd
+) -> None:
+    stack = private_front
+    host = _host(stack.web.url)
+    name = f"{host}/{PRIVATE}:v1"
+    received = stack.tasks_received()
+    try:
+        refused = dockerd.docker("pull", name, check=False)
+        assert refused.returncode != 0, "pulled a private image without credentials"
+        assert b"unauthorized" in refused.stderr.lower() or b"denied" in refused.stderr.lower()
+        wrong = _login(dockerd, host, "alice", "wrong")
+        assert wrong.returncode != 0, "docker login took a wrong password"
+        assert _login(dockerd, host, "bob", USERS["bob"]).returncode == 0, "bob is an account"
+        denied = dockerd.docker("pull", name, check=False)
+        assert denied.returncode != 0, "bob pulled an image he may not read"
+        assert stack.tasks_received() == received, "a refused caller started a build"
+        assert _login(dockerd, host, "alice", USERS["alice"]).returncode == 0
+        said = dockerd.text("pull", name)
+        assert "Pull complete" in said, said
+    finally:
+        dockerd.docker("logout", host, check=False)
+        dockerd.docker("rmi", "--force", name, check=False)
+
+
+def test_a_private_blob_is_refused_to_callers_the_upstream_refuses(private_front: Stack) -> None:
+    """A layer's URL, got by alice, is no use to anyone else: no credentials and bob's are
+    refused at the manifest and at the blob; alice gets the redirect."""
+    stack = private_front
+    alice, bob = ({"Authorization": basic_auth(user, USERS[user])} for user in ("alice", "bob"))
+    status, headers, body = stack.web.get(f"/v2/{PRIVATE}/manifests/v1", alice, timeout=300)
+    assert status == 200, body
+    layer = json.loads(body)["layers"][0]["digest"]
+    path = f"/v2/{PRIVATE}/blobs/{layer}"
+    for who in ({}, bob):
+        status, headers, body = stack.web.get(f"/v2/{PRIVATE}/manifests/v1", who)
+        assert status in (401, 403), (status, body)
+        assert json.loads(body)["errors"][0]["code"] in ("UNAUTHORIZED", "DENIED"), body
+        status, headers, body = stack.web.get(path, who)
+        assert status in (401, 403), (status, body)
+    status, headers, body = stack.web.get(f"/v2/{PRIVATE}/manifests/v1")
+    challenge = headers["www-authenticate"]
+    assert challenge.startswith("Bearer ") and f"{stack.web.url}/v2/token" in challenge, challenge
+    assert f"repository:{PRIVATE}:pull" in challenge, challenge
+    status, headers, _ = stack.web.get(path, alice)
+    assert status == 307 and headers["location"].startswith("http"), (status, headers)

@@ -102,6 +102,25 @@ def _token_registry_session(tmp_path_factory) -> Iterator[TokenRegistry]:
         _rmtree(root)
 
 
+#: The private registry's accounts: alice reads everything, bob only `public/`, robot is
+#: the account a deployment pulls its builds with.
+USERS = {"alice": "secret", "bob": "hunter2", "robot": "r0b0t"}
+
+
+@pytest.fixture(scope="session")
+def private_registry(tmp_path_factory) -> Iterator[tuple[Registry, TokenServer]]:
+    """A token-auth registry with the accounts of USERS."""
+    root = tmp_path_factory.mktemp("private-registry")
+    tokens = TokenServer(root / "tokens", users=USERS, grants={"bob": ["public/"]}).start()
+    registry = Registry(root / "registry", auth=tokens.registry_auth())
+    try:
+        yield registry.start(), tokens
+    finally:
+        registry.stop()
+        tokens.stop()
+        _rmtree(root)
+
+
 @pytest.fixture
 def token_registry(_token_registry_session: TokenRegistry) -> TokenRegistry:
     """A registry with `auth: token:` (user alice / password secret; repositories under

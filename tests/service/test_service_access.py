@@ -11,33 +11,20 @@ import base64
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
 from testbed.registry import Registry
 from testbed.service import Stack, fetch
-from tests.registry.harness import TokenServer, basic_auth
+from tests.registry.fixtures import USERS
+from tests.registry.harness import basic_auth
 from tests.service.fixtures import RESOLVE_CACHE
 from tests.service.harness import push_layers
 from tests.service.test_export_service import image_layers
 
 pytestmark = pytest.mark.integration
 
-USERS = {"alice": "secret", "bob": "hunter2", "robot": "r0b0t"}
 PRIVATE = "team/private"
-
-
-@pytest.fixture(scope="module")
-def private_registry(tmp_path_factory) -> Iterator[tuple[Registry, TokenServer]]:
-    root = tmp_path_factory.mktemp("private-registry")
-    tokens = TokenServer(root / "tokens", users=USERS, grants={"bob": ["public/"]}).start()
-    registry = Registry(root / "registry", auth=tokens.registry_auth())
-    try:
-        yield registry.start(), tokens
-    finally:
-        registry.stop()
-        tokens.stop()
 
 
 @pytest.fixture(scope="module")
