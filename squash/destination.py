@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from squash.image import DOCKER_CONFIG, DOCKER_MANIFEST, OCI_MANIFEST, StoredLayer
+from squash.image import DOCKER_CONFIG, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, StoredLayer
 from squash.streams import Chunk
 from squash.verify import VerifyingReader
 
@@ -67,6 +67,12 @@ def image_manifest(config: Blob, layers: list[Blob]) -> bytes:
             "layers": [descriptor(layer) for layer in layers],
         }
     )
+
+
+def image_index(images: list[tuple[Blob, dict[str, Any]]], media_type: str = OCI_INDEX) -> bytes:
+    """An index (OCI, or Docker's manifest list) of image manifests and their platforms."""
+    entries = [{**descriptor(manifest), "platform": platform} for manifest, platform in images]
+    return dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries})
 
 
 #: OCI layer media types as Docker's schema 2 names them (zstd has no Docker name)

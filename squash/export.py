@@ -14,8 +14,7 @@ from squash.destination import (
     Blob,
     Committed,
     Destination,
-    descriptor,
-    dumps,
+    image_index,
     image_manifest,
 )
 from squash.errors import BadReference, SquashError
@@ -209,8 +208,7 @@ def export_index(
                 done.append((squash_into(image, destination, options), platform))
         if not done:
             raise SquashError("the index lists no platform to squash")
-        entries = [{**descriptor(s.manifest), "platform": p} for s, p in done]
-        index = dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+        index = image_index([(s.manifest, p) for s, p in done])
         blob = destination.document(index, OCI_INDEX)
         first = done[0][0]
         destination.tag(blob, first.repo_tag, first.full_name)

@@ -11,18 +11,24 @@ allow; a refusal is never remembered.
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from squash.errors import RegistryError, TransientError
+from squash.errors import RegistryError, SquashError, TransientError
+from squash.image import JSONObject
 from squash.reference import DockerRef
 from squash.registry.client import Registry
 from squash.registry.credentials import Credentials
 from squash.registry.options import RegistryOptions
+from squash.sources.walk import top_platforms
 from tasks.errors import Denied, ServiceError, Unavailable
 from tasks.expiring import ExpiringCache
 
 MAX_SESSIONS = 256
 MAX_RESOLVED = 4096  # remembered resolutions, least recently used dropped beyond
+PLATFORMS_SECONDS = 3600.0  # how long an index's platforms are remembered
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,11 @@ class Sessions:
         self.resolved: ExpiringCache[tuple[str, ...], tuple[str, str]] = ExpiringCache(
             resolve_seconds, MAX_RESOLVED
         )
+        # an index's platforms by its digest (what a digest names never changes); only
+        # asked for once the caller's access to it is checked
+        self._platforms: ExpiringCache[str, list[JSONObject]] = ExpiringCache(
+            PLATFORMS_SECONDS, MAX_RESOLVED
+        )
 
     def _session(self, ref: DockerRef, caller: Caller) -> Registry:
         key = (ref.registry, caller.fingerprint)
@@ -109,15 +120,33 @@ class Sessions:
     def resolve(self, ref: DockerRef, caller: Caller) -> tuple[str, str]:
         """(digest, media type) of `ref` as the caller may read it; raises Denied with
         the registry's status (401, 403, 404), Unavailable when it cannot be reached."""
-        what = f"image {ref}"
         key = self._resolution_key(ref, caller)
         known = self.resolved.get(key)
-        if known is not None:
-            return known
+        if known is None:
+            known = self._asking(ref, caller, Registry.resolve)
+            self.resolved.put(key, known)
+        return known
+
+    def platforms(self, ref: DockerRef, caller: Caller) -> list[JSONObject]:
+        """The platform of each image of the index `ref` (by digest), fetched as the
+        caller may read it; attestations left out."""
+        known = self._platforms.get(ref.reference)
+        if known is None:
+            document, kind, _ = self._asking(ref, caller, Registry.manifest)
+            try:
+                known = top_platforms(document, kind or None, f"image {ref}")
+            except SquashError as exc:
+                raise ServiceError(str(exc), 502) from None
+            self._platforms.put(ref.reference, known)
+        return known
+
+    def _asking(
+        self, ref: DockerRef, caller: Caller, call: Callable[[Registry, str, str, str], T]
+    ) -> T:
+        """`call(session, repository, reference, what)`, the registry's refusals as the
+        service's: Denied with its status (401, 403, 404), Unavailable when unreachable."""
         try:
-            answer = self._session(ref, caller).resolve(ref.repository, ref.reference, what)
-            self.resolved.put(key, answer)
-            return answer
+            return call(self._session(ref, caller), ref.repository, ref.reference, f"image {ref}")
         except TransientError as exc:
             raise Unavailable(f"registry {ref.registry} is unreachable: {exc}") from None
         except RegistryError as exc:

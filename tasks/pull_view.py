@@ -17,6 +17,13 @@ from squash.image import DOCKER_MANIFEST, OCI_MANIFEST, parse_object
 from squash.manifest import parse_manifest
 from storage.base import Artifact, ArtifactStore, Member
 
+
+def accepts(accept: str, ours: str, docker: str) -> bool:
+    """Does a client that sends `accept` want the Docker form rather than our OCI one?"""
+    wanted = {kind.split(";")[0].strip() for kind in accept.split(",") if kind.strip()}
+    return docker in wanted and ours not in wanted
+
+
 MAX_DOCUMENT = 8 << 20  # a config or manifest larger than this is not one squashd wrote
 
 
@@ -41,9 +48,8 @@ class PullView:
 
     def manifest(self, accept: str) -> Document:
         """The manifest in the form the client accepts: OCI, unless it names only Docker's."""
-        wanted = {kind.split(";")[0].strip() for kind in accept.split(",") if kind.strip()}
         docker = self.manifests.get(DOCKER_MANIFEST)
-        if docker is not None and DOCKER_MANIFEST in wanted and OCI_MANIFEST not in wanted:
+        if docker is not None and accepts(accept, OCI_MANIFEST, DOCKER_MANIFEST):
             return docker
         return self.manifests[OCI_MANIFEST]
 

@@ -8,15 +8,22 @@ is found again only there, and only after the caller's access to the source imag
 checked with the upstream again (remembered for the resolve cache's seconds).
 """
 
+import dataclasses
+import json
 import re
 
+from squash.destination import Blob, image_index
 from squash.errors import SquashError
+from squash.image import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, JSONObject
+from squash.manifest import is_index
+from squash.reference import Platform, parse_docker_ref
 from storage.base import Artifact, Location
 from tasks.access import Caller
 from tasks.errors import ServiceError
 from tasks.expiring import ExpiringCache
-from tasks.pull_view import Document, PullView, read_view
+from tasks.pull_view import Document, PullView, accepts, read_view
 from tasks.service import Service
+from tasks.spec import ExportSpec
 
 MAX_VIEWS = 256  # pull views kept in the process (each holds a config and manifests)
 _KEEP = re.compile(r"^(?P<tag>.+)--keep-(?P<layers>[0-9]{1,3})$")
@@ -64,6 +71,56 @@ class Pulls:
             return None
         service.check(artifact.image, artifact.source_digest, caller)
         return artifact, self.view(artifact)
+
+    def platforms(self, spec: ExportSpec, caller: Caller) -> list[tuple[JSONObject, ExportSpec]]:
+        """One export per platform when the source is an index (attestations left out),
+        each with the index entry's `platform`; none for a single image."""
+        sessions = self.service.sessions
+        ref = parse_docker_ref(f"{spec.name}@{spec.digest}")
+        _, kind = sessions.resolve(ref, caller)
+        if not is_index(kind):
+            return []
+        found: dict[str, tuple[JSONObject, ExportSpec]] = {}
+        for entry in sessions.platforms(ref, caller):
+            text = str(Platform(entry["os"], entry.get("architecture", ""), entry.get("variant")))
+            found.setdefault(text, (entry, dataclasses.replace(spec, platform=text)))
+        return list(found.values())
+
+    def index(
+        self, name: str, source: str, children: list[tuple[JSONObject, Artifact]], accept: str
+    ) -> Document:
+        """The index of the squashed images of every platform, each published; it is
+        remembered under `name` with the `source` digest whose readers may have it."""
+        views = [(platform, self.publish(artifact)) for platform, artifact in children]
+        forms = {OCI_INDEX: self._index(views, OCI_INDEX, OCI_MANIFEST)}
+        if all(DOCKER_MANIFEST in view.manifests for _, view in views):
+            forms[DOCKER_LIST] = self._index(views, DOCKER_LIST, DOCKER_MANIFEST)
+        record = json.dumps(
+            {"source": source, "forms": {kind: doc.data.decode() for kind, doc in forms.items()}}
+        )
+        for document in forms.values():
+            self.service.on_board(self.service.board.remember_index, name, document.digest, record)
+        docker = forms.get(DOCKER_LIST)
+        return docker if docker and accepts(accept, OCI_INDEX, DOCKER_LIST) else forms[OCI_INDEX]
+
+    @staticmethod
+    def _index(views: list[tuple[JSONObject, PullView]], kind: str, child: str) -> Document:
+        entries = []
+        for platform, view in views:
+            manifest = view.manifests[child]
+            entries.append((Blob(manifest.digest, len(manifest.data), child), platform))
+        return Document(image_index(entries, kind), kind)
+
+    def index_by_digest(self, name: str, digest: str, caller: Caller) -> Document | None:
+        """An index handed out under `name` before, once the upstream says the caller
+        may read its source."""
+        record = self.service.on_board(self.service.board.remembered_index, name, digest)
+        if record is None:
+            return None
+        known = json.loads(record)
+        self.service.check(name, known["source"], caller)
+        forms = [Document(text.encode(), kind) for kind, text in known["forms"].items()]
+        return next((doc for doc in forms if doc.digest == digest), None)
 
     def blob(
         self, artifact: Artifact, view: PullView, digest: str, method: str

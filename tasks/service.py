@@ -225,10 +225,13 @@ class Service:
         start: bool = True,
         method: str | None = None,
         caller: Caller | None = None,
+        count: bool = True,
     ) -> Outcome:
         """The artifact if it is there (handed out for `method`, if given); else its
-        build, started (or joined) if `start`. Every request counts for its tag."""
-        self.count(spec)
+        build, started (or joined) if `start`. A request counts for its tag (unless it
+        is one of several that one pull makes, `count` false for the others)."""
+        if count:
+            self.count(spec)
         artifact = self.lookup(spec.key)
         if artifact is not None:
             return self._found(spec, artifact, None, method, hit=True)

@@ -9,13 +9,15 @@ Config and manifests come from memory, layers by redirect to the store (S3) or a
 range of the archive (a local directory).
 """
 
+import time
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from storage.base import Location
+from squash.image import JSONObject
+from storage.base import Artifact, Location
 from tasks.access import Caller
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany
@@ -106,47 +108,71 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
     try:
         caller = caller_of(request)
         if reference.startswith("sha256:"):
-            known = await run_in_threadpool(pulls.by_digest, upstream, reference, caller)
+            known = await run_in_threadpool(_handed_out, pulls, upstream, reference, caller)
             if known is not None:
-                document = known[1].document(reference)
-                if document is not None:
-                    return _document(request, document)
+                return _document(request, known)
         return await _squashed(request, service, pulls, upstream, reference, caller)
     except ServiceError as exc:
         return await _refused(request, exc, "MANIFEST_UNKNOWN", name)
 
 
+def _handed_out(pulls: Pulls, name: str, digest: str, caller: Caller) -> Document | None:
+    """A manifest or index handed out here before, by its digest."""
+    known = pulls.by_digest(name, digest, caller)
+    if known is not None:
+        return known[1].document(digest)
+    return pulls.index_by_digest(name, digest, caller)
+
+
 async def _squashed(
     request: Request, service: Service, pulls: Pulls, upstream: str, reference: str, caller: Caller
 ) -> Response:
+    """The squashed image of a tag (or of the source's digest): its manifest, or for a
+    multi-platform source an index of every platform's, once all are built."""
     tag, keep = keep_suffix(reference)
     image = f"{upstream}@{tag}" if tag.startswith("sha256:") else f"{upstream}:{tag}"
     start = request.method == "GET"
-    found = service.quick(image, caller, None, keep_base=keep)
-    if found is None:
 
-        def look() -> tuple[ExportSpec, Outcome]:  # the upstream and the board must be asked
-            spec = service.spec(image, caller, keep_base=keep)
-            return spec, service.request(spec, start, None, caller)
+    def look() -> tuple[ExportSpec, list[tuple[JSONObject | None, ExportSpec, Outcome]]]:
+        spec = service.spec(image, caller, keep_base=keep)
+        wanted: list[tuple[JSONObject | None, ExportSpec]] = [(None, spec)]
+        wanted = [*pulls.platforms(spec, caller)] or wanted
+        return spec, [
+            (platform, each, service.request(each, start, None, caller, count=n == 0))
+            for n, (platform, each) in enumerate(wanted)
+        ]
 
-        found = await run_in_threadpool(look)
-    spec, outcome = found
-    request.app.state.metrics.cache(outcome.artifact is not None)
-    if outcome.artifact is None and outcome.job is not None:
-        seconds = service.settings.wait_seconds
-        outcome = await wait_for(request, service, spec, outcome, seconds, hand_out=False)
-    if outcome.artifact is not None:
-        view = await run_in_threadpool(pulls.publish, outcome.artifact)
-        return _document(request, view.manifest(request.headers.get("accept", "")))
+    spec, looks = await run_in_threadpool(look)
+    deadline = time.monotonic() + service.settings.wait_seconds
+    done: list[tuple[JSONObject | None, Artifact]] = []
+    for platform, each, outcome in looks:
+        request.app.state.metrics.cache(outcome.artifact is not None)
+        if outcome.artifact is None and outcome.job is not None:
+            left = max(deadline - time.monotonic(), 0)
+            outcome = await wait_for(request, service, each, outcome, left, hand_out=False)
+        if outcome.artifact is None:
+            return _unfinished(each, outcome)
+        done.append((platform, outcome.artifact))
+    accept = request.headers.get("accept", "")
+    if len(done) == 1 and done[0][0] is None:
+        view = await run_in_threadpool(pulls.publish, done[0][1])
+        return _document(request, view.manifest(accept))
+    children = [(platform, artifact) for platform, artifact in done if platform is not None]
+    index = await run_in_threadpool(pulls.index, upstream, spec.digest, children, accept)
+    return _document(request, index)
+
+
+def _unfinished(spec: ExportSpec, outcome: Outcome) -> Response:
+    """A build not there: never started (HEAD), failed, or still running."""
     job = outcome.job
-    if job is None:  # HEAD, nothing built or building
+    if job is None:
         return registry_error(404, "MANIFEST_UNKNOWN", f"{spec.image} is not squashed yet; GET it")
     if job.state == FAILED:
         return registry_error(502, "UNKNOWN", f"the squash of {spec.image} failed: {job.error}")
     progress = f" ({job.done} of {job.total} bytes read)" if job.total else ""
     return registry_error(
-        503, "UNAVAILABLE", f"{spec.image} is still being squashed{progress}; pull again",
-        {"Retry-After": "5"},
+        503, "UNAVAILABLE", f"{spec.image} ({spec.platform}) is still being squashed{progress}; "
+        "pull again", {"Retry-After": "5"},
     )  # fmt: skip
 
 

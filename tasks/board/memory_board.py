@@ -197,6 +197,12 @@ class MemoryBoard:
         with self._mutex:
             return self._live(self._digests, (name, digest))
 
+    def remember_index(self, name: str, digest: str, record: str) -> None:
+        self.remember_digests(name, [f"index:{digest}"], record)
+
+    def remembered_index(self, name: str, digest: str) -> str | None:
+        return self.digest_key(name, f"index:{digest}")
+
     # -- popularity
 
     def count_request(self, tag: str, now: float, key: str | None = None, times: int = 1) -> None:

@@ -122,6 +122,13 @@ class PulledDigests(Reachable, Protocol):
         """The artifact whose manifest, config or layer `digest` is, under `name`."""
         ...
 
+    def remember_index(self, name: str, digest: str, record: str) -> None:
+        """An index of squashed images handed out under `name` (it is no artifact's):
+        `record` is what `remembered_index` gives back, for the job lifetime."""
+        ...
+
+    def remembered_index(self, name: str, digest: str) -> str | None: ...
+
 
 class Usage(Reachable, Protocol):
     """What the scheduled work needs: decaying request counts per tag, downloads."""

@@ -8,7 +8,8 @@ Decisions that must be atomic run inside WATCH/MULTI transactions.
 For the scheduled work and the operators: `popular:EPOCH` (sorted set of tags by
 decaying request count), `tags` (tag -> artifact key), `downloads` (sorted set of
 artifact keys by last download), `digest:NAME@DIGEST` (the artifact a registry pull
-of NAME finds that digest in), `active` (jobs queued or building), `failures`
+of NAME finds that digest in), `index:NAME@DIGEST` (an index of squashed images handed
+out), `active` (jobs queued or building), `failures`
 (recent ones, a capped list) and `metrics` (a hash of counters).
 """
 
@@ -249,6 +250,12 @@ class RedisBoard:
 
     def digest_key(self, name: str, digest: str) -> str | None:
         return self.redis.get(self._digest_key(name, digest))
+
+    def remember_index(self, name: str, digest: str, record: str) -> None:
+        self.redis.set(f"{PREFIX}index:{name}@{digest}", record, ex=int(self.life.job))
+
+    def remembered_index(self, name: str, digest: str) -> str | None:
+        return self.redis.get(f"{PREFIX}index:{name}@{digest}")
 
     # -- popularity
 

@@ -8,11 +8,12 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
 
-from squash.image import OCI_MANIFEST
+from squash.image import OCI_INDEX, OCI_MANIFEST
 from testbed.registry import Registry
 from testbed.service import Stack, WebServer
 from testbed.tools import run
@@ -20,7 +21,7 @@ from tests.integration.helpers import compare_trees, format_diffs, require_tool,
 from tests.loaders.fixtures import DockerImage
 from tests.loaders.harness import Containerd, Dockerd, Podman, RootTree
 from tests.loaders.judges import CONFIG_FIELDS
-from tests.registry.fixtures import USERS
+from tests.registry.fixtures import USERS, Pushed
 from tests.registry.harness import basic_auth
 from tests.service.harness import push_layers
 from tests.service.test_export_service import image_layers
@@ -214,3 +215,39 @@ def test_a_private_blob_is_refused_to_callers_the_upstream_refuses(private_front
     assert f"repository:{PRIVATE}:pull" in challenge, challenge
     status, headers, _ = stack.web.get(path, alice)
     assert status == 307 and headers["location"].startswith("http"), (status, headers)
+
+
+PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+
+
+def test_a_multi_platform_tag_is_an_index_of_squashed_images(
+    deployment: Stack, dockerd: Dockerd, pushed: Pushed, tmp_path: Path
+) -> None:
+    """The upstream's index (an attestation entry and three platforms) becomes an index
+    of three squashed images, each one layer; docker pull --platform takes each one,
+    whose /etc/platform is its own."""
+    host = _host(deployment.web.url)
+    name = f"{host}/{pushed.multi}:{pushed.tag}"
+    raw = run([require_tool("skopeo"), "inspect", "--raw", "--tls-verify=false",
+               f"docker://{name}"], timeout=300).stdout  # fmt: skip
+    index = json.loads(raw)
+    assert index["mediaType"] == OCI_INDEX, index
+    listed = sorted(
+        "/".join(filter(None, (p["os"], p["architecture"], p.get("variant"))))
+        for p in (entry["platform"] for entry in index["manifests"])
+    )
+    assert listed == sorted(PLATFORMS), listed
+    for entry in index["manifests"]:
+        status, _, body = deployment.web.get(f"/v2/{pushed.multi}/manifests/{entry['digest']}")
+        assert status == 200 and len(json.loads(body)["layers"]) == 1, body
+    for platform in PLATFORMS:
+        try:
+            dockerd.docker("pull", "--platform", platform, name)
+            found = dockerd.text("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", name)
+            assert found == "/".join(platform.split("/")[:2]), found
+            root = RootTree.of_export(dockerd.exported(name))
+            assert (
+                root.entries["etc/platform"].content == sha256(f"{platform}\n".encode()).hexdigest()
+            )
+        finally:
+            dockerd.docker("rmi", "--force", name, check=False)
