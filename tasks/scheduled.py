@@ -10,6 +10,7 @@ from tasks import logs
 from tasks.access import SERVICE
 from tasks.celery_app import app
 from tasks.janitor import Policy, sweep
+from tasks.pulls import Pulls
 from tasks.queues import SCHEDULED_QUEUE
 from tasks.service import service
 
@@ -19,9 +20,12 @@ log = logging.getLogger("squashd.scheduled")
 @app.task(name="squashd.presquash")
 def presquash() -> dict[str, int]:
     """Resolve each of the most requested tags to its current digest (a manifest HEAD,
-    no pull) and build, on the scheduled queue, what is not built yet. A tag the
-    registry refuses or does not answer for is skipped; the others go on."""
+    no pull) and build, on the scheduled queue, what is not built yet: the default
+    platform, and every other one of a multi-platform tag (what a registry pull of it
+    needs). A tag the registry refuses or does not answer for is skipped; the others go
+    on."""
     runtime = service()
+    pulls = Pulls(runtime)
     now = time.time()
     runtime.board.trim_popular(now)
     summary = {"tags": 0, "ready": 0, "building": 0, "enqueued": 0, "errors": 0}
@@ -31,13 +35,15 @@ def presquash() -> dict[str, int]:
             try:
                 spec = runtime.spec(tag, SERVICE)
                 runtime.board.remember_tag(tag, spec.key)
-                if runtime.lookup(spec.key) is not None:
-                    summary["ready"] += 1
-                elif runtime.enqueue(spec, SCHEDULED_QUEUE, ready_missing=True):
-                    summary["enqueued"] += 1
-                    log.info("pre-squash of %s (%s) queued", tag, spec.digest)
-                else:
-                    summary["building"] += 1
+                others = [each for _, each in pulls.platforms(spec, SERVICE) if each != spec]
+                for each in [spec, *others]:
+                    if runtime.lookup(each.key) is not None:
+                        summary["ready"] += 1
+                    elif runtime.enqueue(each, SCHEDULED_QUEUE, ready_missing=True):
+                        summary["enqueued"] += 1
+                        log.info("pre-squash of %s (%s) queued", each.image, each.platform)
+                    else:
+                        summary["building"] += 1
             except Exception as exc:
                 summary["errors"] += 1
                 log.warning("pre-squash of %s skipped: %s", tag, exc)

@@ -311,6 +311,20 @@ class WebServer(ServerProcess):
         """(status, headers, body) of one request; redirects are not followed."""
         return http_get(f"{self.url}{path}", headers, **kw)
 
+    def metrics(self) -> dict[str, float]:
+        """/metrics, parsed by the Prometheus client's own parser: {series: value}, the
+        series named as exposed, e.g. `squashd_requests_total{endpoint=...,outcome=...}`."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, _, body = self.get("/metrics")
+        assert status == 200, body
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return values
+
 
 class Worker(ServerProcess):
     """A Celery worker (`celery -A worker worker`, prefork, one build at a time).
@@ -514,18 +528,7 @@ class Stack:
         return "\n".join(parts)
 
     def metrics(self) -> dict[str, float]:
-        """/metrics, parsed by the Prometheus client's own parser: {series: value}, the
-        series named as exposed, e.g. `squashd_requests_total{endpoint=...,outcome=...}`."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        status, _, body = self.web.get("/metrics")
-        assert status == 200, body
-        values: dict[str, float] = {}
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return values
+        return self.web.metrics()
 
 
 def fetch(url: str, dest: Path, headers: dict[str, str] | None = None) -> bytes:

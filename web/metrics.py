@@ -37,12 +37,13 @@ _OUTCOMES = {
     502: "failed",
     503: "unavailable",
 }
-_BUILD_COUNTERS = {
+_BOARD_COUNTERS = {
     "builds_started": "Builds started (retries and redone builds count)",
     "builds_succeeded": "Builds that stored their artifact",
     "builds_failed": "Builds that failed for good",
     "builds_retried": "Builds that failed and were retried",
     "build_bytes_sum": "Bytes of the artifacts built",
+    "registry_pulls": "Manifests and indexes handed out to registry pulls (GET of a tag)",
 }
 
 
@@ -125,7 +126,7 @@ class _Deployment:
             return
         up.add_metric([], 1)
         yield up
-        for name, text in _BUILD_COUNTERS.items():
+        for name, text in _BOARD_COUNTERS.items():
             family = CounterMetricFamily(f"squashd_{name.removesuffix('_sum')}", text)
             family.add_metric([], values.get(name, 0.0))
             yield family

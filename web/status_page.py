@@ -66,12 +66,14 @@ def _page(service: Service) -> str:
         "popular": [],
         "artifacts": "?",
         "artifact_bytes": "?",
+        "pulls": "?",
         "board_error": None,
     }
     try:
         metrics = service.counters()
         context["artifacts"] = int(metrics.get("artifacts", 0))
         context["artifact_bytes"] = _size(metrics.get("artifact_bytes", 0))
+        context["pulls"] = int(metrics.get("registry_pulls", 0))
         active = service.active_jobs(revive=True)  # a look sends dead builds again
         context["active"] = [_job_row(job, now, settings.lease_seconds) for job in active]
         context["failures"] = [

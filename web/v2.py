@@ -32,6 +32,7 @@ from web.waiting import wait_for
 router = APIRouter(prefix="/v2")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _CHUNK = 1 << 20
+PULLS = "registry_pulls"  # the board's counter of manifests handed out to pulls
 
 
 def registry_error(status: int, code: str, message: str, headers: dict | None = None) -> Response:
@@ -154,12 +155,18 @@ async def _squashed(
             return _unfinished(each, outcome)
         done.append((platform, outcome.artifact))
     accept = request.headers.get("accept", "")
-    if len(done) == 1 and done[0][0] is None:
-        view = await run_in_threadpool(pulls.publish, done[0][1])
-        return _document(request, view.manifest(accept))
-    children = [(platform, artifact) for platform, artifact in done if platform is not None]
-    index = await run_in_threadpool(pulls.index, upstream, spec.digest, children, accept)
-    return _document(request, index)
+
+    def answer() -> Document:  # published for the requests by digest that follow
+        if len(done) == 1 and done[0][0] is None:
+            document = pulls.publish(done[0][1]).manifest(accept)
+        else:
+            children = [(platform, artifact) for platform, artifact in done if platform]
+            document = pulls.index(upstream, spec.digest, children, accept)
+        if request.method == "GET":
+            service.on_board(service.board.count, PULLS)
+        return document
+
+    return _document(request, await run_in_threadpool(answer))
 
 
 def _unfinished(spec: ExportSpec, outcome: Outcome) -> Response:

@@ -84,3 +84,26 @@ def test_a_new_push_is_squashed_before_the_next_request(stack, registry, tmp_pat
 
     # the janitor ran too (every 2 s): it counted what the store holds
     wait_until("the janitor's count", lambda: stack.metrics().get("squashd_artifacts") == 3)
+
+
+def test_a_popular_multi_platform_tag_is_presquashed_for_every_platform(
+    stack, pushed, tmp_path
+) -> None:
+    """Asked for once (its default platform built on request), a multi-platform tag is
+    pre-squashed for its other platforms too: a registry pull's HEAD, which never builds,
+    then finds the whole index."""
+    export_worker, scheduled_worker = stack.workers
+    squash_ok(stack, f"{pushed.multi}/{pushed.tag}", tmp_path / "multi.tar")
+    assert len(export_worker.log_lines("build started")) == 1
+    path = f"/v2/{pushed.multi}/manifests/{pushed.tag}"
+    wait_until(
+        "every platform of the tag pre-squashed",
+        lambda: stack.web.get(path, method="HEAD")[0] == 200,
+        timeout=120,
+        explain=stack.describe,
+    )
+    assert len(export_worker.log_lines("build started")) == 1, stack.describe()
+    assert len(scheduled_worker.log_lines("build started")) >= 2, stack.describe()
+    status, headers, _ = stack.web.get(path, method="HEAD")
+    assert status == 200
+    assert headers["content-type"] == "application/vnd.oci.image.index.v1+json"

@@ -143,3 +143,16 @@ def test_keep_suffix_and_source_digest(web: WebServer, registry: Registry, pushe
     status, _, by_digest = _get(web, f"/v2/{pushed}/manifests/{source_digest}")
     assert status == 200, by_digest
     assert json.loads(by_digest)["layers"] == json.loads(by_tag)["layers"]
+
+
+def test_pulls_count_for_popularity_and_metrics(web: WebServer, pushed: str) -> None:
+    """A manifest GET of a tag is a pull (the pre-squash ranks its tag like a /c1
+    request); HEAD and requests by digest are not."""
+    before = web.metrics().get("squashd_registry_pulls_total", 0)
+    status, headers, _ = _get(web, f"/v2/{pushed}/manifests/v1")
+    assert status == 200
+    _get(web, f"/v2/{pushed}/manifests/v1", method="HEAD")
+    _get(web, f"/v2/{pushed}/manifests/{headers['docker-content-digest']}")
+    assert web.metrics()["squashd_registry_pulls_total"] == before + 1
+    status, _, page = _get(web, "/")
+    assert status == 200 and b"registry pulls" in page and pushed.encode() in page
