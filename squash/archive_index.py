@@ -41,11 +41,22 @@ class _Window:
             raise SquashError(f"{self.what}: a member runs past the archive's end")
         end = self._start + len(self._data)
         if not (self._start <= offset and offset + length <= end):
-            self._start, self._data = offset, self._read(offset, max(length, WINDOW))
+            self._start, self._data = offset, self._fetch(offset, max(length, WINDOW), length)
         piece = self._data[offset - self._start : offset - self._start + length]
         if len(piece) != length:
             raise SquashError(f"{self.what}: the archive ends early (at {offset + len(piece)})")
         return piece
+
+    def _fetch(self, offset: int, wanted: int, needed: int) -> bytes:
+        """At least `needed` bytes from `offset` (fewer only at the end): a read may
+        return less than it was asked for."""
+        data = self._read(offset, wanted)
+        while len(data) < needed:
+            more = self._read(offset + len(data), wanted - len(data))
+            if not more:
+                break
+            data += more
+        return data
 
 
 def members(read: Read, size: int, what: str) -> dict[str, Span]:

@@ -14,7 +14,7 @@ import pytest
 from squash.export import export_image
 from squash.outputs.docker_archive import DockerArchive
 from squash.sources import open_image
-from storage.base import check_key
+from storage.base import Member, check_key
 from storage.local import LocalStore
 from storage.s3 import FIRST_PART, IN_FLIGHT, PART, S3Store
 from tests.integration.helpers import image_manifest, write_index
@@ -172,3 +172,33 @@ def test_s3_presigned_urls_are_reused_for_a_fifth_of_their_lifetime(moto_s3, buc
     assert store.locate("k", "HEAD").url != first  # a HEAD URL is signed for HEAD
     time.sleep(1.1)  # a fifth of 5 s
     assert store.locate("k", filename="a.tar").url != first
+
+
+def test_s3_members_are_copied_out_server_side_and_go_with_their_archive(
+    moto_s3, bucket, monkeypatch
+) -> None:
+    """A member (a layer) of an archive becomes an object of its own, copied by S3 in
+    parts (none uploaded by us); it is not listed as an artifact, an abandoned copy is
+    reported as its archive's upload, and deleting the archive deletes it too."""
+    import storage.s3
+
+    monkeypatch.setattr(storage.s3, "COPY_PART", 5 << 20)  # S3's smallest part
+    client = moto_s3.client()
+    store = S3Store(bucket, "p", client, url_lifetime=60)
+    sink = store.create("arch", "sha256:" + "4" * 64)
+    data = _write_with_patch(sink, (12 << 20) + 4321)
+    sink.commit()
+    member = Member("sha256:" + "5" * 64, 777, (11 << 20) + 3)  # three copy parts
+    url = store.locate_member("arch", member).url
+    assert url is not None
+    with urllib.request.urlopen(url) as response:
+        assert response.read() == data[member.offset : member.offset + member.size]
+    assert sorted(moto_s3.keys(bucket)) == ["p/arch.blobs/" + "5" * 64, "p/arch.tar"]
+    assert [entry.key for entry in store.entries()] == ["arch"]
+    abandoned = client.create_multipart_upload(Bucket=bucket, Key="p/arch.blobs/" + "6" * 64)
+    assert [upload.key for upload in store.uploads()] == ["arch"]
+    client.abort_multipart_upload(
+        Bucket=bucket, Key="p/arch.blobs/" + "6" * 64, UploadId=abandoned["UploadId"]
+    )
+    store.delete("arch")
+    assert moto_s3.keys(bucket) == []
