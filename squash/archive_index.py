@@ -36,7 +36,7 @@ class _Window:
         self._read, self.size, self.what = read, size, what
         self._start, self._data = 0, b""
 
-    def bytes(self, offset: int, length: int) -> bytes:
+    def take(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise SquashError(f"{self.what}: a member runs past the archive's end")
         end = self._start + len(self._data)
@@ -65,7 +65,7 @@ def members(read: Read, size: int, what: str) -> dict[str, Span]:
     found: dict[str, Span] = {}
     offset = 0
     while True:
-        block = window.bytes(offset, BLOCK)
+        block = window.take(offset, BLOCK)
         if block == bytes(BLOCK):
             return found
         try:
