@@ -53,6 +53,18 @@ def test_claim_once_then_join(board) -> None:
     assert board.claim(SPEC, "t3", now + LIFE.grace)  # queued too long: its message was lost
 
 
+def test_pulled_digests_are_found_only_under_their_repository(board) -> None:
+    digests = ["sha256:" + c * 64 for c in "123"]
+    board.remember_digests(SPEC.name, digests, SPEC.key)
+    assert [board.digest_key(SPEC.name, d) for d in digests] == [SPEC.key] * 3
+    assert board.digest_key("127.0.0.1:5000/ns/other", digests[0]) is None
+    assert board.digest_key(SPEC.name, "sha256:" + "9" * 64) is None
+    board.remember_index(SPEC.name, digests[0], '{"record": 1}')
+    assert board.remembered_index(SPEC.name, digests[0]) == '{"record": 1}'
+    assert board.remembered_index("127.0.0.1:5000/ns/other", digests[0]) is None
+    assert board.digest_key(SPEC.name, digests[0]) == SPEC.key, "an index is not an artifact"
+
+
 def test_concurrent_claims_let_exactly_one_through(board) -> None:
     now, wins = time.time(), []
     barrier = threading.Barrier(16)

@@ -35,7 +35,7 @@ from squash.outputs.docker_archive import DockerArchive
 from squash.sinks import Patchable
 from squash.streams import Stream
 from storage import ArtifactStore, open_store
-from storage.base import Artifact, Entry, Location, Upload
+from storage.base import Artifact, Entry, Location, Member, Upload
 from storage.local import LocalStore
 from storage.s3 import FIRST_PART, PART
 from testbed.process import http_get
@@ -209,8 +209,10 @@ def _download(location: Location, method: str = "GET") -> Download:
     assert location.path is not None
     if not location.path.is_file():
         return Download(404, b"", None, location.filename)
-    body = location.path.read_bytes() if method == "GET" else b""
-    return Download(200, body, location.path.stat().st_size, location.filename)
+    whole = location.path.read_bytes()
+    end = len(whole) if location.length is None else location.offset + location.length
+    body = whole[location.offset : end] if method == "GET" else b""
+    return Download(200, body, end - location.offset, location.filename)
 
 
 def _keys(listed: Iterable[Entry | Upload]) -> list[str]:
@@ -248,6 +250,24 @@ def test_commit_makes_the_artifact_visible_with_exact_size_sha256_and_metadata(
     got = _download(store.locate(key))
     assert got.status == 200 and got.size == len(data)
     assert hashlib.sha256(got.body).hexdigest() == committed.sha256
+
+
+def test_ranged_reads_and_a_member_by_itself(backend: Backend) -> None:
+    """What the registry front reads of an archive (its headers and documents), and a
+    member (a layer) handed out alone; it goes with its artifact."""
+    store = backend.store
+    data = _commit(store, "ranged", size=FIRST_PART + 5000, seed=9)
+    assert store.read("ranged", 0, 100) == data[:100]
+    assert store.read("ranged", 7777, 3000) == data[7777:10777]
+    assert store.read("ranged", len(data) - 10, 100) == data[-10:], "fewer at its end"
+    assert store.read("ranged", len(data) + 5, 10) == b""
+    member = Member("sha256:" + "7" * 64, 1536, FIRST_PART)
+    for method in ("GET", "HEAD"):
+        got = _download(store.locate_member("ranged", member, method), method)
+        assert got.status == 200 and got.size == member.size, got.status
+        assert method == "HEAD" or got.body == data[1536 : 1536 + FIRST_PART]
+    store.delete("ranged")
+    assert backend.leftovers() == [], "a member outlived its archive"
 
 
 def test_an_aborted_write_leaves_nothing(backend: Backend) -> None:
