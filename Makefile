@@ -8,7 +8,7 @@ TESTED  := $(VENV)/.test-installed
 # ctr and runc (the tests start private daemons of their own); busybox-static is the root
 # of the image the tests build with Docker.
 TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium docker.io busybox-static
-BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time
+BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time docker.io
 
 .PHONY: install test-install run test lint typecheck bench fuzz soak debs clean
 
@@ -60,6 +60,7 @@ bench: test-install
 	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
 	$(PY) bench/squash_bench.py
 	$(PY) bench/service_bench.py
+	$(PY) bench/pull_bench.py
 
 # The soak test, long: rounds of images requested at once while workers are killed, Redis
 # restarted empty, S3 and the registry frozen (`make test` runs one short round).

@@ -88,9 +88,13 @@ class RedisServer(ServerProcess):
     def url_for(self, db: int) -> str:
         return f"redis://{HOST}:{self.port}/{db}"
 
-    def env(self) -> dict[str, str]:
-        """The Celery variables of a service process: broker in DB 0, results in DB 1."""
-        return {"CELERY_BROKER_URL": self.url_for(0), "CELERY_RESULT_BACKEND": self.url_for(1)}
+    def env(self, db: int = 0) -> dict[str, str]:
+        """The Celery variables of a service process: broker (and board) in DB `db`,
+        results in the next one."""
+        return {
+            "CELERY_BROKER_URL": self.url_for(db),
+            "CELERY_RESULT_BACKEND": self.url_for(db + 1),
+        }
 
     # -- life -----------------------------------------------------------------------------
 
@@ -436,7 +440,8 @@ class Beat(ServerProcess):
 class Stack:
     """squashd as deployed: `web` and `workers` with one environment (`env`): the
     Celery variables of `redis`, boto3's of `moto` with artifacts in `bucket` (or a
-    local directory when `moto` is None), `SQUASHD_REGISTRY` = `upstream`."""
+    local directory when `moto` is None), `SQUASHD_REGISTRY` = `upstream`. Deployments
+    alive at once on one Redis keep apart by `redis_db` (the board's and broker's DB)."""
 
     def __init__(
         self,
@@ -445,11 +450,13 @@ class Stack:
         moto: MotoS3 | None,
         upstream: str,
         extra: dict[str, str] | None = None,
+        redis_db: int = 0,
     ) -> None:
         self.root, self.redis, self.moto = root, redis, moto
+        self.redis_db = redis_db
         self.bucket = moto.create_bucket(f"squashd-{secrets.token_hex(6)}") if moto else None
         self.env = {
-            **redis.env(),
+            **redis.env(redis_db),
             "SQUASHD_REGISTRY": upstream,
             "SQUASHD_BUILD_LEASE": "10",
             "SQUASHD_CALLER_BUILDS": "0",  # the suite's callers build more than one would

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.daemons import Containerd, Dockerd, remove_tree, short_dir
 from testbed.registry import Registry
 from tests.integration.helpers import require_tool
-from tests.loaders.harness import Containerd, Dockerd, remove_tree, short_dir
 
 LONG = "n" * 200  # a name component near the filesystem's limit; paths past 255 bytes
 #: security.capability of cap_net_bind_service (permitted + effective), VFS revision 2

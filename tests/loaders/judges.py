@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from squash.codec import compression_of
+from testbed.daemons import Containerd, Dockerd
 from tests.integration.helpers import SquashedArchive
 from tests.loaders.fixtures import DockerImage
-from tests.loaders.harness import Containerd, Dockerd, RootTree
+from tests.loaders.harness import RootTree
 
 #: The run configuration that must survive the squash (docker image inspect .Config).
 CONFIG_FIELDS = (

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from testbed.daemons import Containerd, Dockerd
 from testbed.service import WebServer
 from testbed.tools import run
 from tests.integration.helpers import COMPRESSIONS, SQUASHD, SquashedArchive
 from tests.loaders.fixtures import CAPABILITY, LABELS, DockerImage
-from tests.loaders.harness import Containerd, Dockerd, RootTree
+from tests.loaders.harness import RootTree
 from tests.loaders.judges import judge_containerd, judge_docker
 from tests.registry.fixtures import proxying
 from tests.registry.harness import export_ok

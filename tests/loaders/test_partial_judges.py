@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from testbed.daemons import Containerd, Dockerd
 from tests.integration.helpers import SquashedArchive
 from tests.loaders.fixtures import DockerImage
-from tests.loaders.harness import Containerd, Dockerd, RootTree
+from tests.loaders.harness import RootTree
 from tests.loaders.judges import judge_containerd, judge_docker
 from tests.registry.harness import export, export_fails, export_ok
 

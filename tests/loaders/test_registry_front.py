@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from squash.image import OCI_INDEX, OCI_MANIFEST
+from testbed.daemons import Containerd, Dockerd
 from testbed.registry import Registry
 from testbed.service import Stack, WebServer
 from testbed.tools import run
 from tests.integration.helpers import compare_trees, format_diffs, require_tool, umoci_unpack
 from tests.loaders.fixtures import DockerImage
-from tests.loaders.harness import Containerd, Dockerd, Podman, RootTree
+from tests.loaders.harness import Podman, RootTree
 from tests.loaders.judges import CONFIG_FIELDS
 from tests.registry.fixtures import USERS, Pushed
 from tests.registry.harness import basic_auth

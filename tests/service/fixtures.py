@@ -111,7 +111,8 @@ def _stack_factory(tmp_path_factory, redis: RedisServer, moto: MotoS3) -> Iterat
         # A caller's tag resolution is reused for RESOLVE_CACHE seconds (5 by default): the
         # tests that move a tag wait that long, so they keep it short.
         env = {"SQUASHD_RESOLVE_CACHE_SECONDS": str(RESOLVE_CACHE), **env}
-        stack = Stack(root, used, store, upstream, env)
+        # two DBs per deployment, so those alive at once never take each other's builds
+        stack = Stack(root, used, store, upstream, env, redis_db=2 * len(made))
         made.append(stack)
         return stack.start(workers)
 

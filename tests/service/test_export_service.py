@@ -132,7 +132,7 @@ def test_head_never_starts_a_build(stack, registry, tmp_path) -> None:
     assert status == 404 and headers["x-squashd-state"] == "absent" and body == b""
     time.sleep(1)
     assert stack.tasks_received() == received
-    assert stack.redis.client().llen("squashd.export") == 0
+    assert stack.redis.client(stack.redis_db).llen("squashd.export") == 0
 
     data, _ = squash_ok(stack, "svc/head/v1", tmp_path / "a.tar")
     status, headers, _ = stack.c1("svc/head/v1", method="HEAD")
@@ -176,7 +176,7 @@ def test_second_request_is_a_cache_hit_and_starts_no_task(stack, registry, tmp_p
     assert again["x-squashd-export"] == headers["x-squashd-export"]
     assert second == first
     time.sleep(1)
-    assert stack.redis.client().llen("squashd.export") == 0
+    assert stack.redis.client(stack.redis_db).llen("squashd.export") == 0
     assert (stack.builds_started(), stack.tasks_received()) == (builds, received)
 
 

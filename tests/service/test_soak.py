@@ -163,6 +163,6 @@ def _soak(make_stack, registry, upstream, redis, moto, spool: Path, tmp_path: Pa
     for c in clients:
         assert c.data == expected[c.name], f"{c.name}: not the CLI's archive\n{report}"
     wait_until("no multipart upload to be left", lambda: stack.uploads() == [], 30)
-    active = stack.redis.client().zrange("squashd:active", 0, -1)
+    active = stack.redis.client(stack.redis_db).zrange("squashd:active", 0, -1)
     assert active == [], f"jobs still active: {active}\n{report}"
     assert list(spool.iterdir()) == [], f"spool files left: {list(spool.iterdir())}"
