@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testbed/
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # squash_bench, bench_image
 
 import bench_image
-from service_bench import deployment_env, forget
+from service_bench import forget, start_deployment
 from squash_bench import REGISTRY_REPO, _terminate, local_registry, log, mib
 
 from testbed.daemons import Dockerd, remove_tree, short_dir
 from testbed.process import StartFailed
-from testbed.service import MotoS3, RedisServer, Stack
+from testbed.service import Stack
 from testbed.tools import MissingTool
 
 HERE = Path(__file__).resolve().parent
@@ -73,16 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
         local = cleanup.enter_context(local_registry(image, scratch))
         try:
-            redis, moto = RedisServer(scratch / "redis"), MotoS3(scratch / "moto")
-            cleanup.callback(redis.stop)
-            cleanup.callback(moto.stop)
-            redis.start()
-            moto.start()
-            deployment = Stack(
-                scratch / "stack", redis, moto, local.registry.host, deployment_env()
-            )
-            cleanup.callback(deployment.stop)
-            deployment.start(workers=1)
+            deployment = start_deployment(cleanup, scratch, local.registry.host)
             root = short_dir("sqd-bench-docker-")
             dockerd = Dockerd(root, insecure_registries=[local.registry.host])
             cleanup.callback(remove_tree, root)

@@ -272,6 +272,22 @@ def wrk(
     return parse_wrk(res.stdout)
 
 
+def start_deployment(cleanup: contextlib.ExitStack, scratch: Path, upstream: str) -> Stack:
+    """redis-server, moto's S3 server and a deployment (one web, one worker) in front of
+    `upstream`, all stopped by `cleanup`."""
+    redis = RedisServer(scratch / "redis")
+    cleanup.callback(redis.stop)
+    moto = MotoS3(scratch / "moto")
+    cleanup.callback(moto.stop)
+    redis.start()
+    moto.start()
+    deployment = Stack(scratch / "stack", redis, moto, upstream, deployment_env())
+    cleanup.callback(deployment.stop)
+    deployment.start(workers=1)
+    log(f"squashd at {deployment.web.url}, artifacts in s3://{deployment.bucket}")
+    return deployment
+
+
 def deployment_env() -> dict[str, str]:
     """The Stack's environment beyond its defaults: waits long enough for a whole build, no
     access log (one line per request would be measured too), and the default build lease
@@ -390,18 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         assert local.registry.proc is not None
         deployment = None
         try:
-            redis = RedisServer(scratch / "redis")
-            cleanup.callback(redis.stop)
-            moto = MotoS3(scratch / "moto")
-            cleanup.callback(moto.stop)
-            redis.start()
-            moto.start()
-            deployment = Stack(
-                scratch / "stack", redis, moto, local.registry.host, deployment_env()
-            )
-            cleanup.callback(deployment.stop)
-            deployment.start(workers=1)
-            log(f"squashd at {deployment.web.url}, artifacts in s3://{deployment.bucket}")
+            deployment = start_deployment(cleanup, scratch, local.registry.host)
             contention = Contention()
             contention.started_before(servers_cpu(deployment, local.registry.proc.pid))
             for n in range(repeat):  # interleaved, so a busy moment hits both alike
