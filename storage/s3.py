@@ -285,19 +285,11 @@ class S3Store:
         again for the first fifth of its lifetime: whoever gets it has most of it left."""
         return Location(url=self._signed(self.object_key(key), method, filename))
 
-    @staticmethod
-    def _operation(method: str) -> str:
-        return "head_object" if method == "HEAD" else "get_object"
-
-    def _reused(self, object_key: str, method: str, filename: str | None = None) -> str | None:
-        cached = self._urls.get((object_key, self._operation(method), filename))
-        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
-
     def _signed(self, object_key: str, method: str, filename: str | None = None) -> str:
-        reused = self._reused(object_key, method, filename)
-        if reused is not None:
-            return reused
-        operation = self._operation(method)
+        operation = "head_object" if method == "HEAD" else "get_object"
+        cached = self._urls.get((object_key, operation, filename))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         params = {"Bucket": self.bucket, "Key": object_key}
         if filename and operation == "get_object":
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
@@ -326,10 +318,11 @@ class S3Store:
     def locate_member(self, key: str, member: Member, method: str = "GET") -> Location:
         """A presigned URL of the member as an object of its own: a redirect cannot
         carry a Range. It is copied out of the archive by S3 itself (UploadPartCopy)
-        the first time it is asked for, so its bytes are never uploaded twice."""
+        the first time it is asked for, so its bytes are never uploaded twice. It is
+        looked for every time (one HEAD): an archive evicted and built again meanwhile
+        took its members with it."""
         object_key = self.member_key(key, member.digest)
-        if self._reused(object_key, method) is None:  # not seen there moments ago
-            self._copy_out(key, object_key, member)
+        self._copy_out(key, object_key, member)  # a HEAD when it is there already
         return Location(url=self._signed(object_key, method))
 
     def _copy_out(self, key: str, object_key: str, member: Member) -> None:

@@ -179,7 +179,8 @@ def test_s3_members_are_copied_out_server_side_and_go_with_their_archive(
 ) -> None:
     """A member (a layer) of an archive becomes an object of its own, copied by S3 in
     parts (none uploaded by us); it is not listed as an artifact, an abandoned copy is
-    reported as its archive's upload, and deleting the archive deletes it too."""
+    reported as its archive's upload, and deleting the archive deletes it too (a build
+    of it again copies it out again)."""
     import storage.s3
 
     monkeypatch.setattr(storage.s3, "COPY_PART", 5 << 20)  # S3's smallest part
@@ -202,3 +203,11 @@ def test_s3_members_are_copied_out_server_side_and_go_with_their_archive(
     )
     store.delete("arch")
     assert moto_s3.keys(bucket) == []
+    # evicted and built again: the member is copied out again, not its old URL handed out
+    sink = store.create("arch", "sha256:" + "4" * 64)
+    sink.write(data)
+    sink.commit()
+    url = store.locate_member("arch", member).url
+    assert url is not None
+    with urllib.request.urlopen(url) as response:
+        assert response.read() == data[member.offset : member.offset + member.size]
