@@ -71,6 +71,7 @@ class Settings:
     resolve_cache_seconds: float = 5.0  # a caller's granted tag resolution is reused (0: off)
     usage_flush_seconds: float = 1.0  # request counts gathered this long, then written (0: at once)
     local_workers: int = 2  # builds at once in the embedded default
+    web_workers: int = 1  # web processes behind the one port (the embedded default: 1)
     tmpdir: str | None = None  # where builds spool layers (default $TMPDIR)
     # the scheduled work (Celery beat; a thread in the embedded default)
     presquash_interval: float = 300.0  # seconds between pre-squash runs
@@ -89,6 +90,12 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
+
+    @property
+    def web_processes(self) -> int:
+        """How many web processes serve: SQUASHD_WEB_WORKERS, but one in the embedded
+        default, whose board, builds and beat live in its one process."""
+        return 1 if self.embedded else self.web_workers
 
     def allows(self, registry: str) -> bool:
         return not self.allowed_registries or registry in self.allowed_registries
@@ -142,6 +149,7 @@ class Settings:
             resolve_cache_seconds=_number(env, "SQUASHD_RESOLVE_CACHE_SECONDS", 5),
             usage_flush_seconds=_number(env, "SQUASHD_USAGE_FLUSH_SECONDS", 1),
             local_workers=int(_number(env, "SQUASHD_LOCAL_WORKERS", 2, 1)),
+            web_workers=int(_number(env, "SQUASHD_WEB_WORKERS", os.cpu_count() or 1, 1)),
             tmpdir=env.get("SQUASHD_TMPDIR") or None,
             presquash_interval=_number(env, "SQUASHD_PRESQUASH_INTERVAL", 300, 1),
             presquash_top=int(_number(env, "SQUASHD_PRESQUASH_TOP", 20)),

@@ -174,6 +174,19 @@ class ServerProcess:
             time.sleep(0.02)
         return False
 
+    def children(self) -> list[int]:
+        """PIDs of the main process's children (a worker's pool, uvicorn's workers)."""
+        assert self.proc is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                found.append(int(stat.parent.name))
+        return found
+
     def stop(self) -> None:
         """SIGTERM (then SIGKILL); the port is kept for the next `start()`."""
         if self.proc is None:

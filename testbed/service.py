@@ -267,7 +267,10 @@ class MotoS3(ServerProcess):
 # ---------------------------------------------------------------------------------------
 
 #: Variables of the machine that must not leak into a service process under test.
-_LEAKY = ("CELERY_", "SQUASHD_", "AWS_", "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "PORT")
+_LEAKY = (
+    "CELERY_", "SQUASHD_", "AWS_", "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "PORT",
+    "PROMETHEUS_MULTIPROC_DIR",
+)  # fmt: skip
 
 
 def service_env(root: Path, extra: dict[str, str]) -> dict[str, str]:
@@ -281,6 +284,9 @@ def service_env(root: Path, extra: dict[str, str]) -> dict[str, str]:
         XDG_RUNTIME_DIR=str(empty),
         XDG_CACHE_HOME=str(root / "cache"),
         PYTHONUNBUFFERED="1",
+        # one web process per WebServer (requests the tests count go to the process they
+        # name); the tests of several ask for them
+        SQUASHD_WEB_WORKERS="1",
     )
     env.update(extra)
     return env
@@ -372,19 +378,6 @@ class Worker(ServerProcess):
     def log_lines(self, text: str) -> list[str]:
         """Lines of the log (JSON, one a line) whose message contains `text`."""
         return [line for line in self.full_log().splitlines() if text in line]
-
-    def children(self) -> list[int]:
-        """PIDs of the pool processes (the main process's children)."""
-        assert self.proc is not None
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.proc.pid:
-                found.append(int(stat.parent.name))
-        return found
 
     def stop(self) -> None:
         """A warm shutdown (SIGTERM), then SIGKILL for whatever is left of the group."""

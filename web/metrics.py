@@ -7,10 +7,12 @@ reports the same deployment-wide values for them.
 """
 
 import logging
+import os
 
 from fastapi import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,20 +50,28 @@ _BOARD_COUNTERS = {
 
 
 class Metrics:
+    """This process's counters and the deployment's state. With several web processes
+    (PROMETHEUS_MULTIPROC_DIR set by `python -m web`), each process's counters live in
+    files of that directory and every scrape sums them all."""
+
     def __init__(self, service: Service) -> None:
         self.registry = CollectorRegistry()
+        shared = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        own = None if shared else self.registry  # shared: the files are collected instead
         self.requests = Counter(
             "squashd_requests",
             "HTTP requests by endpoint and outcome",
             ["endpoint", "outcome"],
-            registry=self.registry,
+            registry=own,
         )
         self.lookups = Counter(
             "squashd_cache_lookups",
             "Export requests by whether the artifact was already built",
             ["result"],
-            registry=self.registry,
+            registry=own,
         )
+        if shared:
+            MultiProcessCollector(self.registry)
         self.registry.register(_Deployment(service))
 
     def cache(self, hit: bool) -> None:

@@ -8,15 +8,17 @@ other process get the archive.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from testbed.service import Stack, WebServer
-from tests.service.test_export_service import layer_digest, push_image
+from tests.service.test_export_service import layer_digest, push_image, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +85,50 @@ def test_a_web_process_killed_mid_wait_does_not_stop_the_build(
     assert status == 302, body[:300]
     assert stack.builds_started() - builds == 1, stack.describe()
     assert stack.export_status(headers["x-squashd-export"])["builds"] == 1
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _uvicorn_workers(web: WebServer) -> list[int]:
+    """The web's worker processes (multiprocessing's spawned children, not its tracker)."""
+    return [
+        pid for pid in web.children()
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]  # fmt: skip
+
+
+def test_several_web_processes_behind_one_port_count_as_one(
+    stack: Stack, registry, tmp_path
+) -> None:
+    """SQUASHD_WEB_WORKERS=2: two processes share the port and both serve; /metrics,
+    whichever answers, counts every request of both; a worker that dies is replaced."""
+    env = {**stack.env, "SQUASHD_WEB_WORKERS": "2"}
+    web = WebServer(stack.root, env, name="web-multi").start()
+    try:
+        workers = wait_until("two web workers", lambda: len(w := _uvicorn_workers(web)) == 2 and w)
+        series = "squashd_requests_total{endpoint=/healthz,outcome=served}"
+        base = web.metrics().get(series, 0)  # the readiness probe's
+        before = {pid: _cpu_seconds(pid) for pid in workers}
+        count = 600
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: web.get("/healthz")[0], range(count)))
+        assert answers == [200] * count
+        used = {pid: _cpu_seconds(pid) - before[pid] for pid in workers}
+        assert all(seconds > 0 for seconds in used.values()), f"one process served all: {used}"
+        for _ in range(4):  # each scrape, whichever process answers it
+            assert web.metrics()[series] == base + count
+        os.kill(workers[0], signal.SIGKILL)
+        wait_until("the dead worker replaced", lambda: len(_uvicorn_workers(web)) == 2
+                   and workers[0] not in _uvicorn_workers(web), timeout=30)  # fmt: skip
+        assert web.get("/healthz")[0] == 200
+        assert web.metrics()[series] == base + count + 1, "a dead worker's counts were lost"
+    finally:
+        web.stop()
+    assert not _uvicorn_workers_left(workers), "web workers outlived their main process"
+
+
+def _uvicorn_workers_left(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]

@@ -1,6 +1,7 @@
 """SQUASHD_* settings: defaults that make the embedded default, and clear errors."""
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,12 @@ def test_transient_failures_are_retried_permanent_ones_not(tmp_path: Path) -> No
     assert not is_transient(ValueError("a bug"), board, store)
     assert not is_transient(PermissionError(13, "denied"), board, LocalStore(tmp_path))
     assert is_transient(OSError(errno.ENOSPC, "no space left"), board, LocalStore(tmp_path))
+
+
+def test_web_processes_default_to_the_cpus_but_one_when_embedded() -> None:
+    broker = {"CELERY_BROKER_URL": "redis://127.0.0.1:9/0"}
+    assert Settings.from_env(broker).web_processes == (os.cpu_count() or 1)
+    assert Settings.from_env({**broker, "SQUASHD_WEB_WORKERS": "3"}).web_processes == 3
+    assert Settings.from_env({"SQUASHD_WEB_WORKERS": "3"}).web_processes == 1
+    with pytest.raises(SettingsError):
+        Settings.from_env({**broker, "SQUASHD_WEB_WORKERS": "0"})
