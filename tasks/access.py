@@ -123,7 +123,7 @@ class Sessions:
         key = self._resolution_key(ref, caller)
         known = self.resolved.get(key)
         if known is None:
-            known = self._asking(ref, caller, Registry.resolve)
+            known = self._asking(ref, caller, lambda session: session.resolve)
             self.resolved.put(key, known)
         return known
 
@@ -132,7 +132,7 @@ class Sessions:
         caller may read it; attestations left out."""
         known = self._platforms.get(ref.reference)
         if known is None:
-            document, kind, _ = self._asking(ref, caller, Registry.manifest)
+            document, kind, _ = self._asking(ref, caller, lambda session: session.manifest)
             try:
                 known = top_platforms(document, kind or None, f"image {ref}")
             except SquashError as exc:
@@ -141,12 +141,17 @@ class Sessions:
         return known
 
     def _asking(
-        self, ref: DockerRef, caller: Caller, call: Callable[[Registry, str, str, str], T]
+        self,
+        ref: DockerRef,
+        caller: Caller,
+        method: Callable[[Registry], Callable[[str, str, str], T]],
     ) -> T:
-        """`call(session, repository, reference, what)`, the registry's refusals as the
-        service's: Denied with its status (401, 403, 404), Unavailable when unreachable."""
+        """`method(session)(repository, reference, what)` of the caller's session, the
+        registry's refusals as the service's: Denied with its status (401, 403, 404),
+        Unavailable when it cannot be reached."""
         try:
-            return call(self._session(ref, caller), ref.repository, ref.reference, f"image {ref}")
+            call = method(self._session(ref, caller))
+            return call(ref.repository, ref.reference, f"image {ref}")
         except TransientError as exc:
             raise Unavailable(f"registry {ref.registry} is unreachable: {exc}") from None
         except RegistryError as exc:
