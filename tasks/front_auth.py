@@ -71,15 +71,16 @@ class FrontAuth:
         return self._ping(authorization)[0] == 200
 
     def token(
-        self, query: list[tuple[str, str]], authorization: str | None
+        self, query: list[tuple[str, str]], authorization: str | None, form: bytes | None = None
     ) -> tuple[int, bytes, str]:
-        """The upstream realm's answer to the client's token request."""
+        """The upstream realm's answer to the client's token request (`form`: its OAuth2
+        POST, which docker sends once a realm gave it a refresh token)."""
         challenge = self.challenge()
         realm = challenge.params.get("realm")
         if challenge.scheme != "bearer" or not realm:
             raise ServiceError("the upstream registry issues no tokens; use Basic credentials", 404)
         try:
-            return self._upstream.relay_token(realm, query, authorization)
+            return self._upstream.relay_token(realm, query, authorization, form)
         except TransientError as exc:
             raise Unavailable(f"the upstream's token realm is unreachable: {exc}") from None
         except RegistryError as exc:

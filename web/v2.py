@@ -32,6 +32,7 @@ from web.waiting import wait_for
 router = APIRouter(prefix="/v2")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _CHUNK = 1 << 20
+MAX_FORM = 64 << 10  # bytes of a token request's form
 PULLS = "registry_pulls"  # the board's counter of manifests handed out to pulls
 
 
@@ -83,15 +84,21 @@ async def version_check(request: Request) -> Response:
     return registry_error(401, "UNAUTHORIZED", message, await _challenge(request))
 
 
-@router.get("/token")
+@router.api_route("/token", methods=["GET", "POST"])
 async def token(request: Request) -> Response:
     """A token of the upstream's realm, asked for with the client's own credentials and
-    scope (the realm the front's challenge names, when the upstream issues tokens)."""
+    scope (the realm the front's challenge names, when the upstream issues tokens); a
+    POST is OAuth2's form, relayed as it is."""
     auth: FrontAuth = request.app.state.front_auth
     query = list(request.query_params.multi_items())
+    form = None
+    if request.method == "POST":
+        form = await request.body()
+        if len(form) > MAX_FORM:
+            return registry_error(413, "UNSUPPORTED", "a token request larger than 64 KiB")
     try:
         status, body, kind = await run_in_threadpool(
-            auth.token, query, request.headers.get("authorization")
+            auth.token, query, request.headers.get("authorization"), form
         )
     except ServiceError as exc:
         return await _refused(request, exc, "UNKNOWN", "")

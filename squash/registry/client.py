@@ -293,10 +293,15 @@ class Registry:
         return response.status_code, response.headers.get("www-authenticate", "")
 
     def relay_token(
-        self, realm: str, query: list[tuple[str, str]], authorization: str | None
+        self,
+        realm: str,
+        query: list[tuple[str, str]],
+        authorization: str | None,
+        form: bytes | None = None,
     ) -> tuple[int, bytes, str]:
         """(status, body, content type) of the token realm's answer to a client's token
-        request, sent on with the client's own credentials."""
+        request, sent on with the client's own credentials: a GET, or with `form` the
+        OAuth2 POST (a password or refresh-token grant)."""
         self._reach.check(realm, f"{self.name}: the token realm")
         if authorization and not self._reach.may_take_credentials(realm):
             raise RegistryError(
@@ -304,8 +309,13 @@ class Registry:
                 "own host; credentials are not sent there"
             )
         headers = {"Authorization": authorization} if authorization else {}
+        method = "GET" if form is None else "POST"
+        if form is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
-            response = self._http.get(realm, params=tuple(query), headers=headers)
+            response = self._http.request(
+                method, realm, params=tuple(query), headers=headers, content=form
+            )
         except httpx.TransportError as exc:
             raise TransientError(f"{self.name}: token server: {self._describe(exc)}") from None
         kind = response.headers.get("content-type", "application/json")

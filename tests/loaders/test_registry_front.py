@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -252,3 +255,30 @@ def test_a_multi_platform_tag_is_an_index_of_squashed_images(
             )
         finally:
             dockerd.docker("rmi", "--force", name, check=False)
+
+
+def _post(url: str, form: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=urlencode(form).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_the_token_realm_relays_oauth2_posts(private_front: Stack, private_registry) -> None:
+    """docker POSTs its token requests (OAuth2) once a realm gave it a refresh token: the
+    front relays them as it relays GETs, and the token got pulls."""
+    stack, (_, tokens) = private_front, private_registry
+    form = {
+        "grant_type": "password", "username": "alice", "password": USERS["alice"],
+        "service": tokens.service, "scope": f"repository:{PRIVATE}:pull", "client_id": "docker",
+    }  # fmt: skip
+    status, body = _post(f"{stack.web.url}/v2/token", form)
+    assert status == 200, body
+    assert tokens.requests[-1].method == "POST" and tokens.requests[-1].authenticated
+    bearer = {"Authorization": f"Bearer {json.loads(body)['token']}"}
+    status, _, manifest = stack.web.get(f"/v2/{PRIVATE}/manifests/v1", bearer, timeout=300)
+    assert status == 200, manifest
+    status, body = _post(f"{stack.web.url}/v2/token", {**form, "password": "wrong"})
+    assert status == 401, body
