@@ -228,8 +228,8 @@ class Service:
         count: bool = True,
     ) -> Outcome:
         """The artifact if it is there (handed out for `method`, if given); else its
-        build, started (or joined) if `start`. A request counts for its tag (unless it
-        is one of several that one pull makes, `count` false for the others)."""
+        build, started (or joined) if `start`. A request counts for its tag (unless
+        `count` is false: the caller counted it, one of several one pull makes)."""
         if count:
             self.count(spec)
         artifact = self.lookup(spec.key)

@@ -143,11 +143,13 @@ async def _squashed(
 
     def look() -> tuple[ExportSpec, list[tuple[JSONObject | None, ExportSpec, Outcome]]]:
         spec = service.spec(image, caller, keep_base=keep)
-        wanted: list[tuple[JSONObject | None, ExportSpec]] = [(None, spec)]
-        wanted = [*pulls.platforms(spec, caller)] or wanted
+        wanted: list[tuple[JSONObject | None, ExportSpec]] = [*pulls.platforms(spec, caller)] or [
+            (None, spec)
+        ]
+        service.count(spec)  # one request for the tag, however many platforms it has
         return spec, [
-            (platform, each, service.request(each, start, None, caller, count=n == 0))
-            for n, (platform, each) in enumerate(wanted)
+            (platform, each, service.request(each, start, None, caller, count=False))
+            for platform, each in wanted
         ]
 
     spec, looks = await run_in_threadpool(look)
