@@ -159,10 +159,13 @@ def split_name_tag(reference: str) -> tuple[str, str | None]:
 
 
 def full_name(name: str) -> str:
-    """'alpine' -> 'docker.io/library/alpine', as docker normalises names."""
+    """'alpine' (and 'docker.io/alpine') -> 'docker.io/library/alpine', as docker
+    normalises names."""
     first, _, rest = name.partition("/")
     if not rest or ("." not in first and ":" not in first and first != "localhost"):
         name = f"{DOCKER_HUB}/{name}" if rest else f"{DOCKER_HUB}/library/{name}"
+    elif first == DOCKER_HUB and "/" not in rest:
+        name = f"{DOCKER_HUB}/library/{rest}"
     return name
 
 

@@ -112,8 +112,8 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
     for the source's manifest digest."""
     pulls = _pulls(request)
     service = pulls.service
-    upstream = f"{service.settings.registry}/{name}"
     try:
+        upstream = pulls.upstream(name)
         caller = caller_of(request)
         if reference.startswith("sha256:"):
             known = await run_in_threadpool(_handed_out, pulls, upstream, reference, caller)
@@ -208,8 +208,8 @@ async def blob(request: Request, name: str, digest: str) -> Response:
     """A config (from memory) or a layer (a redirect, or a range of the archive) of a
     manifest handed out here, to a caller the upstream lets read its source."""
     pulls = _pulls(request)
-    upstream = f"{pulls.service.settings.registry}/{name}"
     try:
+        upstream = pulls.upstream(name)
         caller = caller_of(request)
 
         def find() -> Document | Location | None:

@@ -154,6 +154,7 @@ def test_pulls_count_for_popularity_and_metrics(web: WebServer, pushed: str) -> 
     _get(web, f"/v2/{pushed}/manifests/v1", method="HEAD")
     _get(web, f"/v2/{pushed}/manifests/{headers['docker-content-digest']}")
     assert web.metrics()["squashd_registry_pulls_total"] == before + 1
+
     def ranked() -> bool:  # counts reach the board in batches (SQUASHD_USAGE_FLUSH_SECONDS)
         status, _, page = _get(web, "/")
         assert status == 200 and b"registry pulls" in page

@@ -17,6 +17,8 @@ from squash.registry.credentials import Credentials, lookup
         ("alpine", "docker.io", "library/alpine", "latest"),
         ("docker://alpine:3.19", "docker.io", "library/alpine", "3.19"),
         ("docker://user/app", "docker.io", "user/app", "latest"),
+        ("docker.io/alpine:3.19", "docker.io", "library/alpine", "3.19"),
+        ("docker.io/user/app", "docker.io", "user/app", "latest"),
         ("quay.io/org/app:v1", "quay.io", "org/app", "v1"),
         ("localhost/app", "localhost", "app", "latest"),
         ("127.0.0.1:5000/a/b/c:t", "127.0.0.1:5000", "a/b/c", "t"),
