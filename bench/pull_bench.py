@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -46,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 def pull_seconds(dockerd: Dockerd, name: str) -> float:
     """`docker pull NAME` from nothing (the image removed first), in seconds."""
     dockerd.docker("rmi", "--force", name, check=False)
+    os.sync()  # the previous pull's writes on disk: each pull starts from the same state
     t0 = time.perf_counter()
     dockerd.docker("pull", "--quiet", name, timeout=1800)
     return time.perf_counter() - t0
