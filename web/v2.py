@@ -163,7 +163,7 @@ async def _squashed(
         if outcome.artifact is None:
             return _unfinished(each, outcome)
         done.append((platform, outcome.artifact))
-    accept = request.headers.get("accept", "")
+    accept = ", ".join(request.headers.getlist("accept"))  # Go clients send a line per type
 
     def answer() -> Document:  # published for the requests by digest that follow
         if len(done) == 1 and done[0][0] is None:

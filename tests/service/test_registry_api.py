@@ -161,3 +161,25 @@ def test_pulls_count_for_popularity_and_metrics(web: WebServer, pushed: str) -> 
         return pushed.encode() in page
 
     wait_until("the pulled tag among the most requested", ranked, timeout=10)
+
+
+def test_an_accept_header_sent_as_several_lines_counts_whole(web: WebServer, pushed: str) -> None:
+    """Go clients (docker, containerd) send one `Accept` line per media type, in map
+    order: the OCI manifest is chosen whichever line comes first."""
+    import http.client
+
+    _, expected, _ = _get(web, f"/v2/{pushed}/manifests/v1")
+    for lines in ([DOCKER_MANIFEST, OCI_MANIFEST], [OCI_MANIFEST, DOCKER_MANIFEST]):
+        connection = http.client.HTTPConnection("127.0.0.1", web.port, timeout=60)
+        try:
+            connection.putrequest("GET", f"/v2/{pushed}/manifests/v1")
+            for kind in lines:
+                connection.putheader("Accept", kind)
+            connection.endheaders()
+            response = connection.getresponse()
+            response.read()
+        finally:
+            connection.close()
+        assert response.status == 200
+        assert response.getheader("content-type") == OCI_MANIFEST, lines
+        assert response.getheader("docker-content-digest") == expected["docker-content-digest"]
