@@ -75,6 +75,9 @@ def test_redis_down_answers_503_and_recovers_without_restarts(
         push_image(registry, tmp_path, "before", seed=301)
         built, _ = stack.c1("svc/before/v1")[:2]
         assert built == 302
+        status, _, manifest = stack.web.get("/v2/svc/before/manifests/v1")
+        assert status == 200, manifest
+        layer = json.loads(manifest)["layers"][0]["digest"]
         push_image(registry, tmp_path, "during", seed=302)
         assert stack.web.get("/readyz")[0] == 200
 
@@ -89,6 +92,12 @@ def test_redis_down_answers_503_and_recovers_without_restarts(
         assert "Redis" in error and f"{HOST}:{redis.port}" in error and "unreachable" in error
         # what is built stays available: the store still has it
         assert stack.c1("svc/before/v1")[0] == 302
+        # a registry pull says the same, in the spec's words (its digests are in Redis)
+        for path in ("/v2/svc/during/manifests/v1", f"/v2/svc/before/blobs/{layer}"):
+            status, _, body = stack.web.get(path)
+            (said,) = json.loads(body)["errors"]
+            assert status == 503 and said["code"] == "UNAVAILABLE", body
+            assert "Redis" in said["message"] and "unreachable" in said["message"], said
 
         redis.start()  # the same port, empty: no process is restarted
         wait_until("readiness", lambda: stack.web.get("/readyz")[0] == 200)
@@ -111,6 +120,10 @@ def test_s3_down_answers_503_naming_the_store(make_stack, registry, tmp_path_fac
         error = json.loads(body)["error"]
         assert status == 503 and f"s3://{stack.bucket}/artifacts" in error, error
         assert "unreachable" in error
+        status, _, body = stack.web.get("/v2/svc/storeless/manifests/v1")
+        (said,) = json.loads(body)["errors"]
+        assert status == 503 and said["code"] == "UNAVAILABLE", body
+        assert f"s3://{stack.bucket}/artifacts" in said["message"], said
         moto.start()  # the same port, but empty: the bucket comes back by hand
         moto.create_bucket(stack.bucket)
         status, _, body = stack.c1("svc/storeless/v1")
