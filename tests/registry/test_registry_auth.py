@@ -219,3 +219,27 @@ def test_redirect_to_the_same_host(tools, registry, pushed, fault_proxy, baselin
     export_ok(fault_proxy.ref(pushed.oci, pushed.tag), out)
     assert Squashed.open(out).diff_id == baseline["umoci"]
     assert any(s.action == "redirect" for s in fault_proxy.seen), fault_proxy.describe()
+
+
+def test_a_resolution_with_its_token_at_hand_is_one_request(
+    token_registry, token_pushed, token_proxy
+) -> None:
+    """The first resolution of a session authenticates (a 401, a token, the HEAD again);
+    every later one is one manifest HEAD with the token it holds, and no token request."""
+    from squash.registry.client import Registry
+    from squash.registry.credentials import Credentials
+    from squash.registry.options import RegistryOptions
+
+    credentials = Credentials(token_registry.user, token_registry.password)
+    session = Registry(token_proxy.host, token_proxy.host, RegistryOptions(credentials=credentials))
+    try:
+        first = session.resolve(PRIVATE, "v1", "test")
+        assert first[0] == token_pushed[PRIVATE]
+        tokens, seen = len(token_registry.tokens.requests), len(token_proxy.seen)
+        for _ in range(5):
+            assert session.resolve(PRIVATE, "v1", "test") == first
+        later = token_proxy.seen[seen:]
+        assert [(s.method, s.status) for s in later] == [("HEAD", 200)] * 5, later
+        assert len(token_registry.tokens.requests) == tokens
+    finally:
+        session.close()
