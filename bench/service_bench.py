@@ -2,8 +2,9 @@
 
 Starts its own redis-server, moto's S3 server and docker-registry on free 127.0.0.1 ports (the
 servers of testbed/, which the tests use too), pushes the image squash_bench.py builds (cached
-under bench/work) to that registry with skopeo, and runs one deployment (`Stack`: one web
-process and one Celery worker, artifacts in an S3 bucket, SQUASHD_REGISTRY = the registry).
+under bench/work) to that registry with skopeo, and runs one deployment (`Stack`: a web server
+of SQUASHD_WEB_WORKERS' default processes, the CPU count, and one Celery worker, artifacts in
+an S3 bucket, SQUASHD_REGISTRY = the registry).
 Then measures, in one run:
 
 1. engine: `squashd export docker://REGISTRY/bench/image:TAG -o FILE -q --layer-compression
@@ -27,6 +28,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -68,6 +70,7 @@ from testbed.tools import MissingTool
 
 HERE = Path(__file__).resolve().parent
 WAIT_SECONDS = 900  # a /c1 request waits this long for its build (SQUASHD_WAIT_SECONDS)
+WEB_PROCESSES = os.cpu_count() or 1  # SQUASHD_WEB_WORKERS' default
 MANIFEST_HEAD = f'"HEAD /v2/{REGISTRY_REPO}/manifests/'  # in the registry's access log
 
 
@@ -137,9 +140,16 @@ def servers_cpu(deployment: Stack, registry_pid: int) -> float:
     procs = [deployment.redis.proc, deployment.web.proc, deployment.workers[0].proc]
     if deployment.moto is not None:
         procs.append(deployment.moto.proc)
-    pids = [registry_pid, *deployment.workers[0].children()]
+    pids = [registry_pid, *deployment.workers[0].children(), *deployment.web.children()]
     pids += [p.pid for p in procs if p is not None]
     return sum(process_usage(pid)[0] for pid in pids)
+
+
+def web_cpu_seconds(web: WebServer) -> float:
+    """CPU seconds of a web server so far: its main process and its worker processes
+    (SQUASHD_WEB_WORKERS), which are alive and so not in the main one's own counts."""
+    assert web.proc is not None
+    return sum(process_usage(pid)[0] for pid in [web.proc.pid, *web.children()])
 
 
 def _pool_cpu(deployment: Stack) -> float:
@@ -230,11 +240,11 @@ def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.N
     if status != 302 or headers.get("x-squashd-cache") != "hit":  # wrk counts any 3xx as good
         raise BenchFailed(f"{url} answered {status} {headers}, not a cached 302")
     assert deployment.web.proc is not None and registry.proc is not None
-    web_pid, registry_pid = deployment.web.proc.pid, registry.proc.pid
+    registry_pid = registry.proc.pid
     heads0 = registry.log_path.read_text().count(MANIFEST_HEAD)
-    web0, reg0 = process_usage(web_pid)[0], process_usage(registry_pid)[0]
+    web0, reg0 = web_cpu_seconds(deployment.web), process_usage(registry_pid)[0]
     requests, seconds, rate, p50, p99, bad = wrk(url, [], args)
-    web_cpu = process_usage(web_pid)[0] - web0
+    web_cpu = web_cpu_seconds(deployment.web) - web0
     registry_cpu = process_usage(registry_pid)[0] - reg0
     heads = registry.log_path.read_text().count(MANIFEST_HEAD) - heads0
     manifest = f"{registry.url}/v2/{path.rsplit('/', 1)[0]}/manifests/{path.rsplit('/', 1)[1]}"
@@ -289,10 +299,12 @@ def start_deployment(cleanup: contextlib.ExitStack, scratch: Path, upstream: str
 
 
 def deployment_env() -> dict[str, str]:
-    """The Stack's environment beyond its defaults: waits long enough for a whole build, no
+    """The Stack's environment beyond its defaults: the web's default process count (the
+    testbed's is one), waits long enough for a whole build, no
     access log (one line per request would be measured too), and the default build lease
     rather than the tests' short one (a lease lost on a busy machine would fail a build)."""
     return {
+        "SQUASHD_WEB_WORKERS": str(WEB_PROCESSES),
         "SQUASHD_WAIT_SECONDS": str(WAIT_SECONDS),
         "SQUASHD_ACCESS_LOG": "0",
         "SQUASHD_BUILD_LEASE": str(Settings().lease_seconds),
@@ -333,7 +345,7 @@ def print_summary(
     print(
         f"== summary: the service, {len(image.layers)} layers, {mib(image.tar_bytes)} tar / "
         f"{mib(image.blob_bytes)} gzip; best of {len(builds)} interleaved rounds, "
-        "one web process + one Celery worker =="
+        f"{WEB_PROCESSES} web process(es) + one Celery worker =="
     )
     head = f"{'step':46} {'wall s':>7} {'x engine':>8} {'CPU s':>7}  note"
     print(head)
@@ -350,7 +362,7 @@ def print_summary(
     )
     heads = load.manifest_heads / (load.requests or 1)
     print(
-        f"  web process {load.web_cpu / per_request:.2f} ms CPU a request "
+        f"  web {load.web_cpu / per_request:.2f} ms CPU a request "
         f"({load.web_cpu / load.seconds:.2f} CPUs); registry {heads:.4f} manifest HEADs and "
         f"{load.registry_cpu / per_request:.2f} ms CPU a request (a caller's resolution is "
         "reused for SQUASHD_RESOLVE_CACHE_SECONDS)"
