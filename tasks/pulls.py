@@ -81,16 +81,17 @@ class Pulls:
         service.check(artifact.image, artifact.source_digest, caller)
         return artifact, self.view(artifact)
 
-    def platforms(self, spec: ExportSpec, caller: Caller) -> list[tuple[JSONObject, ExportSpec]]:
-        """One export per platform when the source is an index (attestations left out),
-        each with the index entry's `platform`; none for a single image."""
-        sessions = self.service.sessions
-        ref = parse_docker_ref(f"{spec.name}@{spec.digest}")
-        _, kind = sessions.resolve(ref, caller)
+    def platforms(
+        self, spec: ExportSpec, kind: str, caller: Caller
+    ) -> list[tuple[JSONObject, ExportSpec]]:
+        """One export per platform when the source is an index (`kind`, the media type
+        `spec` resolved to; attestations left out), each with the index entry's
+        `platform`; none for a single image."""
         if not is_index(kind):
             return []
+        ref = parse_docker_ref(f"{spec.name}@{spec.digest}")
         found: dict[str, tuple[JSONObject, ExportSpec]] = {}
-        for entry in sessions.platforms(ref, caller):
+        for entry in self.service.sessions.platforms(ref, caller):
             text = str(Platform(entry["os"], entry.get("architecture", ""), entry.get("variant")))
             found.setdefault(text, (entry, dataclasses.replace(spec, platform=text)))
         return list(found.values())

@@ -33,9 +33,9 @@ def presquash() -> dict[str, int]:
         summary["tags"] += 1
         with logs.context(image=tag):
             try:
-                spec = runtime.spec(tag, SERVICE)
+                spec, kind = runtime.resolved(tag, SERVICE)
                 runtime.board.remember_tag(tag, spec.key)
-                others = [each for _, each in pulls.platforms(spec, SERVICE) if each != spec]
+                others = [e for _, e in pulls.platforms(spec, kind, SERVICE) if e != spec]
                 for each in [spec, *others]:
                     if runtime.lookup(each.key) is not None:
                         summary["ready"] += 1

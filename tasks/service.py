@@ -97,7 +97,7 @@ class Service:
 
     # -- what is asked for
 
-    def spec(
+    def resolved(
         self,
         image: str,
         caller: Caller,
@@ -106,12 +106,13 @@ class Service:
         tag: str | None = None,
         compression: str | None = None,
         keep_base: int = 0,
-    ) -> ExportSpec:
+    ) -> tuple[ExportSpec, str]:
         """The export of `image` (`[HOST/]NAME[:TAG|@DIGEST]`) the caller asks for, its
-        tag resolved to a digest with the caller's credentials (access is checked here)."""
+        tag resolved to a digest with the caller's credentials (access is checked here),
+        and the media type it resolved to (an index, or one image)."""
         asked = self._asked(image, platform, tag, compression, keep_base)
-        digest, _ = self.sessions.resolve(asked.ref, caller)
-        return asked.spec(digest)
+        digest, kind = self.sessions.resolve(asked.ref, caller)
+        return asked.spec(digest), kind
 
     def quick(
         self,
@@ -125,7 +126,7 @@ class Service:
     ) -> tuple[ExportSpec, Outcome] | None:
         """A request answered from this process's memory alone: the caller's remembered
         resolution and an artifact seen moments ago (counted, and handed out for
-        `method`, if given); None when the registry or the board must be asked (`spec`,
+        `method`, if given); None when the registry or the board must be asked (`resolved`,
         `request`)."""
         asked = self._asked(image, platform, None, compression, keep_base)
         known = self.sessions.remembered(asked.ref, caller)

@@ -39,7 +39,7 @@ async def squash(
     image = _image(service.settings.registry, path)
 
     def look() -> tuple[ExportSpec, Outcome]:  # the registry or the board must be asked
-        spec = service.spec(
+        spec, _ = service.resolved(
             image, caller, platform=platform, compression=compression, keep_base=keep_base
         )
         return spec, service.request(spec, request.method != "HEAD", request.method, caller)

@@ -37,8 +37,8 @@ async def create(
     """Start (or join) an export: 202 with its id and links, 200 when already built."""
     service: Service = request.app.state.service
     caller = caller_of(request)
-    spec = await run_in_threadpool(
-        service.spec,
+    spec, _ = await run_in_threadpool(
+        service.resolved,
         body.image,
         caller,
         platform=body.platform,

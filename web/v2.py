@@ -142,10 +142,9 @@ async def _squashed(
     start = request.method == "GET"
 
     def look() -> tuple[ExportSpec, list[tuple[JSONObject | None, ExportSpec, Outcome]]]:
-        spec = service.spec(image, caller, keep_base=keep)
-        wanted: list[tuple[JSONObject | None, ExportSpec]] = [*pulls.platforms(spec, caller)] or [
-            (None, spec)
-        ]
+        spec, kind = service.resolved(image, caller, keep_base=keep)
+        children = pulls.platforms(spec, kind, caller)
+        wanted: list[tuple[JSONObject | None, ExportSpec]] = [*children] or [(None, spec)]
         service.count(spec)  # one request for the tag, however many platforms it has
         return spec, [
             (platform, each, service.request(each, start, None, caller, count=False))
