@@ -8,7 +8,7 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
@@ -60,6 +60,16 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
         for key, quoted, bare in _PARAM.findall(rest)
     }
     return scheme.lower(), params
+
+
+def _headed(headers: Mapping[str, str], reference: str) -> tuple[str, str]:
+    """(digest, media type) a manifest HEAD's lower-cased headers give; no digest when
+    there is none, or when asked by digest and another came back (only the body can
+    prove it then)."""
+    digest = headers.get("docker-content-digest", "")
+    if ":" in reference and digest != reference:
+        digest = ""
+    return digest, headers.get("content-type", "").split(";")[0].strip()
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -363,10 +373,7 @@ class Registry:
         response = self.get(repository, f"manifests/{reference}", {"Accept": ACCEPT}, what, "HEAD")
         response.read()  # nothing to read, but a response read to its end keeps its connection
         response.close()
-        media_type = response.headers.get("content-type", "").split(";")[0].strip()
-        digest = response.headers.get("docker-content-digest", "")
-        if ":" in reference and digest != reference:
-            digest = ""  # asked by digest: only the body can prove it
+        digest, media_type = _headed(response.headers, reference)
         if not digest:
             _, media_type, digest = self.manifest(repository, reference, what)
         return digest, media_type
@@ -395,10 +402,8 @@ class Registry:
         if response.status != 200:
             return None
         found = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
-        digest = found.get("docker-content-digest", "")
-        if not digest or (":" in reference and digest != reference):
-            return None
-        return digest, found.get("content-type", "").split(";")[0].strip()
+        digest, media_type = _headed(found, reference)
+        return (digest, media_type) if digest else None
 
     @staticmethod
     def _pull(repository: str) -> str:
