@@ -27,20 +27,15 @@ from tests.loaders.harness import Podman, RootTree
 from tests.loaders.judges import CONFIG_FIELDS
 from tests.registry.fixtures import USERS, Pushed
 from tests.registry.harness import basic_auth
-from tests.service.harness import push_layers
-from tests.service.test_export_service import image_layers
+from tests.service.fixtures import embedded_web, private_deployment
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def embedded(registry: Registry, tmp_path_factory) -> Iterator[WebServer]:
-    root = tmp_path_factory.mktemp("front-embedded")
-    server = WebServer(root, {"SQUASHD_REGISTRY": registry.host}).start()
-    try:
+    with embedded_web(registry, tmp_path_factory.mktemp("front-embedded")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -161,12 +156,8 @@ PRIVATE = "team/front"
 @pytest.fixture(scope="module")
 def private_front(make_module_stack, private_registry, tmp_path_factory) -> Stack:
     """A deployment in front of the token-auth registry, whose image only alice reads."""
-    registry, _ = private_registry
     work = tmp_path_factory.mktemp("front-private")
-    push_layers(work, registry.ref(PRIVATE, "v1"), image_layers(seed=611), creds="alice:secret")
-    return make_module_stack(
-        registry.host, SQUASHD_REGISTRY_USERNAME="robot", SQUASHD_REGISTRY_PASSWORD="r0b0t"
-    )
+    return private_deployment(make_module_stack, private_registry[0], work, PRIVATE, seed=611)
 
 
 def _login(dockerd: Dockerd, host: str, user: str, password: str):

@@ -17,7 +17,8 @@ from typing import TypeVar
 
 import pytest
 
-from testbed.service import MotoS3, RedisServer, Stack
+from testbed.registry import Registry
+from testbed.service import MotoS3, RedisServer, Stack, WebServer
 
 Server = TypeVar("Server", RedisServer, MotoS3)
 
@@ -136,3 +137,30 @@ def make_module_stack(tmp_path_factory, redis_server, moto_s3) -> Iterator[Calla
     """Makes deployments shared by a module's tests (each test uses its own images)."""
     with _stack_factory(tmp_path_factory, redis_server, moto_s3) as make:
         yield make
+
+
+@contextlib.contextmanager
+def embedded_web(registry: Registry, root: Path) -> Iterator[WebServer]:
+    """squashd's embedded default (no Redis, no S3: one process) in front of `registry`."""
+    server = WebServer(root, {"SQUASHD_REGISTRY": registry.host}).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def private_deployment(
+    make: Callable[..., Stack], registry: Registry, work: Path, repository: str, seed: int
+) -> Stack:
+    """A deployment in front of the private registry (tests.registry.fixtures) that pulls
+    with the `robot` account, once alice pushed REPOSITORY:v1 there (which only she, and
+    robot, may read)."""
+    from tests.registry.fixtures import USERS
+    from tests.service.harness import push_layers
+    from tests.service.test_export_service import image_layers
+
+    creds = f"alice:{USERS['alice']}"
+    push_layers(work, registry.ref(repository, "v1"), image_layers(seed=seed), creds=creds)
+    return make(
+        registry.host, SQUASHD_REGISTRY_USERNAME="robot", SQUASHD_REGISTRY_PASSWORD=USERS["robot"]
+    )

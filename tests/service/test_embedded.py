@@ -7,12 +7,14 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from testbed.registry import Registry
 from testbed.service import WebServer
+from tests.service.fixtures import embedded_web
 from tests.service.harness import assert_same_rootfs
 from tests.service.test_export_service import push_image
 
@@ -20,12 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def web(registry: Registry, tmp_path: Path):
-    server = WebServer(tmp_path / "web", {"SQUASHD_REGISTRY": registry.host}).start()
-    try:
+def web(registry: Registry, tmp_path: Path) -> Iterator[WebServer]:
+    with embedded_web(registry, tmp_path / "web") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_embedded_serves_the_file_with_range_and_etag(web, registry, tmp_path) -> None:

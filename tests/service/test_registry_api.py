@@ -15,6 +15,7 @@ import pytest
 from squash.image import DOCKER_MANIFEST, OCI_MANIFEST
 from testbed.registry import Registry
 from testbed.service import WebServer
+from tests.service.fixtures import embedded_web
 from tests.service.test_export_service import push_image, wait_until
 
 pytestmark = pytest.mark.integration
@@ -23,12 +24,8 @@ DOCKER_ONLY = {"Accept": DOCKER_MANIFEST}
 
 @pytest.fixture(scope="module")
 def web(registry: Registry, tmp_path_factory) -> Iterator[WebServer]:
-    root = tmp_path_factory.mktemp("front-api")
-    server = WebServer(root, {"SQUASHD_REGISTRY": registry.host}).start()
-    try:
+    with embedded_web(registry, tmp_path_factory.mktemp("front-api")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

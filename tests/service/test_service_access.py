@@ -18,9 +18,7 @@ from testbed.registry import Registry
 from testbed.service import Stack, fetch
 from tests.registry.fixtures import USERS
 from tests.registry.harness import basic_auth
-from tests.service.fixtures import RESOLVE_CACHE
-from tests.service.harness import push_layers
-from tests.service.test_export_service import image_layers
+from tests.service.fixtures import RESOLVE_CACHE, private_deployment
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +27,8 @@ PRIVATE = "team/private"
 
 @pytest.fixture(scope="module")
 def stack(make_module_stack, private_registry, tmp_path_factory) -> Stack:
-    registry, _ = private_registry
     work = tmp_path_factory.mktemp("private-image")
-    push_layers(work, registry.ref(PRIVATE, "v1"), image_layers(seed=401), creds="alice:secret")
-    return make_module_stack(
-        registry.host, SQUASHD_REGISTRY_USERNAME="robot", SQUASHD_REGISTRY_PASSWORD="r0b0t"
-    )
+    return private_deployment(make_module_stack, private_registry[0], work, PRIVATE, seed=401)
 
 
 def _as(user: str | None, password: str | None = None) -> dict[str, str]:
