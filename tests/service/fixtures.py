@@ -112,8 +112,13 @@ def _stack_factory(tmp_path_factory, redis: RedisServer, moto: MotoS3) -> Iterat
         # A caller's tag resolution is reused for RESOLVE_CACHE seconds (5 by default): the
         # tests that move a tag wait that long, so they keep it short.
         env = {"SQUASHD_RESOLVE_CACHE_SECONDS": str(RESOLVE_CACHE), **env}
-        # two DBs per deployment, so those alive at once never take each other's builds
-        stack = Stack(root, used, store, upstream, env, redis_db=2 * len(made))
+        # two DBs per deployment, so those alive at once never take each other's builds,
+        # emptied first: an earlier test's deployment of the same images (the shared sample
+        # images have the same artifact keys) left its records there, of its own bucket
+        db = 2 * len(made)
+        for number in (db, db + 1):
+            used.client(number).flushdb()
+        stack = Stack(root, used, store, upstream, env, redis_db=db)
         made.append(stack)
         return stack.start(workers)
 
