@@ -12,11 +12,11 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-import httpcore
 import httpx
 
 from squash.errors import RegistryError, TransientError
 from squash.registry.credentials import lookup
+from squash.registry.heads import HeadPool
 from squash.registry.options import RegistryOptions
 from squash.registry.reach import Reach
 from squash.verify import verify_bytes
@@ -109,8 +109,7 @@ class Registry:
             headers={"Accept-Encoding": "identity", "User-Agent": "squashd"},
         )
         # resolve's HEAD without httpx's layers on top (see `_quick_head`)
-        self._heads = httpcore.ConnectionPool(ssl_context=tls, max_connections=64)
-        self._head_timeouts = {"connect": 15.0, "read": self.options.timeout, "write": 15.0}
+        self._heads = HeadPool(self.base, tls, self.options.timeout)
         self._credentials = self.options.credentials
         if self._credentials is None and self.options.ambient and not self.options.bearer:
             self._credentials = lookup(name)
@@ -378,30 +377,16 @@ class Registry:
         return digest, media_type
 
     def _quick_head(self, repository: str, reference: str) -> tuple[str, str] | None:
-        """The manifest HEAD on a kept connection with the credentials already at hand:
-        the request every access check makes, at half of httpx's CPU (0.40 against 0.75 ms
-        measured). Anything but a plain 200 with its digest (a 401 to authenticate, a
-        redirect, an error, a lost connection) is None: the full path asks again and
-        reports it."""
-        headers = [
-            (b"Accept", ACCEPT.encode()),
-            (b"User-Agent", b"squashd"),
-            *(
-                (k.encode(), v.encode())
-                for k, v in self._authorization(self._pull(repository)).items()
-            ),
-        ]
-        url = f"{self.base}/v2/{repository}/manifests/{reference}"
-        try:
-            response = self._heads.request(
-                "HEAD", url, headers=headers, extensions={"timeout": self._head_timeouts}
-            )
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError):
+        """The manifest HEAD on a kept connection with the credentials already at hand
+        (squash/registry/heads.py): the request every access check makes. Anything but a
+        plain 200 with its digest (a 401 to authenticate, a redirect, an error, a lost
+        connection) is None: the full path asks again and reports it."""
+        headers = [("Accept", ACCEPT), ("User-Agent", "squashd")]
+        headers += self._authorization(self._pull(repository)).items()
+        answer = self._heads.head(f"/v2/{repository}/manifests/{reference}", headers)
+        if answer is None or answer[0] != 200:
             return None
-        if response.status != 200:
-            return None
-        found = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
-        digest, media_type = _headed(found, reference)
+        digest, media_type = _headed(answer[1], reference)
         return (digest, media_type) if digest else None
 
     @staticmethod
