@@ -31,6 +31,7 @@ from tasks.usage import BatchedUsage
 log = logging.getLogger("squashd.service")
 RETRY_LATER = 30  # seconds a client turned away for a full queue is asked to wait
 MAX_RECENT = 4096  # artifacts remembered in the process for requests answered from memory
+RECENT_SECONDS = 5.0  # how long: an artifact is evicted cold, not while it is asked for
 T = TypeVar("T")
 
 
@@ -85,9 +86,9 @@ class Service:
         self.sessions = Sessions(self.plain_http_registry, settings.resolve_cache_seconds)
         self.default_platform = str(Platform.parse(settings.platform))
         self.usage = BatchedUsage(self.board, settings.usage_flush_seconds)
-        # artifacts found moments ago, for `quick` (as long as a resolution is remembered)
+        # artifacts found moments ago: no board round trip for a popular one
         self._recent: ExpiringCache[str, Artifact] = ExpiringCache(
-            min(settings.resolve_cache_seconds, settings.artifact_cache_seconds), MAX_RECENT
+            min(RECENT_SECONDS, settings.artifact_cache_seconds), MAX_RECENT
         )
 
     def close(self) -> None:
@@ -175,7 +176,11 @@ class Service:
     # -- artifacts and builds
 
     def lookup(self, key: str) -> Artifact | None:
-        """The finished artifact of `key`: its cached record, else the store's."""
+        """The finished artifact of `key`: found moments ago, else its cached record,
+        else the store's."""
+        recent = self._recent.get(key)
+        if recent is not None:
+            return recent
         try:
             cached = self.board.cached(key)
         except Exception as exc:  # the board is down: the store still knows
