@@ -114,8 +114,13 @@ class Load:
     manifest_heads: int
     registry_rate: float  # the registry's own manifest GET, wrk alike
     registry_p99_ms: float
+    registry_requests: int
+    registry_get_cpu: float  # the registry's CPU seconds meanwhile
     uncached_rate: float = 0.0  # a web process with the resolve cache off
     uncached_p99_ms: float = 0.0
+    uncached_requests: int = 0
+    uncached_web_cpu: float = 0.0  # CPU seconds of that web process and of the registry
+    uncached_registry_cpu: float = 0.0
 
 
 def engine_once(ref: str, out: Path) -> tuple[Run, str]:
@@ -249,11 +254,13 @@ def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.N
     heads = registry.log_path.read_text().count(MANIFEST_HEAD) - heads0
     manifest = f"{registry.url}/v2/{path.rsplit('/', 1)[0]}/manifests/{path.rsplit('/', 1)[1]}"
     accept = "Accept: application/vnd.oci.image.manifest.v1+json"
-    _, _, registry_rate, _, registry_p99, registry_bad = wrk(manifest, ["-H", accept], args)
+    reg0 = process_usage(registry_pid)[0]
+    gets, _, registry_rate, _, registry_p99, registry_bad = wrk(manifest, ["-H", accept], args)
+    registry_get_cpu = process_usage(registry_pid)[0] - reg0
     if registry_bad:
         raise BenchFailed(f"{manifest}: {registry_bad} bad answers from the registry")
     load = Load(requests, seconds, rate, p50, p99, bad, web_cpu, registry_cpu, heads,
-                registry_rate, registry_p99)  # fmt: skip
+                registry_rate, registry_p99, gets, registry_get_cpu)  # fmt: skip
     # the same request to a web process that asks the registry every time
     env = {**deployment.env, "SQUASHD_RESOLVE_CACHE_SECONDS": "0"}
     uncached = WebServer(deployment.root, env, name="web-uncached").start()
@@ -262,7 +269,12 @@ def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.N
         status, headers, _ = uncached.get(f"/c1/squash/{path}")
         if status != 302 or headers.get("x-squashd-cache") != "hit":
             raise BenchFailed(f"{url} answered {status} {headers}, not a cached 302")
-        _, _, load.uncached_rate, _, load.uncached_p99_ms, _ = wrk(url, [], args)
+        web0, reg0 = web_cpu_seconds(uncached), process_usage(registry_pid)[0]
+        load.uncached_requests, _, load.uncached_rate, _, load.uncached_p99_ms, _ = wrk(
+            url, [], args
+        )
+        load.uncached_web_cpu = web_cpu_seconds(uncached) - web0
+        load.uncached_registry_cpu = process_usage(registry_pid)[0] - reg0
     finally:
         uncached.stop()
     return load
@@ -378,6 +390,15 @@ def print_summary(
         f"  with the resolve cache off (every redirect asks the registry): "
         f"{load.uncached_rate:,.0f} requests/s, p99 {load.uncached_p99_ms:.2f} ms; "
         f"{ratio:.2f}x the manifest GETs (target >= 0.8x: {'ok' if ratio >= 0.8 else 'OVER'})"
+    )
+    get_ms = 1e3 * load.registry_get_cpu / (load.registry_requests or 1)
+    head_ms = 1e3 * load.uncached_registry_cpu / (load.uncached_requests or 1)
+    web_ms = 1e3 * load.uncached_web_cpu / (load.uncached_requests or 1)
+    print(
+        f"  CPU a request, where the cores are the limit: the registry's GET alone {get_ms:.2f} ms;"
+        f" behind squashd the registry's HEAD {head_ms:.2f} ms + the web's {web_ms:.2f} ms, so "
+        f"at most {get_ms / ((head_ms + web_ms) or 1):.2f}x on shared cores (a web costing "
+        f"nothing: {get_ms / (head_ms or 1):.2f}x)"
     )
     same = {digest for _, digest in engine} | {b.sha256 for b in builds}
     print(
