@@ -216,3 +216,27 @@ def test_tls_registry_with_the_wrong_ca_fails(
     wrong_ca = token_registry.tokens.signer.cert_path  # a valid PEM, not the registry's CA
     line = export_fails(reg.ref("squashd/tls", "v1"), work, "--ca-file", str(wrong_ca))
     assert re.search(r"certificate|tls|ssl|verif", line, re.IGNORECASE), line
+
+
+def test_tls_registry_access_check_head(tls_registry, tls_pushed, token_registry) -> None:
+    """The access check's HEAD pool (squash/registry/heads.py) over TLS: the digest the
+    registry serves, a kept connection, and no answer through a CA not the registry's."""
+    import ssl
+
+    from squash.registry.client import ACCEPT, Registry
+    from squash.registry.heads import HeadPool
+    from squash.registry.options import RegistryOptions
+
+    reg, ca = tls_registry
+    _, _, digest = Registry(reg.host, reg.host, RegistryOptions(ca_file=str(ca))).manifest(
+        "squashd/tls", "v1", "the TLS image"
+    )
+    pool = HeadPool(reg.url, ssl.create_default_context(cafile=str(ca)), 5.0)
+    for _ in range(2):
+        answer = pool.head("/v2/squashd/tls/manifests/v1", [("Accept", ACCEPT)])
+        assert answer is not None and answer[0] == 200
+        assert answer[1]["docker-content-digest"] == digest
+    assert len(pool._idle) == 1, "the TLS connection was not kept"
+    wrong_ca = token_registry.tokens.signer.cert_path
+    wrong = HeadPool(reg.url, ssl.create_default_context(cafile=str(wrong_ca)), 5.0)
+    assert wrong.head("/v2/squashd/tls/manifests/v1", [("Accept", ACCEPT)]) is None
