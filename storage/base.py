@@ -62,6 +62,15 @@ class Upload:
     started: float  # unix time, as the store reports it
 
 
+class Gone(Exception):
+    """The archive of a record is no longer in the store: deleted behind the service's
+    back (a lifecycle rule, by hand) while its record was still cached."""
+
+    def __init__(self, key: str, where: str) -> None:
+        super().__init__(f"artifact {key} is no longer in {where}")
+        self.key = key
+
+
 ArtifactSink: TypeAlias = Sink[Artifact]
 """A sink whose commit makes the artifact visible and returns what was stored."""
 
@@ -102,12 +111,14 @@ class ArtifactStore(Protocol):
         ...
 
     def read(self, key: str, offset: int, length: int) -> bytes:
-        """Up to `length` bytes of the archive `key` from `offset` (fewer at its end)."""
+        """Up to `length` bytes of the archive `key` from `offset` (fewer at its end);
+        Gone if it is not there."""
         ...
 
     def locate_member(self, key: str, member: Member, method: str = "GET") -> Location:
         """How a client downloads one blob of the archive `key` by itself (a registry
-        pull's layer): a range of the local file, or an object of its own in S3."""
+        pull's layer): a range of the local file, or an object of its own in S3; Gone
+        if the archive is not there."""
         ...
 
     def ping(self) -> None:

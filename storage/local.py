@@ -15,7 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from squash.sinks import PlacedFile
-from storage.base import Artifact, Entry, Location, Member, Upload, check_key, now, sha256_of
+from storage.base import (
+    Artifact,
+    Entry,
+    Gone,
+    Location,
+    Member,
+    Upload,
+    check_key,
+    now,
+    sha256_of,
+)
 
 _PART = ".part"
 
@@ -99,11 +109,16 @@ class LocalStore:
         return Location(path=self.path(key), filename=filename)
 
     def read(self, key: str, offset: int, length: int) -> bytes:
-        with open(self.path(key), "rb") as file:
-            file.seek(offset)
-            return file.read(length)
+        try:
+            with open(self.path(key), "rb") as file:
+                file.seek(offset)
+                return file.read(length)
+        except FileNotFoundError:
+            raise Gone(key, self.describe()) from None
 
     def locate_member(self, key: str, member: Member, method: str = "GET") -> Location:
+        if not self.path(key).is_file():
+            raise Gone(key, self.describe())
         return Location(path=self.path(key), offset=member.offset, length=member.size)
 
     def ping(self) -> None:

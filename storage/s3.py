@@ -30,7 +30,17 @@ from botocore.exceptions import (
 )
 
 from squash.streams import Chunk
-from storage.base import Artifact, Entry, Location, Member, Upload, check_key, now, sha256_of
+from storage.base import (
+    Artifact,
+    Entry,
+    Gone,
+    Location,
+    Member,
+    Upload,
+    check_key,
+    now,
+    sha256_of,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -227,7 +237,7 @@ class S3Store:
             head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
             tags = self.client.get_object_tagging(Bucket=self.bucket, Key=self.object_key(key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(exc):
                 return None
             raise
         sha256 = {t["Key"]: t["Value"] for t in tags["TagSet"]}.get("sha256")
@@ -311,6 +321,8 @@ class S3Store:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 return b""  # from its end on
+            if _missing(exc):
+                raise Gone(key, self.describe()) from None
             raise
         with contextlib.closing(body["Body"]) as stream:
             return stream.read()
@@ -322,7 +334,12 @@ class S3Store:
         looked for every time (one HEAD): an archive evicted and built again meanwhile
         took its members with it."""
         object_key = self.member_key(key, member.digest)
-        self._copy_out(key, object_key, member)  # a HEAD when it is there already
+        try:
+            self._copy_out(key, object_key, member)  # a HEAD when it is there already
+        except ClientError as exc:  # the member is not there, and its archive neither
+            if _missing(exc):
+                raise Gone(key, self.describe()) from None
+            raise
         return Location(url=self._signed(object_key, method))
 
     def _copy_out(self, key: str, object_key: str, member: Member) -> None:
@@ -331,7 +348,7 @@ class S3Store:
             if head["ContentLength"] == member.size:
                 return
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            if not _missing(exc):
                 raise
         source = {"Bucket": self.bucket, "Key": self.object_key(key)}
         upload = self.client.create_multipart_upload(
@@ -360,3 +377,8 @@ class S3Store:
 
     def ping(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
+
+
+def _missing(exc: ClientError) -> bool:
+    """Does S3's error say the object (or a copy's source) does not exist?"""
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")

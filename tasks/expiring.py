@@ -38,3 +38,7 @@ class ExpiringCache(Generic[K, V]):
             self._entries.move_to_end(key)
             while len(self._entries) > self.limit:
                 self._entries.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        with self._mutex:
+            self._entries.pop(key, None)

@@ -11,13 +11,15 @@ checked with the upstream again (remembered for the resolve cache's seconds).
 import dataclasses
 import json
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from squash.destination import Blob, image_index
 from squash.errors import BadReference, SquashError
 from squash.image import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, JSONObject
 from squash.manifest import is_index
 from squash.reference import Platform, parse_docker_ref
-from storage.base import Artifact, Location
+from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
 from tasks.errors import BadRequest, ServiceError
 from tasks.expiring import ExpiringCache
@@ -25,6 +27,7 @@ from tasks.pull_view import Document, PullView, accepts, read_view
 from tasks.service import Service
 from tasks.spec import ExportSpec
 
+T = TypeVar("T")
 MAX_VIEWS = 256  # pull views kept in the process (each holds a config and manifests)
 _KEEP = re.compile(r"^(?P<tag>.+)--keep-(?P<layers>[0-9]{1,3})$")
 
@@ -52,11 +55,12 @@ class Pulls:
         return f"{ref.registry}/{ref.repository}"
 
     def view(self, artifact: Artifact) -> PullView:
-        """The artifact's manifests, config and layer ranges (read once per process)."""
+        """The artifact's manifests, config and layer ranges (read once per process);
+        Gone if its archive is no longer stored (then forgotten, to be built again)."""
         view = self._views.get(artifact.key)
         if view is None:
             try:
-                view = self.service.on_store(read_view, self.service.store, artifact)
+                view = self._archive(artifact, read_view, self.service.store, artifact)
             except SquashError as exc:
                 raise ServiceError(f"the stored artifact cannot be served: {exc}", 502) from None
             self._views.put(artifact.key, view)
@@ -143,4 +147,15 @@ class Pulls:
         member = view.layers[digest]
         if method == "GET":
             self.service.usage.touch(artifact.key)
-        return self.service.on_store(self.service.store.locate_member, artifact.key, member, method)
+        locate = self.service.store.locate_member
+        return self._archive(artifact, locate, artifact.key, member, method)
+
+    def _archive(self, artifact: Artifact, call: Callable[..., T], *args: object) -> T:
+        """`call(*args)` of the store about the archive of `artifact`; when the archive is
+        gone, its record and view are forgotten and Gone raised."""
+        try:
+            return self.service.on_store(call, *args)
+        except Gone:
+            self._views.pop(artifact.key)
+            self.service.gone(artifact.key)
+            raise

@@ -197,6 +197,16 @@ class Service:
             self._seen(artifact)
         return artifact
 
+    def gone(self, key: str) -> None:
+        """The archive of `key` was found missing from the store although its record
+        said it was there: forget the record, so the next request builds it again."""
+        log.warning("artifact %s is gone from the store; it will be built again", key)
+        self._recent.pop(key)
+        try:
+            self.board.forget(key)
+        except Exception as exc:  # its record expires soon anyway
+            log.warning("artifact cache unavailable: %s", exc)
+
     def _seen(self, artifact: Artifact) -> Artifact:
         """Remember a found artifact in this process for `quick` (a few seconds)."""
         self._recent.put(artifact.key, artifact)

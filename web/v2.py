@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from squash.image import JSONObject
-from storage.base import Artifact, Location
+from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany
@@ -119,7 +119,12 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
             known = await run_in_threadpool(_handed_out, pulls, upstream, reference, caller)
             if known is not None:
                 return _document(request, known)
-        return await _squashed(request, service, pulls, upstream, reference, caller)
+        try:
+            return await _squashed(request, service, pulls, upstream, reference, caller)
+        except Gone:  # deleted behind the service's back: forgotten, so built again
+            return await _squashed(request, service, pulls, upstream, reference, caller)
+    except Gone as exc:
+        return registry_error(404, "MANIFEST_UNKNOWN", f"{exc}; pull again")
     except ServiceError as exc:
         return await _refused(request, exc, "MANIFEST_UNKNOWN", name)
 
@@ -216,6 +221,8 @@ async def blob(request: Request, name: str, digest: str) -> Response:
             return None if known is None else pulls.blob(*known, digest, request.method)
 
         found = await run_in_threadpool(find)
+    except Gone as exc:  # forgotten: the next pull's manifest builds it again
+        return registry_error(404, "BLOB_UNKNOWN", f"blob {digest}: {exc}; pull again")
     except ServiceError as exc:
         return await _refused(request, exc, "BLOB_UNKNOWN", name)
     if found is None:

@@ -35,7 +35,7 @@ from squash.outputs.docker_archive import DockerArchive
 from squash.sinks import Patchable
 from squash.streams import Stream
 from storage import ArtifactStore, open_store
-from storage.base import Artifact, Entry, Location, Member, Upload
+from storage.base import Artifact, Entry, Gone, Location, Member, Upload
 from storage.local import LocalStore
 from storage.s3 import FIRST_PART, PART
 from testbed.process import http_get
@@ -400,6 +400,12 @@ def test_missing_keys(backend: Backend) -> None:
     store.delete("never-stored")
     assert _download(store.locate("never-stored")).status == 404
     assert _download(store.locate("never-stored", "HEAD"), "HEAD").status == 404
+    # what the registry front reads of an archive its record names: Gone, not a failure
+    # to reach the store
+    with pytest.raises(Gone, match="never-stored is no longer in"):
+        store.read("never-stored", 0, 100)
+    with pytest.raises(Gone, match="never-stored is no longer in"):
+        store.locate_member("never-stored", Member("sha256:" + "7" * 64, 0, 10))
     assert list(store.entries()) == [] and backend.leftovers() == []
 
 
