@@ -88,17 +88,18 @@ def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[Stream]:
         inner.close()
 
 
-def decompress_prefix(stored: bytes) -> bytes:
-    """Whatever the first bytes of a (possibly cut-off) layer blob decompress to."""
+def decompress_prefix(stored: bytes, limit: int) -> bytes:
+    """Up to `limit` bytes of what the first bytes of a (possibly cut-off) layer blob
+    decompress to; no more is inflated (a layer of small files inflates fifty-fold)."""
     codec = compression_of(stored)
     try:
         if codec == "gzip":
-            return isal_zlib.decompressobj(wbits=31).decompress(stored)
+            return isal_zlib.decompressobj(wbits=31).decompress(stored, limit)
         if codec == "zstd":
-            return zstandard.ZstdDecompressor().decompressobj().decompress(stored)
+            return zstandard.ZstdDecompressor().decompressobj().decompress(stored)[:limit]
     except (isal_zlib.error, zstandard.ZstdError):  # type: ignore[misc]  # isal's stub: an instance
         return b""  # the full read reports the corruption, with the digest
-    return stored
+    return stored[:limit]
 
 
 class _Output(io.RawIOBase):

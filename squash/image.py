@@ -46,6 +46,7 @@ LAYER_TYPES = {
 
 Progress = Callable[[int], object]  # told of bytes read; what it returns is ignored
 PEEK_BYTES = 256 << 10  # stored bytes read when only a layer's start is wanted
+PEEK_TAR = 64 << 10  # and at most this much of the tar they hold is made of them
 
 JSONObject = dict[str, Any]
 
@@ -112,9 +113,10 @@ class StoredLayer(ABC):
         return location if plain else None
 
     def peek(self) -> bytes:
-        """The start of the uncompressed tar, from the first stored bytes only (unchecked)."""
+        """The start of the uncompressed tar (up to PEEK_TAR bytes), from the first stored
+        bytes only (unchecked)."""
         with self.open_start(PEEK_BYTES) as raw:
-            return decompress_prefix(read_up_to(raw, PEEK_BYTES))
+            return decompress_prefix(read_up_to(raw, PEEK_BYTES), PEEK_TAR)
 
 
 def _drain(stream: Stream) -> None:

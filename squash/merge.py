@@ -30,7 +30,6 @@ from squash.streams import Stream
 
 CHUNK = 1 << 20
 READ_AHEAD = 2  # layers decompressed (and spooled) ahead of the one being decided
-_PEEK = 64 << 10  # of each layer's start, to find its root entry
 _FREE_SPACE_EVERY = 64 << 20  # spooled bytes between looks at the spool's free space
 
 Write = Callable[[bytes], object]  # what a write returns is ignored
@@ -50,7 +49,7 @@ class TarSource(Protocol):
         ...
 
     def peek(self) -> bytes:
-        """The first bytes of the layer's tar, cheaply and unverified."""
+        """The first bytes of the layer's tar (tens of KiB), cheaply and unverified."""
         ...
 
     def plain_file(self) -> tuple[str, int] | None:
@@ -132,7 +131,7 @@ class Merger:
         so the first member of each layer, top down, tells.
         """
         for layer in reversed(layers):
-            head = layer.peek()[:_PEEK]
+            head = layer.peek()
             index = self._layers.index(layer.label)
             try:
                 index.feed(head)
