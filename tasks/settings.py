@@ -30,6 +30,18 @@ def _number(env: dict[str, str], name: str, default: float, minimum: float = 0) 
     return value
 
 
+def _flag(env: dict[str, str], name: str, default: bool = False) -> bool:
+    """`1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`; empty: the default."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={text!r} is not one of 1, true, yes, on, 0, false, no, off")
+
+
 def _bytes(env: dict[str, str], name: str, default: int = 0) -> int:
     """A size such as `500M`, `20G` or `1073741824`; empty: the default, 0: no limit."""
     text = env.get(name, "").strip()
@@ -61,6 +73,9 @@ class Settings:
     layer_compression: str = "gzip"
     platform: str = "linux/amd64"
     wait_seconds: float = 60.0  # how long a /c1 request waits for a build before a 202
+    # a manifest HEAD at the registry front builds and waits as a GET does (containerd,
+    # and so kubelet, resolve a tag with HEAD and never GET one it answers 404 for)
+    head_builds: bool = False
     url_lifetime: int = 300  # seconds a presigned download URL stays valid
     lease_seconds: float = 30.0  # a build's lock lives this long unless renewed
     max_build_seconds: int = 3600  # hard limit of one build (and Celery's time limit)
@@ -139,6 +154,7 @@ class Settings:
             layer_compression=compression,
             platform=platform,
             wait_seconds=_number(env, "SQUASHD_WAIT_SECONDS", 60),
+            head_builds=_flag(env, "SQUASHD_HEAD_BUILDS"),
             url_lifetime=int(_number(env, "SQUASHD_URL_LIFETIME", 300, 1)),
             lease_seconds=_number(env, "SQUASHD_BUILD_LEASE", 30, 1),
             max_build_seconds=max_build,

@@ -4,7 +4,8 @@ NS/REPO:TAG, built once with the service's defaults (`TAG--keep-N` keeps the bot
 layers as they are).
 
 A manifest GET of a tag resolves it at the upstream with the caller's credentials,
-starts or joins its build and waits up to SQUASHD_WAIT_SECONDS; HEAD never starts one.
+starts or joins its build and waits up to SQUASHD_WAIT_SECONDS; HEAD never starts one
+unless SQUASHD_HEAD_BUILDS says so (for containerd, which resolves with HEAD).
 Config and manifests come from memory, layers by redirect to the store (S3) or as a
 range of the archive (a local directory).
 """
@@ -144,7 +145,7 @@ async def _squashed(
     multi-platform source an index of every platform's, once all are built."""
     tag, keep = keep_suffix(reference)
     image = f"{upstream}@{tag}" if tag.startswith("sha256:") else f"{upstream}:{tag}"
-    start = request.method == "GET"
+    start = request.method == "GET" or service.settings.head_builds
 
     def look() -> tuple[ExportSpec, list[tuple[JSONObject | None, ExportSpec, Outcome]]]:
         spec, kind = service.resolved(image, caller, keep_base=keep)

@@ -114,6 +114,38 @@ def test_ctr_pull_and_run(
         containerd.ctr("images", "rm", name, check=False)
 
 
+@pytest.mark.parametrize("head_builds", [False, True], ids=["head-never-builds", "head-builds"])
+def test_a_cold_ctr_pull(
+    head_builds: bool,
+    registry: Registry,
+    containerd: Containerd,
+    docker_image: DockerImage,
+    tmp_path: Path,
+) -> None:
+    """containerd resolves a tag with HEAD alone: a tag nobody asked for is unknown to it
+    (404, and no build), unless SQUASHD_HEAD_BUILDS=1, where that HEAD builds it and the
+    cold pull runs."""
+    env = {"SQUASHD_REGISTRY": registry.host, "SQUASHD_HEAD_BUILDS": str(int(head_builds))}
+    web = WebServer(tmp_path / "web", env).start()
+    name = f"{_host(web.url)}/{docker_image.repository}:{docker_image.registry_tag}"
+    manifest = f"/v2/{docker_image.repository}/manifests/{docker_image.registry_tag}"
+    container = "front-ctr-cold"
+    try:
+        if not head_builds:
+            proc = containerd.ctr("images", "pull", "--plain-http", name, check=False)
+            assert proc.returncode != 0, proc
+            assert b"not found" in proc.stderr, proc.stderr
+            assert web.get(manifest, method="HEAD")[0] == 404, "the HEADs started a build"
+            return
+        containerd.ctr("images", "pull", "--plain-http", name)
+        proc = containerd.ctr("run", "--rm", name, container, timeout=120)
+        assert proc.stdout.decode().strip() == docker_image.run_output
+    finally:
+        containerd.ctr("containers", "rm", container, check=False)
+        containerd.ctr("images", "rm", name, check=False)
+        web.stop()
+
+
 def test_skopeo_copy_and_umoci_unpack_equal_the_original(
     embedded: WebServer, registry: Registry, docker_image: DockerImage, tmp_path: Path
 ) -> None:

@@ -36,12 +36,20 @@ def test_registries() -> None:
         Settings.from_env({"SQUASHD_REGISTRY": "https://quay.io/org"})
 
 
+def test_head_builds_is_a_flag_off_by_default() -> None:
+    assert not Settings.from_env({}).head_builds
+    assert Settings.from_env({"SQUASHD_HEAD_BUILDS": "1"}).head_builds
+    assert Settings.from_env({"SQUASHD_HEAD_BUILDS": " On "}).head_builds
+    assert not Settings.from_env({"SQUASHD_HEAD_BUILDS": "false"}).head_builds
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
         ("SQUASHD_WAIT_SECONDS", "soon", "not a number"),
         ("SQUASHD_BUILD_LEASE", "0", "at least 1"),
         ("SQUASHD_LAYER_COMPRESSION", "lzma", "not one of"),
+        ("SQUASHD_HEAD_BUILDS", "maybe", "not one of 1, true"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
