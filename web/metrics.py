@@ -45,7 +45,7 @@ _BOARD_COUNTERS = {
     "builds_failed": "Builds that failed for good",
     "builds_retried": "Builds that failed and were retried",
     "build_bytes_sum": "Bytes of the artifacts built",
-    "registry_pulls": "Manifests and indexes handed out to registry pulls (GET of a tag)",
+    "registry_pulls": "Image manifests handed out to registry pulls (a GET, by tag or digest)",
 }
 
 

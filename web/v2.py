@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from squash.image import JSONObject
+from squash.manifest import is_index
 from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
 from tasks.board import FAILED
@@ -117,7 +118,12 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
         upstream = pulls.upstream(name)
         caller = caller_of(request)
         if reference.startswith("sha256:"):
-            known = await run_in_threadpool(_handed_out, pulls, upstream, reference, caller)
+
+            def by_digest() -> Document | None:
+                known = _handed_out(pulls, upstream, reference, caller)
+                return None if known is None else _pulled(service, known, request.method)
+
+            known = await run_in_threadpool(by_digest)
             if known is not None:
                 return _document(request, known)
         try:
@@ -176,11 +182,17 @@ async def _squashed(
         else:
             children = [(platform, artifact) for platform, artifact in done if platform]
             document = pulls.index(upstream, spec.digest, children, accept)
-        if request.method == "GET":
-            service.on_board(service.board.count, PULLS)
-        return document
+        return _pulled(service, document, request.method)
 
     return _document(request, await run_in_threadpool(answer))
+
+
+def _pulled(service: Service, document: Document, method: str) -> Document:
+    """A GET that hands out an image manifest is one pull, by tag or by digest (after
+    containerd's HEAD of the tag, or an index); a HEAD or an index is none."""
+    if method == "GET" and not is_index(document.media_type):
+        service.on_board(service.board.count, PULLS)
+    return document
 
 
 def _unfinished(spec: ExportSpec, outcome: Outcome) -> Response:

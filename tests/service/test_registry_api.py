@@ -143,14 +143,18 @@ def test_keep_suffix_and_source_digest(web: WebServer, registry: Registry, pushe
 
 
 def test_pulls_count_for_popularity_and_metrics(web: WebServer, pushed: str) -> None:
-    """A manifest GET of a tag is a pull (the pre-squash ranks its tag like a /c1
-    request); HEAD and requests by digest are not."""
+    """A manifest GET is a pull, by tag or by the digest handed out (containerd's pull:
+    a HEAD of the tag, then a GET by digest); a HEAD is not. The pre-squash ranks the
+    tag like a /c1 request."""
     before = web.metrics().get("squashd_registry_pulls_total", 0)
     status, headers, _ = _get(web, f"/v2/{pushed}/manifests/v1")
     assert status == 200
-    _get(web, f"/v2/{pushed}/manifests/v1", method="HEAD")
-    _get(web, f"/v2/{pushed}/manifests/{headers['docker-content-digest']}")
     assert web.metrics()["squashd_registry_pulls_total"] == before + 1
+    _get(web, f"/v2/{pushed}/manifests/v1", method="HEAD")
+    _get(web, f"/v2/{pushed}/manifests/{headers['docker-content-digest']}", method="HEAD")
+    assert web.metrics()["squashd_registry_pulls_total"] == before + 1
+    _get(web, f"/v2/{pushed}/manifests/{headers['docker-content-digest']}")
+    assert web.metrics()["squashd_registry_pulls_total"] == before + 2
 
     def ranked() -> bool:  # counts reach the board in batches (SQUASHD_USAGE_FLUSH_SECONDS)
         status, _, page = _get(web, "/")
