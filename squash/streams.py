@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 Stream: TypeAlias = io.RawIOBase | io.BufferedIOBase
 """A binary stream that reads into buffers: files, pipes, HTTP bodies, decoders."""
 
+_FIRST_READ = 64 << 10  # what read_up_to makes room for at first
+
 Chunk: TypeAlias = bytes | bytearray | memoryview
 """Bytes as they are handed on, copied only where they must be kept."""
 
@@ -32,16 +34,20 @@ class Readable(Protocol):
 
 
 def read_up_to(stream: Readable, n: int) -> bytes:
-    """Up to `n` bytes: fewer only if the stream ends first."""
-    buffer = bytearray(n)
-    view = memoryview(buffer)
+    """Up to `n` bytes: fewer only if the stream ends first. The buffer grows with what
+    arrives (doubling), so an `n` far above what the stream holds (a limit, a size a
+    peer claims) costs nothing up front: a zeroed buffer of a 64 MiB limit was resident
+    memory on every document read."""
+    buffer = bytearray(min(n, _FIRST_READ))
     got = 0
     while got < n:
-        count = stream.readinto(view[got:])
+        if got == len(buffer):
+            buffer.extend(bytes(min(len(buffer), n - got)))
+        with memoryview(buffer) as view, view[got:] as free:
+            count = stream.readinto(free)
         if not count:
             break
         got += count
-    del view
     del buffer[got:]
     return bytes(buffer)
 

@@ -52,6 +52,16 @@ def test_read_up_to_stops_at_the_end() -> None:
     assert read_up_to(Trickle(b""), 10) == b""
 
 
+def test_read_up_to_makes_room_as_bytes_arrive() -> None:
+    """A bound far above what the stream holds (a document limit, a size a registry
+    claims) is not allocated up front; a stream past the first buffer grows it."""
+    assert read_up_to(Trickle(b"small", step=2), 1 << 40) == b"small"
+    data = bytes(range(256)) * 1000  # 256,000 bytes: the buffer doubles twice
+    assert read_up_to(Trickle(data, step=10_000), 1 << 40) == data
+    assert read_exactly(Trickle(data, step=65_537), len(data), "blob") == data
+    assert read_up_to(Trickle(data, step=99_999), 100_000) == data[:100_000]
+
+
 def test_prefixed_gives_back_what_was_read_first() -> None:
     stream = Trickle(b"0123456789", step=3)
     head = read_up_to(stream, 4)
