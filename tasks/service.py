@@ -17,7 +17,7 @@ from squash.codec import COMPRESSIONS
 from squash.errors import BadReference
 from squash.reference import DockerRef, Platform, check_repo_tag, parse_docker_ref
 from storage import open_store
-from storage.base import Artifact, Location
+from storage.base import Artifact, Gone, Location
 from tasks.access import Caller, Sessions
 from tasks.board import FAILED, QUEUED, READY, Board, Job, Lifetimes, claim_allowed, open_board
 from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
@@ -230,10 +230,14 @@ class Service:
 
     def hand_out(self, artifact: Artifact, method: str, filename: str) -> Location:
         """Where the caller downloads `artifact`; a GET counts as a download for the
-        janitor, which evicts the least recently used."""
+        janitor, which evicts the least recently used. Gone if it is a local file no
+        longer there (a presigned URL is not checked: that would cost a request)."""
         if method == "GET":
             self.usage.touch(artifact.key)
-        return self.store.locate(artifact.key, method, filename)
+        location = self.store.locate(artifact.key, method, filename)
+        if location.path is not None and not location.path.is_file():  # removed by hand
+            raise Gone(artifact.key, self.store.describe())
+        return location
 
     def request(
         self,

@@ -4,6 +4,7 @@ upstream registry SQUASHD_REGISTRY: `curl -fL URL | docker load` just works."""
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from storage.base import Gone
 from tasks.board import FAILED
 from tasks.errors import NotFound
 from tasks.service import Outcome, Service
@@ -45,12 +46,16 @@ async def squash(
         return spec, service.request(spec, request.method != "HEAD", request.method, caller)
 
     caller = caller_of(request)
-    # from this process's memory when it can (no thread, no registry, no board)
-    found = service.quick(
-        image, caller, request.method, platform=platform, compression=compression,
-        keep_base=keep_base,
-    )  # fmt: skip
-    spec, outcome = found if found is not None else await run_in_threadpool(look)
+    try:
+        # from this process's memory when it can (no thread, no registry, no board)
+        found = service.quick(
+            image, caller, request.method, platform=platform, compression=compression,
+            keep_base=keep_base,
+        )  # fmt: skip
+        spec, outcome = found if found is not None else await run_in_threadpool(look)
+    except Gone as exc:  # a local file removed by hand: forgotten, so built again
+        service.gone(exc.key)
+        spec, outcome = await run_in_threadpool(look)
     request.app.state.metrics.cache(outcome.artifact is not None)
     if outcome.artifact is None and request.method != "HEAD":
         limit = service.settings.wait_seconds

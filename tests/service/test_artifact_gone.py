@@ -69,3 +69,19 @@ def test_a_deleted_archive_is_built_again(
     assert stack.builds_started() == 2, stack.describe()
     status, data = _blob(stack, name, layer)
     assert status == 200 and "sha256:" + hashlib.sha256(data).hexdigest() == layer
+
+
+def test_a_local_archive_removed_by_hand_is_built_again_for_c1(
+    make_stack: Callable[..., Stack], registry: Registry, tmp_path: Path
+) -> None:
+    """/c1 serves a local archive itself: one gone from the directory is noticed (a
+    stat) and built again, where it was a 500. (A presigned S3 URL is not checked.)"""
+    push_image(registry, tmp_path, "gone-c1", seed=737)
+    stack = make_stack(registry.host, s3=False)
+    status, _, body = stack.c1("svc/gone-c1/v1")
+    assert status == 200 and body, body[:200]
+    _delete_artifacts(stack)
+    status, _, again = stack.c1("svc/gone-c1/v1")
+    assert status == 200, again[:200]
+    assert again == body, "the archive built again is not the same bytes"
+    assert stack.builds_started() == 2, stack.describe()
