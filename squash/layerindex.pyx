@@ -247,11 +247,9 @@ cdef class LayerIndex:
         m.data = self.next + r.h.group
         m.size = r.h.size
         m.path = path
-        m.link = link
         m.type = r.h.type
-        m.kind = kind
         m.group = r.h.group  # the stream (a layer's own file, a peek) holds it
-        m.flags = SPARSE if r.h.sparse else 0
+        m.flags = (kind << KIND_SHIFT) | (SPARSE if r.h.sparse else 0)
         m.mtime = <uint32_t>r.h.mtime
         uname = self._owner(r.h.uname, r.h.uname_len)
         gname = self._owner(r.h.gname, r.h.gname_len)
@@ -270,6 +268,8 @@ cdef class LayerIndex:
             )
         self.count += 1
         self.next = m.data + padded(m.size)
+        if m.type == b'1':  # no data: its size is 0, and holds the target instead
+            m.size = link
         copy_at = m.data
         if self.out >= 0:  # the spool holds the data, and the header group if it is needed
             m.group = 0
@@ -425,9 +425,9 @@ cdef class LayerIndex:
             raise IndexError(i)
         m = &self.members[i]
         return {
-            "data": m.data, "size": m.size, "group": m.group, "key": self.paths.text(m.path),
-            "link": None if m.link == NO_PATH else self.paths.text(m.link),
-            "type": chr(m.type), "kind": m.kind, "skipped": bool(m.flags & SKIPPED),
+            "data": m.data, "size": 0 if m.type == b'1' else m.size, "group": m.group, "key": self.paths.text(m.path),
+            "link": None if link_of(m) == NO_PATH else self.paths.text(link_of(m)),
+            "type": chr(m.type), "kind": kind_of(m), "skipped": bool(m.flags & SKIPPED),
             "reread": bool(m.flags & REREAD), "sparse": bool(m.flags & SPARSE),
         }
 

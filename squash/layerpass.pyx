@@ -21,11 +21,11 @@ puts something in, the content of a file its hard links point to.
 from libc.stdint cimport uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 
-from squash.layerindex cimport SKIPPED, LayerIndex, Member
+from squash.layerindex cimport SKIPPED, LayerIndex, Member, kind_of, link_of
 from squash.output cimport Output
 from squash.pathtable cimport (
     BELOW, EMITTED, GONE, HIDES_BELOW, IMPLICIT, IMPLIED, IN_LAYER, ISDIR, MARKED, META,
-    NO_PATH, NONDIR, NONDIR_OUT, OPAQUE, OPAQUE_MARK, ROOT, WHITEOUT, PathTable,
+    NO_PATH, NONDIR, NONDIR_OUT, OPAQUE, OPAQUE_MARK, PLAIN, ROOT, WHITEOUT, PathTable,
 )
 
 from squash.errors import InvalidLayer
@@ -68,7 +68,7 @@ cdef class Layers:
         if not head.count:
             return False
         m = &head.members[0]
-        if m.path != ROOT or m.kind != 0 or m.type != b'5' or m.data > len(data):
+        if m.path != ROOT or kind_of(m) != PLAIN or m.type != b'5' or m.data > len(data):
             return False
         self.output.root(data[m.data - m.group:m.data])
         self.paths.flags[ROOT] |= ISDIR
@@ -140,20 +140,20 @@ cdef class LayerPlan:
         cdef uint32_t key, directory
         for i in range(self.index.count):
             m = &ms[i]
-            if m.kind == WHITEOUT:
+            if kind_of(m) == WHITEOUT:
                 P.touch(m.path)
                 P.lflags[m.path] |= GONE
                 continue
-            if m.kind == OPAQUE_MARK:
+            if kind_of(m) == OPAQUE_MARK:
                 P.touch(m.path)
                 P.lflags[m.path] |= OPAQUE
                 continue
-            if m.kind == META:
+            if kind_of(m) == META:
                 continue
             key = m.path
             if m.type == b'1':  # the target as it is at this moment (rule 8)
-                j = <long>P.state[m.link] - 1
-                self.resolved[i] = -(<long>m.link + 1) if j < 0 else self.resolved.get(j, j)
+                j = <long>P.state[link_of(m)] - 1
+                self.resolved[i] = -(<long>link_of(m) + 1) if j < 0 else self.resolved.get(j, j)
             directory = P.parent[key]
             while directory != ROOT and not P.marks[directory] & BELOW:
                 j = <long>P.state[directory] - 1
