@@ -60,16 +60,17 @@ class HeadPool:
         lines = [f"HEAD {path} HTTP/1.1", f"Host: {self._authority}"]
         lines += [f"{name}: {value}" for name, value in headers]
         request = "\r\n".join([*lines, "", ""]).encode("ascii")
+        deadline = time.monotonic() + self._timeout  # for the whole HEAD, retry included
         conn = self._take()
-        block = self._exchange(conn, request) if conn is not None else None
+        block = self._exchange(conn, request, deadline) if conn is not None else None
         if conn is None or block is None:
             if conn is not None:  # closed while it was idle, most likely: a new one
                 conn.close()
             try:
-                conn = self._connect()
+                conn = self._connect(deadline)
             except OSError:
                 return None
-            block = self._exchange(conn, request)
+            block = self._exchange(conn, request, deadline)
         answer = _parse(block) if block is not None else None
         if answer is None:
             conn.close()
@@ -78,13 +79,13 @@ class HeadPool:
         self._give(conn) if keep else conn.close()
         return status, found
 
-    def _exchange(self, conn: socket.socket, request: bytes) -> bytes | None:
+    def _exchange(self, conn: socket.socket, request: bytes, deadline: float) -> bytes | None:
         """The answer's header block, blank line included; None if the connection ends
-        first, fails, or the block outgrows MAX_HEADER."""
+        first, fails, the deadline passes (a trickling answer too), or the block outgrows
+        MAX_HEADER."""
         data = bytearray()
-        deadline = time.monotonic() + self._timeout  # a trickling answer ends in time too
         try:
-            conn.settimeout(self._timeout)
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
             conn.sendall(request)
             while (left := deadline - time.monotonic()) > 0:
                 conn.settimeout(left)
@@ -103,8 +104,11 @@ class HeadPool:
             pass
         return None
 
-    def _connect(self) -> socket.socket:
-        conn = socket.create_connection((self._host, self._port), self._timeout)
+    def _connect(self, deadline: float) -> socket.socket:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no time left to connect")
+        conn = socket.create_connection((self._host, self._port), left)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls is not None:
             try:

@@ -170,6 +170,18 @@ def test_a_silent_server_times_out(serve: Callable[..., Server]) -> None:
     gate.set()
 
 
+def test_one_deadline_for_the_head_and_its_retry(serve: Callable[..., Server]) -> None:
+    """A kept connection whose server goes silent is not followed by a second wait on a
+    new one: the timeout bounds the whole HEAD."""
+    gate = threading.Event()
+    server = serve(lambda n, request: OK if n == 1 or gate.wait(10) else None)
+    pool = HeadPool(server.base, None, 0.3)
+    assert pool.head("/x", []) is not None
+    assert pool.head("/x", []) is None
+    assert server.connections == 1, "a new connection was opened after the time ran out"
+    gate.set()
+
+
 def test_nobody_listening_is_none() -> None:
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port = sock.getsockname()[1]
