@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,22 +251,26 @@ def parse_wrk(text: str) -> tuple[int, float, float, float, float, int]:
 def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.Namespace) -> Load:
     """wrk against the cached redirect, with the CPU the web process and the registry spent."""
     url = f"{deployment.web.url}/c1/squash/{path}"
-    status, headers, _ = deployment.c1(path)
-    if status != 302 or headers.get("x-squashd-cache") != "hit":  # wrk counts any 3xx as good
-        raise BenchFailed(f"{url} answered {status} {headers}, not a cached 302")
-    assert deployment.web.proc is not None and registry.proc is not None
+    expect_cached(deployment.web, path)
+    assert registry.proc is not None
     registry_pid = registry.proc.pid
+
+    def registry_clock() -> float:
+        return process_usage(registry_pid)[0]
+
+    def web_clock(web: WebServer) -> Callable[[], float]:
+        return functools.partial(web_cpu_seconds, web)
+
     heads0 = registry.log_path.read_text().count(MANIFEST_HEAD)
-    web0, reg0 = web_cpu_seconds(deployment.web), process_usage(registry_pid)[0]
-    requests, seconds, rate, p50, p99, bad = wrk(url, [], args)
-    web_cpu = web_cpu_seconds(deployment.web) - web0
-    registry_cpu = process_usage(registry_pid)[0] - reg0
+    run, (web_cpu, registry_cpu) = wrk_spending(
+        url, [], args, [web_clock(deployment.web), registry_clock]
+    )
+    requests, seconds, rate, p50, p99, bad = run
     heads = registry.log_path.read_text().count(MANIFEST_HEAD) - heads0
     manifest = f"{registry.url}/v2/{path.rsplit('/', 1)[0]}/manifests/{path.rsplit('/', 1)[1]}"
     accept = "Accept: application/vnd.oci.image.manifest.v1+json"
-    reg0 = process_usage(registry_pid)[0]
-    gets, _, registry_rate, _, registry_p99, registry_bad = wrk(manifest, ["-H", accept], args)
-    registry_get_cpu = process_usage(registry_pid)[0] - reg0
+    run, (registry_get_cpu,) = wrk_spending(manifest, ["-H", accept], args, [registry_clock])
+    gets, _, registry_rate, _, registry_p99, registry_bad = run
     if registry_bad:
         raise BenchFailed(f"{manifest}: {registry_bad} bad answers from the registry")
     load = Load(requests, seconds, rate, p50, p99, bad, web_cpu, registry_cpu, heads,
@@ -274,19 +280,31 @@ def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.N
     uncached = WebServer(deployment.root, env, name="web-uncached").start()
     try:
         url = f"{uncached.url}/c1/squash/{path}"
-        status, headers, _ = uncached.get(f"/c1/squash/{path}")
-        if status != 302 or headers.get("x-squashd-cache") != "hit":
-            raise BenchFailed(f"{url} answered {status} {headers}, not a cached 302")
-        web0, reg0 = web_cpu_seconds(uncached), process_usage(registry_pid)[0]
-        load.uncached_requests, _, load.uncached_rate, _, load.uncached_p99_ms, _ = wrk(
-            url, [], args
-        )
-        load.uncached_web_cpu = web_cpu_seconds(uncached) - web0
-        load.uncached_registry_cpu = process_usage(registry_pid)[0] - reg0
+        expect_cached(uncached, path)
+        run, spent = wrk_spending(url, [], args, [web_clock(uncached), registry_clock])
+        load.uncached_requests, _, load.uncached_rate, _, load.uncached_p99_ms, _ = run
+        load.uncached_web_cpu, load.uncached_registry_cpu = spent
         apart(load, registry_pid, uncached, url, manifest, accept, args)
     finally:
         uncached.stop()
     return load
+
+
+def expect_cached(web: WebServer, path: str) -> None:
+    """/c1/squash/PATH must be a cached 302 before wrk (which counts any 3xx as good)."""
+    url = f"{web.url}/c1/squash/{path}"
+    status, headers, _ = web.get(f"/c1/squash/{path}")
+    if status != 302 or headers.get("x-squashd-cache") != "hit":
+        raise BenchFailed(f"{url} answered {status} {headers}, not a cached 302")
+
+
+def wrk_spending(
+    url: str, extra: list[str], args: argparse.Namespace, clocks: list[Callable[[], float]]
+) -> tuple[tuple[int, float, float, float, float, int], list[float]]:
+    """One wrk run, and the CPU seconds each of `clocks` advanced meanwhile."""
+    before = [clock() for clock in clocks]
+    result = wrk(url, extra, args)
+    return result, [clock() - start for clock, start in zip(clocks, before, strict=True)]
 
 
 def apart(
