@@ -68,7 +68,6 @@ class Gone(Exception):
 
     def __init__(self, key: str, where: str) -> None:
         super().__init__(f"artifact {key} is no longer in {where}")
-        self.key = key
 
 
 ArtifactSink: TypeAlias = Sink[Artifact]

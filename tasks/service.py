@@ -230,12 +230,14 @@ class Service:
 
     def hand_out(self, artifact: Artifact, method: str, filename: str) -> Location:
         """Where the caller downloads `artifact`; a GET counts as a download for the
-        janitor, which evicts the least recently used. Gone if it is a local file no
-        longer there (a presigned URL is not checked: that would cost a request)."""
+        janitor, which evicts the least recently used. Gone, and forgotten, if it is a
+        local file no longer there (a presigned URL is not checked: that would cost a
+        request)."""
         if method == "GET":
             self.usage.touch(artifact.key)
         location = self.store.locate(artifact.key, method, filename)
         if location.path is not None and not location.path.is_file():  # removed by hand
+            self.gone(artifact.key)
             raise Gone(artifact.key, self.store.describe())
         return location
 

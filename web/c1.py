@@ -53,8 +53,7 @@ async def squash(
             keep_base=keep_base,
         )  # fmt: skip
         spec, outcome = found if found is not None else await run_in_threadpool(look)
-    except Gone as exc:  # a local file removed by hand: forgotten, so built again
-        service.gone(exc.key)
+    except Gone:  # a local file removed by hand: forgotten, so built again
         spec, outcome = await run_in_threadpool(look)
     request.app.state.metrics.cache(outcome.artifact is not None)
     if outcome.artifact is None and request.method != "HEAD":
