@@ -425,7 +425,8 @@ cdef class LayerIndex:
             raise IndexError(i)
         m = &self.members[i]
         return {
-            "data": m.data, "size": 0 if m.type == b'1' else m.size, "group": m.group, "key": self.paths.text(m.path),
+            "data": m.data, "size": 0 if m.type == b'1' else m.size, "group": m.group,
+            "key": self.paths.text(m.path),
             "link": None if link_of(m) == NO_PATH else self.paths.text(link_of(m)),
             "type": chr(m.type), "kind": kind_of(m), "skipped": bool(m.flags & SKIPPED),
             "reread": bool(m.flags & REREAD), "sparse": bool(m.flags & SPARSE),
