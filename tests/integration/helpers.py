@@ -86,6 +86,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def digest_of(data: bytes) -> str:
+    """The OCI digest of `data` (a manifest, a config, a blob)."""
+    return f"sha256:{sha256_hex(data)}"
+
+
 def compress(data: bytes, compression: str) -> bytes:
     if compression == "none":
         return data

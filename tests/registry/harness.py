@@ -57,7 +57,6 @@ from tests.integration.helpers import (
     _json_bytes,
     image_manifest,
     require_tool,
-    sha256_hex,
     write_blob,
     write_index,
 )
@@ -1099,10 +1098,6 @@ def export_fails(
     left = sorted(os.listdir(outdir))
     assert left == [], f"`{cmd}` failed but left {left} in the output directory"
     return lines[0]
-
-
-def manifest_digest_of(raw: bytes) -> str:
-    return f"sha256:{sha256_hex(raw)}"
 
 
 @dataclasses.dataclass

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import roundtrip
+from tests.integration.helpers import digest_of, roundtrip
 
-from .harness import Squashed, export_fails, export_ok, manifest_digest_of
+from .harness import Squashed, export_fails, export_ok
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def test_digest_is_the_manifest_the_registry_serves(registry, pushed) -> None:
         {"Accept": "application/vnd.oci.image.manifest.v1+json"},
     )
     assert status == 200
-    assert manifest_digest_of(body) == pushed.digests["oci"] == headers["docker-content-digest"]
+    assert digest_of(body) == pushed.digests["oci"] == headers["docker-content-digest"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ SCHEMA1 = {
 )
 def test_schema1_is_a_clear_error(tools, fault_proxy, work, content_type: str) -> None:
     body = json.dumps(SCHEMA1).encode()
-    headers = {"Content-Type": content_type, "Docker-Content-Digest": manifest_digest_of(body)}
+    headers = {"Content-Type": content_type, "Docker-Content-Digest": digest_of(body)}
     fault_proxy.respond("/v2/squashd/old/manifests/", 200, body, headers)
     line = export_fails(fault_proxy.ref("squashd/old", "v1"), work, describe=fault_proxy.describe)
     assert re.search(r"schema ?(version )?1|v1", line, re.IGNORECASE), line
@@ -175,7 +175,7 @@ def test_unknown_manifest_media_type_is_a_clear_error(tools, fault_proxy, work) 
     body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.example.thing+json"})
     headers = {
         "Content-Type": "application/vnd.example.thing+json",
-        "Docker-Content-Digest": manifest_digest_of(body.encode()),
+        "Docker-Content-Digest": digest_of(body.encode()),
     }
     fault_proxy.respond("/v2/squashd/odd/manifests/", 200, body.encode(), headers)
     line = export_fails(fault_proxy.ref("squashd/odd", "v1"), work, describe=fault_proxy.describe)

@@ -8,7 +8,6 @@ share one deployment.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import urllib.error
@@ -21,7 +20,7 @@ import pytest
 from testbed.registry import Registry, push
 from testbed.service import Stack, fetch
 from testbed.tools import run
-from tests.integration.helpers import LayerBuilder, SquashedArchive, umoci_unpack
+from tests.integration.helpers import LayerBuilder, SquashedArchive, sha256_hex, umoci_unpack
 from tests.registry.harness import SQUASHD, FaultProxy, random_bytes
 from tests.service.fixtures import RESOLVE_CACHE
 from tests.service.harness import assert_same_rootfs, push_layers
@@ -58,10 +57,6 @@ def layer_digest(registry: Registry, name: str, index: int = 0) -> str:
     manifest = registry.manifest(f"svc/{name}", "v1")
     assert manifest is not None, f"svc/{name}:v1 is not in the registry"
     return manifest["layers"][index]["digest"]
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def squash_ok(stack: Stack, path: str, dest: Path, headers: dict[str, str] | None = None):

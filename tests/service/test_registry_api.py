@@ -5,7 +5,6 @@ tag suffix, and pulls by the source's digest."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from squash.image import DOCKER_MANIFEST, OCI_MANIFEST
 from testbed.registry import Registry
 from testbed.service import WebServer
+from tests.integration.helpers import digest_of
 from tests.service.fixtures import embedded_web
 from tests.service.test_export_service import push_image, wait_until
 
@@ -35,10 +35,6 @@ def pushed(registry: Registry, tmp_path_factory) -> str:
     return "svc/front"
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def _error(body: bytes) -> str:
     (error,) = json.loads(body)["errors"]
     assert error["message"], error
@@ -53,12 +49,12 @@ def test_manifests_in_the_form_the_client_accepts(web: WebServer, pushed: str) -
     status, headers, oci = _get(web, f"/v2/{pushed}/manifests/v1")
     assert status == 200, oci
     assert headers["content-type"] == OCI_MANIFEST
-    assert headers["docker-content-digest"] == _digest(oci)
+    assert headers["docker-content-digest"] == digest_of(oci)
     assert int(headers["content-length"]) == len(oci)
     assert headers["docker-distribution-api-version"] == "registry/2.0"
     status, headers, docker = _get(web, f"/v2/{pushed}/manifests/v1", DOCKER_ONLY)
     assert status == 200 and headers["content-type"] == DOCKER_MANIFEST, docker
-    assert headers["docker-content-digest"] == _digest(docker)
+    assert headers["docker-content-digest"] == digest_of(docker)
     first, second = json.loads(oci), json.loads(docker)
     assert [layer["digest"] for layer in first["layers"]] == [
         layer["digest"] for layer in second["layers"]
@@ -66,9 +62,11 @@ def test_manifests_in_the_form_the_client_accepts(web: WebServer, pushed: str) -
     assert second["layers"][0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
     assert second["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
     for body in (oci, docker):  # by digest, whatever the client accepts
-        status, headers, again = _get(web, f"/v2/{pushed}/manifests/{_digest(body)}", DOCKER_ONLY)
+        status, headers, again = _get(web, f"/v2/{pushed}/manifests/{digest_of(body)}", DOCKER_ONLY)
         assert (status, again) == (200, body)
-        status, headers, head = _get(web, f"/v2/{pushed}/manifests/{_digest(body)}", method="HEAD")
+        status, headers, head = _get(
+            web, f"/v2/{pushed}/manifests/{digest_of(body)}", method="HEAD"
+        )
         assert status == 200 and head == b"" and int(headers["content-length"]) == len(body)
 
 
@@ -77,11 +75,11 @@ def test_blobs_by_digest_with_ranges(web: WebServer, pushed: str) -> None:
     manifest = json.loads(body)
     config = manifest["config"]
     status, headers, data = _get(web, f"/v2/{pushed}/blobs/{config['digest']}")
-    assert status == 200 and _digest(data) == config["digest"] and len(data) == config["size"]
+    assert status == 200 and digest_of(data) == config["digest"] and len(data) == config["size"]
     (layer,) = manifest["layers"]
     path = f"/v2/{pushed}/blobs/{layer['digest']}"
     status, headers, data = _get(web, path)
-    assert status == 200 and _digest(data) == layer["digest"], headers
+    assert status == 200 and digest_of(data) == layer["digest"], headers
     assert int(headers["content-length"]) == layer["size"] == len(data)
     status, headers, part = _get(web, path, {"Range": "bytes=100-4195"})
     assert status == 206 and part == data[100:4196]
@@ -125,7 +123,7 @@ def test_unknown_things_get_the_spec_codes(web: WebServer, pushed: str) -> None:
     assert status == 200 and json.loads(body) == {}
 
 
-def test_keep_suffix_and_source_digest(web: WebServer, registry: Registry, pushed: str) -> None:
+def test_keep_suffix_and_sourcedigest_of(web: WebServer, registry: Registry, pushed: str) -> None:
     """`v1--keep-1` keeps the source's bottom layer as it is; the source's own manifest
     digest names the same squashed image as its tag."""
     source = registry.manifest(pushed, "v1")

@@ -4,7 +4,6 @@ give a SquashError that says what is wrong (never another exception, never a han
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import random
@@ -18,7 +17,7 @@ from squash.errors import SquashError
 from squash.image import DOCKER_MANIFEST, OCI_MANIFEST
 from storage.base import Artifact
 from storage.local import LocalStore
-from tests.integration.helpers import LayerBuilder, squashd_export, write_oci_layout
+from tests.integration.helpers import LayerBuilder, digest_of, squashd_export, write_oci_layout
 from web.v2 import _range
 
 KEY = "a" * 64
@@ -52,10 +51,6 @@ def _view(root: Path, data: bytes, store_type: type[LocalStore] = LocalStore):
     return read_view(store, Artifact(KEY, len(data), "", "", 0.0, "host/ns/app"))
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 @pytest.mark.parametrize("store_type", [LocalStore, ShortReads])
 def test_the_view_of_an_archive(tmp_path: Path, archive: bytes, store_type) -> None:
     view = _view(tmp_path, archive, store_type)
@@ -65,14 +60,14 @@ def test_the_view_of_an_archive(tmp_path: Path, archive: bytes, store_type) -> N
         layer_desc = json.loads(manifest)["layers"][0]
         layer = tar.extractfile(f"blobs/sha256/{layer_desc['digest'][7:]}").read()  # type: ignore[union-attr]
     assert view.manifests[OCI_MANIFEST].data == manifest
-    assert view.manifest("").digest == entry["digest"] == _digest(manifest)
+    assert view.manifest("").digest == entry["digest"] == digest_of(manifest)
     docker = json.loads(view.manifest(DOCKER_MANIFEST).data)
     assert docker["mediaType"] == DOCKER_MANIFEST
     assert view.manifest(f"{DOCKER_MANIFEST}, {OCI_MANIFEST}").media_type == OCI_MANIFEST
     member = view.layers[layer_desc["digest"]]
     assert archive[member.offset : member.offset + member.size] == layer
     assert view.document(json.loads(manifest)["config"]["digest"]) == view.config
-    assert set(view.digests) == {entry["digest"], _digest(view.manifests[DOCKER_MANIFEST].data),
+    assert set(view.digests) == {entry["digest"], digest_of(view.manifests[DOCKER_MANIFEST].data),
                                  view.config.digest, layer_desc["digest"]}  # fmt: skip
 
 
