@@ -68,6 +68,7 @@ from storage.base import sha256_of
 from storage.s3 import S3Store
 from tasks.board import Lifetimes
 from tasks.board.redis_board import RedisBoard
+from tasks.service import RECENT_SECONDS
 from tasks.settings import Settings
 from testbed.process import StartFailed
 from testbed.registry import Registry
@@ -203,10 +204,13 @@ def build_once(deployment: Stack, path: str) -> Build:
 
 
 def forget(deployment: Stack, key: str) -> None:
-    """Make the next request build again: evict the artifact as the janitor would."""
+    """Make the next request build again: evict the artifact as the janitor does, and
+    wait out the web processes' memory of it (RECENT_SECONDS; the janitor itself never
+    evicts what was handed out that recently)."""
     assert deployment.moto is not None and deployment.bucket is not None
     S3Store(deployment.bucket, "artifacts", deployment.moto.client()).delete(key)
     RedisBoard(deployment.redis.url, Lifetimes(30, 600, 60, 3600, 60)).drop(key)
+    time.sleep(RECENT_SECONDS)
 
 
 def fetch_once(url: str, dest: Path, sha256: str) -> Fetch:
