@@ -534,7 +534,7 @@ class Seen:
     method: str
     path: str  # with the query
     headers: dict[str, str]  # lower-case names
-    status: int | None = None  # status sent back (None: connection cut before one)
+    status: int | None = None  # status sent back (None: connection cut before it was sent)
     action: str = "forwarded"  # forwarded | cut@N | flipped@N | status | respond | redirect
     sent: int = 0  # body bytes written to the client (for blobs: what the client cost)
 
@@ -934,8 +934,8 @@ class FaultProxy:
             h.send_response_only(status, resp.reason)
             for k, v in headers:
                 h.send_header(k, v)
+            seen.status = status  # before the client can have it: a HEAD returns on it
             h.end_headers()
-            seen.status = status
             if no_body:
                 return
             length = int(length_text)
@@ -953,9 +953,9 @@ class FaultProxy:
         for k, v in headers:
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(data)))
+        seen.status = status
         h.end_headers()
         _write(h, data)
-        seen.status = status
 
     def _stream(self, h, seen: Seen, resp, length, start, total, cut, flip, hold) -> None:
         """Relay `length` body bytes (blob bytes `start`.. of `total`), flipping the
@@ -1027,10 +1027,10 @@ def _send(h, seen: Seen, status: int, body: bytes, headers: dict[str, str]) -> N
         h.send_header(k, v)
     h.send_header("Content-Length", str(len(body)))
     h.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+    seen.status = status  # before the client can have it: a HEAD returns on it
     h.end_headers()
     if h.command != "HEAD":
         _write(h, body)
-    seen.status = status
 
 
 def _read_request_body(h: BaseHTTPRequestHandler) -> bytes | None:
