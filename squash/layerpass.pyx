@@ -270,7 +270,8 @@ cdef class LayerPlan:
         cdef PathTable P = layers.paths
         cdef Member* m = &self.index.members[i]
         cdef uint32_t key = m.path
-        self._hide_from_above(key)
+        if not P.kept_hidden(key, m.type == b'5'):
+            self._hide_from_above(key)
         if hidden or m.type != b'5':
             return  # a kept file is read only if a link of the squashed layers needs it
         P.lflags[key] |= ISDIR

@@ -45,6 +45,7 @@ cdef class PathTable:
     cdef uint8_t* lflags         # this layer's decisions, added when it is done
     cdef uint8_t* upper          # a partial squash: the decisions of the squashed layers,
     cdef Py_ssize_t upper_count  # frozen when the kept layers begin (ids below upper_count)
+    cdef uint8_t* kept           # and the decisions of the kept layers read since (NULL before)
     cdef uint8_t* marks
     cdef uint32_t* state         # this layer's member at the path, + 1 (0: none)
     cdef uint32_t* child         # this layer's tree of touched paths
@@ -72,6 +73,7 @@ cdef class PathTable:
     cdef Py_ssize_t key(self, uint32_t id, bint directory) except -1
     cdef bint hidden(self, uint32_t id, bint is_dir) noexcept
     cdef uint8_t upper_flags(self, uint32_t id) noexcept
+    cdef bint kept_hidden(self, uint32_t id, bint is_dir) noexcept
     cdef bint below_hidden(self, uint32_t directory) noexcept
     cdef void touch(self, uint32_t id) except *
     cdef void add_layer(self) noexcept

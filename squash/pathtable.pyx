@@ -71,6 +71,7 @@ cdef class PathTable:
         free(self.flags)
         free(self.lflags)
         free(self.upper)
+        free(self.kept)
         free(self.marks)
         free(self.state)
         free(self.child)
@@ -108,6 +109,9 @@ cdef class PathTable:
         zero_tail(self.sibling, 4, old, cap)
         zero_tail(self.hidden_gen, 4, old, cap)
         zero_tail(self.hidden_below, 1, old, cap)
+        if self.kept != NULL:
+            self.kept = <uint8_t*>grow(self.kept, cap)
+            zero_tail(self.kept, 1, old, cap)
         self.cap = cap
 
     cdef void _rehash(self) except *:
@@ -333,10 +337,27 @@ cdef class PathTable:
         self.upper = <uint8_t*>grow(self.upper, max(self.count, 1))
         memcpy(self.upper, self.flags, self.count)
         self.upper_count = self.count
+        if self.kept == NULL:
+            self.kept = <uint8_t*>calloc(self.cap, 1)
+            if self.kept == NULL:
+                raise MemoryError()
 
     cdef uint8_t upper_flags(self, uint32_t id) noexcept:
         """What the squashed layers decided about `id` (0 for a path they never named)."""
         return self.upper[id] if id < self.upper_count else 0
+
+    cdef bint kept_hidden(self, uint32_t id, bint is_dir) noexcept:
+        """Is a member at `id` of a kept layer overruled by the kept layers above it? The
+        kept image does not show it then, so the squashed layer has nothing to hide there
+        (and a marker would make its parent a directory where the kept image has none)."""
+        cdef uint8_t state = self.kept[id]
+        if state and (state & HIDES_SELF or not is_dir):
+            return True
+        while id != ROOT:
+            id = self.parent[id]
+            if self.kept[id] & HIDES_BELOW:
+                return True
+        return False
 
     cdef void touch(self, uint32_t id) except *:
         """Mark `id` (and its ancestors) as touched by this layer, in this layer's tree."""
@@ -362,6 +383,8 @@ cdef class PathTable:
         for i in range(self.ntouched):
             id = self.touched[i]
             self.flags[id] |= self.lflags[id]
+            if self.kept != NULL:
+                self.kept[id] |= self.lflags[id]
             self.lflags[id] = 0
             self.state[id] = 0
             self.child[id] = 0
@@ -379,7 +402,7 @@ cdef class PathTable:
 
     def memory(self) -> int:
         """Bytes held, for the benchmark's per-path figure."""
-        return self.cap * 31 + self.upper_count + self.arena_cap + self.nslots * 8 + self.touched_cap * 4
+        return self.cap * (32 if self.kept != NULL else 31) + self.upper_count + self.arena_cap + self.nslots * 8 + self.touched_cap * 4
 
     def __len__(self):
         return self.count

@@ -336,6 +336,11 @@ def partial_stacks(draw: st.DrawFn) -> tuple[list[list[tuple]], int]:
 @example(([[F("t", b"x"), L("u", "t")], [L("l", "u")], [WH("t")]], 1))
 # A whiteout of a kept name the kept layers deleted themselves may be written or not.
 @example(([[F("a")], [WH("a")], [F("a", b"again")], [WH("a")]], 2))
+# What the kept layers hid themselves needs no marker: one would make its parent a
+# directory over a kept file, or where a kept whiteout or opaque root removed it.
+@example(([[F("b/a")], [F("b", b"f")], [WH("b/a")]], 2))
+@example(([[F("b/a")], [WH("b")], [WH("b/a")]], 2))
+@example(([[F("b/a")], [OPQ(""), F("x")], [WH("b/a")]], 2))
 def test_partial_squash_on_the_kept_layers_equals_applying_all(
     case: tuple[list[list[tuple]], int],
 ) -> None:
