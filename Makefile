@@ -10,7 +10,7 @@ TESTED  := $(VENV)/.test-installed
 TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium docker.io busybox-static
 BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time docker.io
 
-.PHONY: install test-install run test lint typecheck bench fuzz soak debs clean
+.PHONY: install test-install run test lint typecheck bench profile fuzz soak debs clean
 
 install: $(STAMP)
 test-install: $(TESTED)
@@ -61,6 +61,13 @@ bench: test-install
 	$(PY) bench/squash_bench.py
 	$(PY) bench/service_bench.py
 	$(PY) bench/pull_bench.py
+
+# Where the web's time goes under the service bench's wrk runs (py-spy, sampling from
+# outside): the heaviest functions, and the stacks under bench/work/profile.
+profile: test-install
+	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
+	$(PIP) install --quiet --group bench
+	$(PY) bench/service_bench.py --repeat 1 --profile bench/work/profile
 
 # The soak test, long: rounds of images requested at once while workers are killed, Redis
 # restarted empty, S3 and the registry frozen (`make test` runs one short round).

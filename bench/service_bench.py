@@ -41,8 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The repo root, for testbed/ (the servers; not an installed package, so not on the path).
@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # squash_bench, bench_image
 
 import bench_image
+from sampling import hot_spots, sampled
 from squash_bench import (
     REGISTRY_REPO,
     Contention,
@@ -132,6 +133,7 @@ class Load:
     apart_cores: str = ""
     apart_registry_rate: float = 0.0
     apart_uncached_rate: float = 0.0
+    profiles: list[str] = field(default_factory=list)  # --profile: where the web's time went
 
 
 def engine_once(ref: str, out: Path) -> tuple[Run, str]:
@@ -266,9 +268,11 @@ def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.N
         return functools.partial(web_cpu_seconds, web)
 
     heads0 = registry.log_path.read_text().count(MANIFEST_HEAD)
-    run, (web_cpu, registry_cpu) = wrk_spending(
-        url, [], args, [web_clock(deployment.web), registry_clock]
-    )
+    profiles: list[str] = []
+    with profiling(deployment.web, "cached redirects", args, profiles):
+        run, (web_cpu, registry_cpu) = wrk_spending(
+            url, [], args, [web_clock(deployment.web), registry_clock]
+        )
     requests, seconds, rate, p50, p99, bad = run
     heads = registry.log_path.read_text().count(MANIFEST_HEAD) - heads0
     manifest = f"{registry.url}/v2/{path.rsplit('/', 1)[0]}/manifests/{path.rsplit('/', 1)[1]}"
@@ -278,20 +282,37 @@ def load_test(deployment: Stack, path: str, registry: Registry, args: argparse.N
     if registry_bad:
         raise BenchFailed(f"{manifest}: {registry_bad} bad answers from the registry")
     load = Load(requests, seconds, rate, p50, p99, bad, web_cpu, registry_cpu, heads,
-                registry_rate, registry_p99, gets, registry_get_cpu)  # fmt: skip
+                registry_rate, registry_p99, gets, registry_get_cpu, profiles=profiles)  # fmt: skip
     # the same request to a web process that asks the registry every time
     env = {**deployment.env, "SQUASHD_RESOLVE_CACHE_SECONDS": "0"}
     uncached = WebServer(deployment.root, env, name="web-uncached").start()
     try:
         url = f"{uncached.url}/c1/squash/{path}"
         expect_cached(uncached, path)
-        run, spent = wrk_spending(url, [], args, [web_clock(uncached), registry_clock])
+        with profiling(uncached, "uncached redirects", args, profiles):
+            run, spent = wrk_spending(url, [], args, [web_clock(uncached), registry_clock])
         load.uncached_requests, _, load.uncached_rate, _, load.uncached_p99_ms, _ = run
         load.uncached_web_cpu, load.uncached_registry_cpu = spent
         apart(load, registry_pid, uncached, url, manifest, accept, args)
     finally:
         uncached.stop()
     return load
+
+
+@contextlib.contextmanager
+def profiling(
+    web: WebServer, label: str, args: argparse.Namespace, into: list[str]
+) -> Iterator[None]:
+    """With --profile: py-spy samples the web's processes during the block, and the
+    report of where their time went joins `into`."""
+    if args.profile is None:
+        yield
+        return
+    assert web.proc is not None
+    out = args.profile / label.replace(" ", "-")
+    with sampled([web.proc.pid, *web.children()], args.duration, out) as files:
+        yield
+    into.append(hot_spots(files).report(f"{label} ({out})"))
 
 
 def expect_cached(web: WebServer, path: str) -> None:
@@ -479,6 +500,8 @@ def print_summary(
             f"{load.apart_uncached_rate:,.0f}: {ratio:.2f}x "
             f"(target >= 0.8x: {'ok' if ratio >= 0.8 else 'OVER'})"
         )
+    for profile in load.profiles:
+        print(profile)
     same = {digest for _, digest in engine} | {b.sha256 for b in builds}
     print(
         "  the service's archive is byte for byte the CLI's"
@@ -500,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=int, default=10, help="seconds of the wrk load test")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
     ap.add_argument("--connections", type=int, default=16, help="wrk connections")
+    ap.add_argument(
+        "--profile", type=Path, help="py-spy the web during the wrk runs, its stacks into DIR"
+    )
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (make debs DEBS=wrk)")
