@@ -270,8 +270,7 @@ cdef class LayerPlan:
         cdef PathTable P = layers.paths
         cdef Member* m = &self.index.members[i]
         cdef uint32_t key = m.path
-        if not P.kept_hidden(key, m.type == b'5'):
-            self._hide_from_above(key)
+        self._hide_from_above(key, m.type == b'5')
         if hidden or m.type != b'5':
             return  # a kept file is read only if a link of the squashed layers needs it
         P.lflags[key] |= ISDIR
@@ -281,10 +280,12 @@ cdef class LayerPlan:
         elif key not in layers.deferred:  # the highest entry, in case a marker needs it
             layers.deferred[key] = layers.output.header_of(self.index, i, key)
 
-    cdef void _hide_from_above(self, uint32_t key) except *:
+    cdef void _hide_from_above(self, uint32_t key, bint is_dir) except *:
         """If the squashed layers hide this kept entry, write the marker that does it: at
         the highest path that hides it, a whiteout where the squashed layer has nothing, an
-        opaque marker where it has a directory (a non-directory there replaces it anyway)."""
+        opaque marker where it has a directory (a non-directory there replaces it anyway).
+        None where the kept layers above removed that path themselves: the kept image has
+        nothing there to hide, and a marker would make its parent a directory."""
         cdef Layers layers = self.layers
         cdef PathTable P = layers.paths
         cdef Output out = layers.output
@@ -297,6 +298,8 @@ cdef class LayerPlan:
             if P.upper_flags(a) & HIDES_BELOW:
                 h = a
         if h == NO_PATH or P.marks[h] & (MARKED | NONDIR_OUT):
+            return
+        if P.kept_hidden(h, h != key or is_dir):  # what this entry makes of h is gone
             return
         P.marks[h] |= MARKED
         f = P.upper_flags(h)

@@ -347,9 +347,8 @@ cdef class PathTable:
         return self.upper[id] if id < self.upper_count else 0
 
     cdef bint kept_hidden(self, uint32_t id, bint is_dir) noexcept:
-        """Is a member at `id` of a kept layer overruled by the kept layers above it? The
-        kept image does not show it then, so the squashed layer has nothing to hide there
-        (and a marker would make its parent a directory where the kept image has none)."""
+        """Is a member at `id` of a kept layer overruled by the kept layers above it (the
+        kept image does not show it)?"""
         cdef uint8_t state = self.kept[id]
         if state and (state & HIDES_SELF or not is_dir):
             return True

@@ -341,6 +341,8 @@ def partial_stacks(draw: st.DrawFn) -> tuple[list[list[tuple]], int]:
 @example(([[F("b/a")], [F("b", b"f")], [WH("b/a")]], 2))
 @example(([[F("b/a")], [WH("b")], [WH("b/a")]], 2))
 @example(([[F("b/a")], [OPQ(""), F("x")], [WH("b/a")]], 2))
+# ... but a kept directory whose lower children the kept layers hid is still there to hide.
+@example(([[F("b/a")], [OPQ("b")], [WH("b")]], 2))
 def test_partial_squash_on_the_kept_layers_equals_applying_all(
     case: tuple[list[list[tuple]], int],
 ) -> None:
