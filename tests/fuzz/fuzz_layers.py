@@ -1,7 +1,8 @@
 """The fuzz target of the merger's compiled core (atheris, libFuzzer's engine).
 
-Each input is cut into up to three layer tars (its first byte says where) and merged;
-every header group is also read on its own. A SquashError (an invalid layer, a limit) is
+Each input is cut into up to three layer tars (its first byte says where) and merged,
+the bottom ones kept as they are when the first byte says so (a partial squash); every
+header group is also read on its own. A SquashError (an invalid layer, a limit) is
 a fine answer; anything else is a bug, and so are a hang (libFuzzer's -timeout) and
 memory without bound (-rss_limit_mb). An accepted merge must be a tar that squashd's
 own reader and Python's tarfile read back whole.
@@ -30,18 +31,19 @@ from tests.layertar import BytesLayer
 LIMITS = Limits(members=20_000, uncompressed=32 << 20, free_space=0)
 
 
-def split(data: bytes) -> list[bytes]:
-    """Up to three layers; the first byte picks the cut points."""
+def split(data: bytes) -> tuple[list[bytes], int]:
+    """Up to three layers, and how many of them to keep; the first byte picks both."""
     if not data:
-        return []
+        return [], 0
     count = 1 + data[0] % 3
+    keep = (data[0] // 3) % count  # never all of them
     body = data[1:]
     cuts = sorted({(len(body) * k) // count // 512 * 512 for k in range(1, count)})
     parts, start = [], 0
     for cut in [*cuts, len(body)]:
         parts.append(body[start:cut])
         start = cut
-    return parts
+    return parts, keep
 
 
 def check_output(out: bytes) -> None:
@@ -59,9 +61,10 @@ def one_input(data: bytes) -> None:
     with contextlib.suppress(SquashError):
         HeaderReader().parse(data[:8192])
     out = io.BytesIO()
-    layers = [BytesLayer(f"layer {n}", part) for n, part in enumerate(split(data))]
+    parts, keep = split(data)
+    layers = [BytesLayer(f"layer {n}", part) for n, part in enumerate(parts)]
     try:
-        Merger(out.write, limits=LIMITS).run(layers)
+        Merger(out.write, limits=LIMITS).run(layers, keep)
     except SquashError:
         return
     check_output(out.getvalue())
