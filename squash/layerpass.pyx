@@ -284,13 +284,16 @@ cdef class LayerPlan:
         """If the squashed layers hide this kept entry, write the marker that does it: at
         the highest path that hides it, a whiteout where the squashed layer has nothing, an
         opaque marker where it has a directory (a non-directory there replaces it anyway).
-        None where the kept layers above removed that path themselves: the kept image has
-        nothing there to hide, and a marker would make its parent a directory."""
+        None where the kept layers above removed what the marker would hide (the path, or
+        for an opaque marker the child this entry is or lies under): the kept image has
+        nothing there to hide, and a marker would make its parent a directory. Where they
+        replaced it instead, the entry that replaced it was here first."""
         cdef Layers layers = self.layers
         cdef PathTable P = layers.paths
         cdef Output out = layers.output
-        cdef uint32_t h = NO_PATH, a = key
+        cdef uint32_t h = NO_PATH, a = key, top
         cdef uint8_t f
+        cdef bint opaque
         if P.upper_flags(key) & (GONE | NONDIR):
             h = key
         while a != ROOT:
@@ -299,11 +302,17 @@ cdef class LayerPlan:
                 h = a
         if h == NO_PATH or P.marks[h] & (MARKED | NONDIR_OUT):
             return
-        if P.kept_hidden(h, h != key or is_dir):  # what this entry makes of h is gone
+        f = P.upper_flags(h)
+        opaque = f & ISDIR or P.marks[h] & IMPLIED or not f & (GONE | NONDIR)
+        top = h
+        if opaque:
+            top = key
+            while top != h and P.parent[top] != h:
+                top = P.parent[top]
+        if P.kept_hidden(top, top != key or is_dir):
             return
         P.marks[h] |= MARKED
-        f = P.upper_flags(h)
-        if f & ISDIR or P.marks[h] & IMPLIED or not f & (GONE | NONDIR):
+        if opaque:
             self._need_dir(h)
             out.prepared(NO_PATH, h, out.marker_header(h, b".wh..wh..opq"))
         else:

@@ -341,8 +341,10 @@ def partial_stacks(draw: st.DrawFn) -> tuple[list[list[tuple]], int]:
 @example(([[F("b/a")], [F("b", b"f")], [WH("b/a")]], 2))
 @example(([[F("b/a")], [WH("b")], [WH("b/a")]], 2))
 @example(([[F("b/a")], [OPQ(""), F("x")], [WH("b/a")]], 2))
-# ... but a kept directory whose lower children the kept layers hid is still there to hide.
+# ... but a kept directory whose lower children the kept layers hid is still there to hide,
+# and so are the lower children of a directory a kept layer only gave new attributes.
 @example(([[F("b/a")], [OPQ("b")], [WH("b")]], 2))
+@example(([[D("a"), D("a/a")], [D("a", mode=0o700)], [OPQ("a")]], 2))
 def test_partial_squash_on_the_kept_layers_equals_applying_all(
     case: tuple[list[list[tuple]], int],
 ) -> None:
