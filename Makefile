@@ -82,6 +82,7 @@ soak: test-install
 # FUZZ_SECONDS (default 600); `make test` runs it briefly, uninstrumented.
 fuzz: test-install
 	$(MAKE) --no-print-directory debs DEBS="clang"
+	$(PIP) install --quiet --group fuzz
 	tests/fuzz/run
 
 clean:
