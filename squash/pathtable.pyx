@@ -347,8 +347,8 @@ cdef class PathTable:
         return self.upper[id] if id < self.upper_count else 0
 
     cdef bint kept_hidden(self, uint32_t id, bint is_dir) noexcept:
-        """Is a member at `id` of a kept layer overruled by the kept layers above it (the
-        kept image does not show it)?"""
+        """Is a member at `id` of a kept layer removed, or replaced by another entry, by
+        the kept layers above it?"""
         cdef uint8_t state = self.kept[id]
         if state and (state & HIDES_SELF or not is_dir):
             return True
@@ -401,7 +401,9 @@ cdef class PathTable:
 
     def memory(self) -> int:
         """Bytes held, for the benchmark's per-path figure."""
-        return self.cap * (32 if self.kept != NULL else 31) + self.upper_count + self.arena_cap + self.nslots * 8 + self.touched_cap * 4
+        per_id = 32 if self.kept != NULL else 31
+        return (self.cap * per_id + self.upper_count + self.arena_cap + self.nslots * 8
+                + self.touched_cap * 4)
 
     def __len__(self):
         return self.count
