@@ -95,12 +95,16 @@ def _path(draw: st.DrawFn, known: list[str]) -> str:
 
 
 @st.composite
-def layer_members(draw: st.DrawFn, below: Tree) -> tuple[list[tuple], Tree]:
-    """The members of one layer over `below`, and the tree after it (from the model)."""
+def layer_members(
+    draw: st.DrawFn, below: Tree, named: frozenset[str] = frozenset()
+) -> tuple[list[tuple], Tree]:
+    """The members of one layer over `below`, and the tree after it (from the model).
+    `named`: paths lower layers had, gone or not, so that higher layers often name what
+    is no longer there (a whiteout of a path whose directory a layer between removed)."""
     plan: list[tuple[str, str]] = []  # (kind, path); hard-link targets are chosen later
     for _ in range(draw(st.integers(0, 8))):
         kind = draw(st.sampled_from(KINDS))
-        known = sorted(set(below.nodes) | {p for _, p in plan if p})
+        known = sorted(set(below.nodes) | named | {p for _, p in plan if p})
         if kind == "opaque":
             directory = "" if draw(st.integers(0, 4)) == 0 else _path(draw, known)
             lower = below.nodes.get(directory)
@@ -164,12 +168,14 @@ def layer_members(draw: st.DrawFn, below: Tree) -> tuple[list[tuple], Tree]:
 
 
 @st.composite
-def stacks(draw: st.DrawFn) -> list[list[tuple]]:
-    """1-5 layers, bottom first."""
+def stacks(draw: st.DrawFn, fewest: int = 1, most: int = 5) -> list[list[tuple]]:
+    """`fewest` to `most` layers, bottom first."""
     tree = Tree()
+    named: frozenset[str] = frozenset()
     layers = []
-    for _ in range(draw(st.integers(1, 5))):
-        members, tree = draw(layer_members(tree))
+    for _ in range(draw(st.integers(fewest, most))):
+        members, tree = draw(layer_members(tree, named))
+        named |= tree.nodes.keys()
         layers.append(members)
     return layers
 
@@ -309,11 +315,7 @@ def check_partial(layers: list[list[tuple]], keep: int) -> None:
 @st.composite
 def partial_stacks(draw: st.DrawFn) -> tuple[list[list[tuple]], int]:
     """2-6 layers, bottom first, and how many of them are kept (at least one, not all)."""
-    tree = Tree()
-    layers = []
-    for _ in range(draw(st.integers(2, 6))):
-        members, tree = draw(layer_members(tree))
-        layers.append(members)
+    layers = draw(stacks(2, 6))
     return layers, draw(st.integers(1, len(layers) - 1))
 
 
