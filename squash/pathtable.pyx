@@ -40,6 +40,13 @@ cdef void* grow(void* p, Py_ssize_t size) except NULL:
     return q
 
 
+cdef inline bint overrules(uint8_t state, bint is_dir) noexcept:
+    """Do the decisions `state` at a path overrule a lower member there? Any entry above
+    hides a non-directory; a directory is hidden by a non-directory, a whiteout, or a
+    directory entry (whose attributes win), not by one that is only implied (rules 5, 7)."""
+    return state != 0 and (state & HIDES_SELF != 0 or not is_dir)
+
+
 cdef class PathTable:
     def __cinit__(self):
         self.count = 0
@@ -305,8 +312,7 @@ cdef class PathTable:
 
     cdef bint hidden(self, uint32_t id, bint is_dir) noexcept:
         """Is a member at `id` of a lower layer overruled by the layers above it?"""
-        cdef uint8_t state = self.flags[id]
-        if state and (state & HIDES_SELF or not is_dir):
+        if overrules(self.flags[id], is_dir):
             return True
         return id != ROOT and self.below_hidden(self.parent[id])
 
@@ -349,8 +355,7 @@ cdef class PathTable:
     cdef bint kept_hidden(self, uint32_t id, bint is_dir) noexcept:
         """Is a member at `id` of a kept layer removed, or replaced by another entry, by
         the kept layers above it?"""
-        cdef uint8_t state = self.kept[id]
-        if state and (state & HIDES_SELF or not is_dir):
+        if overrules(self.kept[id], is_dir):
             return True
         while id != ROOT:
             id = self.parent[id]
