@@ -11,7 +11,7 @@ allow; a refusal is never remembered.
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -71,8 +71,8 @@ class Sessions:
     """Registry sessions for callers, least recently used dropped beyond MAX_SESSIONS;
     granted resolutions remembered for `resolve_seconds` (0: never)."""
 
-    def __init__(self, plain_http_registry: str | None = None, resolve_seconds: float = 0) -> None:
-        self._plain = plain_http_registry
+    def __init__(self, plain_http: Collection[str] = (), resolve_seconds: float = 0) -> None:
+        self._plain = plain_http  # hosts spoken to over plain HTTP
         self._sessions: OrderedDict[tuple[str, str], Registry] = OrderedDict()
         self._mutex = threading.Lock()
         # granted resolutions: (caller, registry, repository, reference) -> (digest, type)
@@ -93,7 +93,7 @@ class Sessions:
                 self._sessions.move_to_end(key)
                 return session
             options = RegistryOptions(
-                plain_http=ref.registry == self._plain,
+                plain_http=ref.registry in self._plain,
                 credentials=caller.credentials,
                 bearer=caller.bearer,
                 # never the service's own credentials on a caller's behalf
@@ -123,7 +123,7 @@ class Sessions:
         key = self._resolution_key(ref, caller)
         known = self.resolved.get(key)
         if known is None:
-            known = self._asking(ref, caller, lambda session: session.resolve)
+            known = self.asking(ref, caller, lambda session: session.resolve(*_asked(ref)))
             self.resolved.put(key, known)
         return known
 
@@ -132,7 +132,7 @@ class Sessions:
         caller may read it; attestations left out."""
         known = self._platforms.get(ref.reference)
         if known is None:
-            document, kind, _ = self._asking(ref, caller, lambda session: session.manifest)
+            document, kind, _ = self.asking(ref, caller, lambda s: s.manifest(*_asked(ref)))
             try:
                 known = top_platforms(document, kind or None, f"image {ref}")
             except SquashError as exc:
@@ -140,18 +140,12 @@ class Sessions:
             self._platforms.put(ref.reference, known)
         return known
 
-    def _asking(
-        self,
-        ref: DockerRef,
-        caller: Caller,
-        method: Callable[[Registry], Callable[[str, str, str], T]],
-    ) -> T:
-        """`method(session)(repository, reference, what)` of the caller's session, the
-        registry's refusals as the service's: Denied with its status (401, 403, 404),
-        Unavailable when it cannot be reached."""
+    def asking(self, ref: DockerRef, caller: Caller, call: Callable[[Registry], T]) -> T:
+        """`call(session)` of the caller's session with `ref`'s registry, the registry's
+        refusals as the service's: Denied with its status (401, 403, 404), Unavailable
+        when it cannot be reached."""
         try:
-            call = method(self._session(ref, caller))
-            return call(ref.repository, ref.reference, f"image {ref}")
+            return call(self._session(ref, caller))
         except TransientError as exc:
             raise Unavailable(f"registry {ref.registry} is unreachable: {exc}") from None
         except RegistryError as exc:
@@ -164,3 +158,8 @@ class Sessions:
             for session in self._sessions.values():
                 session.close()
             self._sessions.clear()
+
+
+def _asked(ref: DockerRef) -> tuple[str, str, str]:
+    """(repository, reference, what) of a manifest request about `ref`."""
+    return ref.repository, ref.reference, f"image {ref}"

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from typing import Protocol
 
 from squash.export import export_image
@@ -87,9 +88,9 @@ class Heartbeat:
                     return
 
 
-def registry_options(spec: ExportSpec, plain_http_registry: str | None) -> RegistryOptions:
+def registry_options(spec: ExportSpec, plain_http_hosts: Collection[str]) -> RegistryOptions:
     """The service pulls with its own credentials (SQUASHD_REGISTRY_USERNAME or auth files)."""
-    return RegistryOptions(plain_http=spec.registry == plain_http_registry)
+    return RegistryOptions(plain_http=spec.registry in plain_http_hosts)
 
 
 def build(

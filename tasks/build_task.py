@@ -38,7 +38,7 @@ def export(self, spec: dict) -> dict:
                 board=runtime.board,
                 store=runtime.store,
                 lease_seconds=settings.lease_seconds,
-                options=registry_options(wanted, runtime.plain_http_registry),
+                options=registry_options(wanted, runtime.plain_http_hosts),
                 tmpdir=settings.tmpdir,
                 limits=settings.limits,
             )

@@ -47,12 +47,12 @@ class FrontAuth:
             self._known.put("", known)
         return known
 
-    def header(self, base_url: str, scope: str | None = None) -> dict[str, str]:
-        """The WWW-Authenticate of the front's 401s (`base_url` is the front's own)."""
+    def header(self, realm: str, scope: str | None = None) -> dict[str, str]:
+        """The WWW-Authenticate of the front's 401s (`realm`: the front's own token URL)."""
         challenge = self.challenge()
         if challenge.scheme != "bearer":
             return {"WWW-Authenticate": 'Basic realm="squashd"'}
-        params = {"realm": f"{base_url.rstrip('/')}/v2/token"}
+        params = {"realm": realm}
         if "service" in challenge.params:
             params["service"] = challenge.params["service"]
         if scope:

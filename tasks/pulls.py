@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from squash.destination import Blob, image_index
-from squash.errors import BadReference, SquashError
+from squash.errors import SquashError
 from squash.image import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, JSONObject
 from squash.manifest import is_index
 from squash.reference import Platform, parse_docker_ref
 from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
-from tasks.errors import BadRequest, ServiceError
+from tasks.errors import ServiceError
 from tasks.expiring import ExpiringCache
 from tasks.pull_view import Document, PullView, accepts, read_view
 from tasks.service import Service
@@ -44,15 +44,6 @@ class Pulls:
         self._views: ExpiringCache[str, PullView] = ExpiringCache(
             service.settings.artifact_cache_seconds, MAX_VIEWS
         )
-
-    def upstream(self, name: str) -> str:
-        """`host/repository` of NAME at the upstream, as builds record it (`alpine` on
-        Docker Hub is `docker.io/library/alpine`); 400 for a malformed name."""
-        try:
-            ref = parse_docker_ref(f"{self.service.settings.registry}/{name}:latest")
-        except BadReference as exc:
-            raise BadRequest(str(exc)) from None
-        return f"{ref.registry}/{ref.repository}"
 
     def view(self, artifact: Artifact) -> PullView:
         """The artifact's manifests, config and layer ranges (read once per process);

@@ -82,8 +82,8 @@ class Service:
         self.dispatcher: Dispatcher = (
             LocalDispatcher(settings.local_workers) if settings.embedded else CeleryDispatcher()
         )
-        self.plain_http_registry = settings.registry if settings.registry_plain_http else None
-        self.sessions = Sessions(self.plain_http_registry, settings.resolve_cache_seconds)
+        self.plain_http_hosts = settings.plain_http_hosts
+        self.sessions = Sessions(self.plain_http_hosts, settings.resolve_cache_seconds)
         self.default_platform = str(Platform.parse(settings.platform))
         self.usage = BatchedUsage(self.board, settings.usage_flush_seconds)
         # artifacts found moments ago: no board round trip for a popular one

@@ -5,6 +5,7 @@ builds in threads of the web process, locks in memory (the embedded default).
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from squash.codec import COMPRESSIONS
@@ -53,13 +54,40 @@ def _bytes(env: dict[str, str], name: str, default: int = 0) -> int:
         raise SettingsError(f"{name}={text!r} is not a size (e.g. 500M, 20G)") from None
 
 
-def _upstream(text: str) -> tuple[str, bool]:
-    """`SQUASHD_REGISTRY` as (host[:port], plain HTTP asked for)."""
+def _host(text: str, name: str) -> tuple[str, bool]:
+    """`[http://]host[:port]` (of variable `name`) as (host[:port], plain HTTP asked for)."""
     plain = text.startswith("http://")
     host = text.removeprefix("http://").removeprefix("https://").strip().rstrip("/")
     if not host or "/" in host:
-        raise SettingsError(f"SQUASHD_REGISTRY={text!r} must be a registry host[:port]")
+        raise SettingsError(f"{name}={text!r} must be a registry [http://]host[:port]")
     return host, plain
+
+
+def _entries(env: dict[str, str], name: str) -> list[str]:
+    """A comma-separated list's entries, blanks left out."""
+    return [entry for entry in (e.strip() for e in env.get(name, "").split(",")) if entry]
+
+
+def _hosts(env: dict[str, str], name: str) -> list[tuple[str, bool]]:
+    """A comma-separated list of `[http://]host[:port]`, each as `_host` reads it."""
+    return [_host(entry, name) for entry in _entries(env, name)]
+
+
+_PREFIX = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+
+
+def _prefixes(env: dict[str, str]) -> dict[str, tuple[str, bool]]:
+    """SQUASHD_MIRROR_PREFIXES, `NAME=[http://]HOST[:PORT],...`: the first path component
+    that names an upstream (for podman and CRI-O, whose mirrors send no `ns`)."""
+    name = "SQUASHD_MIRROR_PREFIXES"
+    found: dict[str, tuple[str, bool]] = {}
+    for entry in _entries(env, name):
+        prefix, sep, upstream = entry.partition("=")
+        prefix = prefix.strip()
+        if not sep or not _PREFIX.match(prefix) or prefix in found:
+            raise SettingsError(f"{name}: {entry!r} is not NAME=HOST (NAME a path component)")
+        found[prefix] = _host(upstream.strip(), name)
+    return found
 
 
 @dataclass(frozen=True)
@@ -68,8 +96,12 @@ class Settings:
     redis_url: str | None = None  # locks, job states, counters (default: the broker's Redis)
     storage_url: str | None = None  # s3://bucket/prefix or a directory; None: the cache dir
     registry: str = "docker.io"  # the upstream of the /c1 routes
-    registry_plain_http: bool = False
     allowed_registries: frozenset[str] = field(default_factory=frozenset)  # empty: any
+    # hosts named `http://` (in SQUASHD_REGISTRY, the allow-list, the prefixes): plain HTTP
+    plain_http_hosts: frozenset[str] = field(default_factory=frozenset)
+    # the registry front as a mirror: a first path component naming an upstream
+    mirror_prefixes: dict[str, str] = field(default_factory=dict)
+    mirror_cold: str = "wait"  # a tag not squashed yet: "wait" for it, or hand out the "original"
     layer_compression: str = "gzip"
     platform: str = "linux/amd64"
     wait_seconds: float = 60.0  # how long a /c1 request waits for a build before a 202
@@ -126,13 +158,23 @@ class Settings:
             raise SettingsError(
                 "CELERY_BROKER_URL is not Redis: set SQUASHD_REDIS_URL for build locks"
             )
-        registry, plain = _upstream(env.get("SQUASHD_REGISTRY") or "docker.io")
-        allowed = {r.strip() for r in env.get("SQUASHD_ALLOWED_REGISTRIES", "").split(",")}
-        allowed.discard("")
-        if "*" in allowed:
-            allowed = set()
-        elif not allowed:
-            allowed = {registry}
+        registry, plain = _host(env.get("SQUASHD_REGISTRY") or "docker.io", "SQUASHD_REGISTRY")
+        prefixes = _prefixes(env)
+        mirrored = {host for host, _ in prefixes.values()}
+        anything = "*" in _entries(env, "SQUASHD_ALLOWED_REGISTRIES")
+        listed = [] if anything else _hosts(env, "SQUASHD_ALLOWED_REGISTRIES")
+        allowed = {host for host, _ in listed}
+        if not allowed and not anything:
+            allowed = {registry} | mirrored
+        elif unlisted := sorted(mirrored - allowed if allowed else set()):
+            raise SettingsError(
+                f"SQUASHD_MIRROR_PREFIXES names {', '.join(unlisted)}, which "
+                "SQUASHD_ALLOWED_REGISTRIES does not list"
+            )
+        named = [(registry, plain), *listed, *prefixes.values()]
+        cold = (env.get("SQUASHD_MIRROR_COLD") or "wait").strip()
+        if cold not in ("wait", "original"):
+            raise SettingsError(f"SQUASHD_MIRROR_COLD={cold!r} is not one of wait, original")
         compression = env.get("SQUASHD_LAYER_COMPRESSION") or "gzip"
         if compression not in COMPRESSIONS:
             raise SettingsError(
@@ -149,8 +191,10 @@ class Settings:
             redis_url=redis_url,
             storage_url=env.get("SQUASHD_STORAGE_URL") or None,
             registry=registry,
-            registry_plain_http=plain,
             allowed_registries=frozenset(allowed),
+            plain_http_hosts=frozenset(host for host, plain in named if plain),
+            mirror_prefixes={prefix: host for prefix, (host, _) in prefixes.items()},
+            mirror_cold=cold,
             layer_compression=compression,
             platform=platform,
             wait_seconds=_number(env, "SQUASHD_WAIT_SECONDS", 60),

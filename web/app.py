@@ -7,12 +7,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tasks.errors import ServiceError, TooMany
-from tasks.front_auth import FrontAuth
 from tasks.pulls import Pulls
 from tasks.service import Service, service
+from tasks.upstreams import Upstreams
 from web import c1, exports, health, v2
 from web.callers import CHALLENGE
 from web.metrics import CountRequests, Metrics
+from web.namespace import EchoNamespace
 from web.operators import operators_only
 from web.status_page import status_page
 
@@ -33,7 +34,7 @@ def create_app(runtime: Service | None = None) -> FastAPI:
             if beat is not None:
                 beat.stop()
             runtime.close()
-            front_auth.close()
+            upstreams.close()
 
     app = FastAPI(
         title="squashd",
@@ -43,9 +44,7 @@ def create_app(runtime: Service | None = None) -> FastAPI:
     app.state.service = runtime
     app.state.metrics = metrics = Metrics(runtime)
     app.state.pulls = Pulls(runtime)
-    app.state.front_auth = front_auth = FrontAuth(
-        runtime.settings.registry, runtime.settings.registry_plain_http
-    )
+    app.state.upstreams = upstreams = Upstreams(runtime.settings)
     app.include_router(c1.router)
     app.include_router(exports.router)
     app.include_router(health.router)
@@ -56,6 +55,7 @@ def create_app(runtime: Service | None = None) -> FastAPI:
     app.add_api_route("/", status_page, methods=["GET"], include_in_schema=False,
                       dependencies=operators)  # fmt: skip
     app.add_middleware(CountRequests, metrics=metrics)
+    app.add_middleware(EchoNamespace)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:

@@ -23,12 +23,13 @@ from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany
-from tasks.front_auth import FrontAuth
 from tasks.pull_view import Document
 from tasks.pulls import Pulls, keep_suffix
 from tasks.service import Outcome, Service
 from tasks.spec import ExportSpec
+from tasks.upstreams import NotServed, Route, Upstreams
 from web.callers import CHALLENGE, caller_of
+from web.namespace import echo_namespace
 from web.waiting import wait_for
 
 router = APIRouter(prefix="/v2")
@@ -44,23 +45,32 @@ def registry_error(status: int, code: str, message: str, headers: dict | None = 
     return JSONResponse(body, status_code=status, headers={**API_VERSION, **(headers or {})})
 
 
-async def _refused(request: Request, exc: ServiceError, unknown: str, name: str) -> Response:
+async def _refused(
+    request: Request, exc: ServiceError, unknown: str, route: Route | None
+) -> Response:
     """A service error as a registry client expects to hear it; a 401 challenges the
-    client as the upstream would, for `name`."""
+    client as the upstream of `route` would, for its name."""
     codes = {401: "UNAUTHORIZED", 403: "DENIED", 404: unknown, 429: "TOOMANYREQUESTS"}
     code = codes.get(exc.status, "UNAVAILABLE" if exc.status == 503 else "UNKNOWN")
     if exc.status == 400:
         code = "NAME_INVALID"
+    if isinstance(exc, NotServed):
+        code = "NAME_UNKNOWN"
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else {}
     if exc.status == 401:
-        headers.update(await _challenge(request, f"repository:{name}:pull"))
+        scope = f"repository:{route.asked}:pull" if route and route.asked else None
+        headers.update(await _challenge(request, route, scope))
     return registry_error(exc.status, code, str(exc), headers)
 
 
-async def _challenge(request: Request, scope: str | None = None) -> dict[str, str]:
-    auth: FrontAuth = request.app.state.front_auth
+async def _challenge(
+    request: Request, route: Route | None, scope: str | None = None
+) -> dict[str, str]:
+    upstreams = _upstreams(request)
+    auth = upstreams.auth(route.host if route else upstreams.default)
+    realm = upstreams.realm(str(request.base_url), route)
     try:
-        return await run_in_threadpool(auth.header, str(request.base_url), scope)
+        return await run_in_threadpool(auth.header, realm, scope)
     except ServiceError:  # the upstream cannot say how it asks: Basic, as /c1 does
         return dict(CHALLENGE)
 
@@ -69,41 +79,61 @@ def _pulls(request: Request) -> Pulls:
     return request.app.state.pulls
 
 
+def _upstreams(request: Request) -> Upstreams:
+    return request.app.state.upstreams
+
+
+def _route(request: Request, name: str) -> Route:
+    """The upstream NAME is asked of; an `ns` it names is echoed (OCI-Namespace)."""
+    route = _upstreams(request).route(name, request.query_params.get("ns"))
+    echo_namespace(request, route.ns)
+    return route
+
+
 @router.get("/")
 async def version_check(request: Request) -> Response:
     """The API version check every client starts with: 200 if the upstream lets the
     caller in (anyone, for an upstream that asks no credentials), else its challenge."""
-    auth: FrontAuth = request.app.state.front_auth
+    upstreams = _upstreams(request)
+    ns = request.query_params.get("ns")
+    route = None
     try:
+        if ns is not None:
+            route = upstreams.namespace(ns)
+            echo_namespace(request, ns)
+        auth = upstreams.auth(route.host if route else upstreams.default)
         takes = await run_in_threadpool(auth.takes, request.headers.get("authorization"))
     except ServiceError as exc:
-        return await _refused(request, exc, "UNKNOWN", "")
+        return await _refused(request, exc, "UNKNOWN", None)
     if takes:
         return JSONResponse({}, headers=API_VERSION)
     message = "authentication required" if "authorization" not in request.headers else (
         "the upstream registry refused these credentials"
     )  # fmt: skip
-    return registry_error(401, "UNAUTHORIZED", message, await _challenge(request))
+    return registry_error(401, "UNAUTHORIZED", message, await _challenge(request, route))
 
 
 @router.api_route("/token", methods=["GET", "POST"])
 async def token(request: Request) -> Response:
     """A token of the upstream's realm, asked for with the client's own credentials and
     scope (the realm the front's challenge names, when the upstream issues tokens); a
-    POST is OAuth2's form, relayed as it is."""
-    auth: FrontAuth = request.app.state.front_auth
-    query = list(request.query_params.multi_items())
+    repository scope's upstream is the one a path of that name reaches. A POST is
+    OAuth2's form, relayed as it is."""
+    upstreams = _upstreams(request)
     form = None
     if request.method == "POST":
         form = await request.body()
         if len(form) > MAX_FORM:
             return registry_error(413, "UNSUPPORTED", "a token request larger than 64 KiB")
+
+    def relay() -> tuple[int, bytes, str]:
+        host, query = upstreams.token_request(list(request.query_params.multi_items()))
+        return upstreams.auth(host).token(query, request.headers.get("authorization"), form)
+
     try:
-        status, body, kind = await run_in_threadpool(
-            auth.token, query, request.headers.get("authorization"), form
-        )
+        status, body, kind = await run_in_threadpool(relay)
     except ServiceError as exc:
-        return await _refused(request, exc, "UNKNOWN", "")
+        return await _refused(request, exc, "UNKNOWN", None)
     return Response(body, status_code=status, media_type=kind.split(";")[0])
 
 
@@ -114,8 +144,10 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
     for the source's manifest digest."""
     pulls = _pulls(request)
     service = pulls.service
+    route = None
     try:
-        upstream = pulls.upstream(name)
+        route = _route(request, name)
+        upstream = route.name
         caller = caller_of(request)
         if reference.startswith("sha256:"):
 
@@ -133,7 +165,7 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
     except Gone as exc:
         return registry_error(404, "MANIFEST_UNKNOWN", f"{exc}; pull again")
     except ServiceError as exc:
-        return await _refused(request, exc, "MANIFEST_UNKNOWN", name)
+        return await _refused(request, exc, "MANIFEST_UNKNOWN", route)
 
 
 def _handed_out(pulls: Pulls, name: str, digest: str, caller: Caller) -> Document | None:
@@ -225,8 +257,10 @@ async def blob(request: Request, name: str, digest: str) -> Response:
     """A config (from memory) or a layer (a redirect, or a range of the archive) of a
     manifest handed out here, to a caller the upstream lets read its source."""
     pulls = _pulls(request)
+    route = None
     try:
-        upstream = pulls.upstream(name)
+        route = _route(request, name)
+        upstream = route.name
         caller = caller_of(request)
 
         def find() -> Document | Location | None:
@@ -237,7 +271,7 @@ async def blob(request: Request, name: str, digest: str) -> Response:
     except Gone as exc:  # forgotten: the next pull's manifest builds it again
         return registry_error(404, "BLOB_UNKNOWN", f"blob {digest}: {exc}; pull again")
     except ServiceError as exc:
-        return await _refused(request, exc, "BLOB_UNKNOWN", name)
+        return await _refused(request, exc, "BLOB_UNKNOWN", route)
     if found is None:
         return registry_error(404, "BLOB_UNKNOWN", f"blob {digest} is unknown to {name}")
     if isinstance(found, Document):

@@ -171,23 +171,9 @@ def test_ranges(header: str, expected) -> None:
     assert _range(header, 100) == expected
 
 
-def test_names_are_the_upstream_repositories_builds_record(tmp_path: Path) -> None:
-    """`docker pull SQUASHD/alpine` asks for Docker Hub's library/alpine: its digests are
-    remembered (and found) under that name."""
-    from tasks.errors import BadRequest
-    from tasks.pulls import Pulls, keep_suffix
-    from tasks.service import Service
-    from tasks.settings import Settings
+def test_a_keep_suffix_asks_for_a_partial_squash() -> None:
+    from tasks.pulls import keep_suffix
 
-    service = Service(Settings(registry="docker.io", storage_url=str(tmp_path)))
-    try:
-        pulls = Pulls(service)
-        assert pulls.upstream("alpine") == "docker.io/library/alpine"
-        assert pulls.upstream("team/app/api") == "docker.io/team/app/api"
-        with pytest.raises(BadRequest):
-            pulls.upstream("UPPER/case")
-    finally:
-        service.close()
     assert keep_suffix("v1--keep-2") == ("v1", 2)
     assert keep_suffix("v1--keep-") == ("v1--keep-", 0)
     assert keep_suffix("v1") == ("v1", 0)

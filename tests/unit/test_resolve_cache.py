@@ -34,7 +34,7 @@ class StubRegistry:
 
 @pytest.fixture
 def stubbed(monkeypatch: pytest.MonkeyPatch) -> tuple[Sessions, StubRegistry]:
-    sessions, stub = Sessions(None, resolve_seconds=0.3), StubRegistry()
+    sessions, stub = Sessions((), resolve_seconds=0.3), StubRegistry()
 
     def session(ref: object, caller: Caller) -> StubRegistry:
         stub.who = caller.credentials.username if caller.credentials else "anonymous"
@@ -71,7 +71,7 @@ def test_a_refusal_is_never_remembered(stubbed) -> None:
 
 
 def test_zero_seconds_remembers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    sessions, stub = Sessions(None, resolve_seconds=0), StubRegistry()
+    sessions, stub = Sessions((), resolve_seconds=0), StubRegistry()
     stub.who = "alice"
     monkeypatch.setattr(sessions, "_session", lambda ref, caller: stub)
     for _ in range(3):

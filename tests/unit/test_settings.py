@@ -29,7 +29,8 @@ def test_registries() -> None:
     settings = Settings.from_env(
         {"SQUASHD_REGISTRY": "http://reg.example:5000/", "SQUASHD_ALLOWED_REGISTRIES": "a, b"}
     )
-    assert settings.registry == "reg.example:5000" and settings.registry_plain_http
+    assert settings.registry == "reg.example:5000"
+    assert settings.plain_http_hosts == {"reg.example:5000"}
     assert settings.allows("a") and settings.allows("b") and not settings.allows("reg.example")
     assert Settings.from_env({"SQUASHD_ALLOWED_REGISTRIES": "*"}).allows("anywhere.io")
     with pytest.raises(SettingsError, match="SQUASHD_REGISTRY"):
