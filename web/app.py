@@ -1,12 +1,14 @@
 """The web application: routes, metrics, the status page, service errors as JSON."""
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tasks.errors import ServiceError, TooMany
+from tasks.passthrough import BrokenPassThrough, PassThrough
 from tasks.pulls import Pulls
 from tasks.service import Service, service
 from tasks.upstreams import Upstreams
@@ -18,8 +20,16 @@ from web.operators import operators_only
 from web.status_page import status_page
 
 
+def _not_a_broken_pass_through(record: logging.LogRecord) -> bool:
+    """Drops uvicorn's traceback of a pass-through the upstream broke (a warning said so)."""
+    return not (record.exc_info and isinstance(record.exc_info[1], BrokenPassThrough))
+
+
 def create_app(runtime: Service | None = None) -> FastAPI:
     runtime = runtime or service()
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if _not_a_broken_pass_through not in uvicorn_errors.filters:
+        uvicorn_errors.addFilter(_not_a_broken_pass_through)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +55,7 @@ def create_app(runtime: Service | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics(runtime)
     app.state.pulls = Pulls(runtime)
     app.state.upstreams = upstreams = Upstreams(runtime.settings)
+    app.state.passthrough = PassThrough(runtime.sessions)
     app.include_router(c1.router)
     app.include_router(exports.router)
     app.include_router(health.router)

@@ -12,6 +12,7 @@ range of the archive (a local directory).
 
 import time
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
@@ -23,11 +24,12 @@ from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany
+from tasks.passthrough import PassingBlob, PassThrough
 from tasks.pull_view import Document
 from tasks.pulls import Pulls, keep_suffix
 from tasks.service import Outcome, Service
 from tasks.spec import ExportSpec
-from tasks.upstreams import NotServed, Route, Upstreams
+from tasks.upstreams import NotServed, Route, Upstreams, is_reference
 from web.callers import CHALLENGE, caller_of
 from web.namespace import echo_namespace
 from web.waiting import wait_for
@@ -140,8 +142,9 @@ async def token(request: Request) -> Response:
 @router.api_route("/{name:path}/manifests/{reference}", methods=["GET", "HEAD"])
 async def manifest(request: Request, name: str, reference: str) -> Response:
     """The squashed manifest of tag `reference` (built or joined, and waited for), or a
-    manifest handed out before, by its digest; a digest never handed out here is taken
-    for the source's manifest digest."""
+    manifest handed out before, by its digest; a digest never handed out here is the
+    upstream's own manifest or index, passed through. What can be no tag or digest is
+    unknown, as the distribution registry answers."""
     pulls = _pulls(request)
     service = pulls.service
     route = None
@@ -149,15 +152,19 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
         route = _route(request, name)
         upstream = route.name
         caller = caller_of(request)
-        if reference.startswith("sha256:"):
+        if not is_reference(reference):
+            return registry_error(404, "MANIFEST_UNKNOWN", f"{reference!r} is no tag or digest")
+        if ":" in reference and not keep_suffix(reference)[1]:
+            passing: PassThrough = request.app.state.passthrough
+            named = route
 
-            def by_digest() -> Document | None:
+            def by_digest() -> Document:
                 known = _handed_out(pulls, upstream, reference, caller)
-                return None if known is None else _pulled(service, known, request.method)
+                if known is None:  # not ours: the upstream's own, passed through
+                    return passing.manifest(named, reference, caller)
+                return _pulled(service, known, request.method)
 
-            known = await run_in_threadpool(by_digest)
-            if known is not None:
-                return _document(request, known)
+            return _document(request, await run_in_threadpool(by_digest))
         try:
             return await _squashed(request, service, pulls, upstream, reference, caller)
         except Gone:  # deleted behind the service's back: forgotten, so built again
@@ -263,22 +270,59 @@ async def blob(request: Request, name: str, digest: str) -> Response:
         upstream = route.name
         caller = caller_of(request)
 
-        def find() -> Document | Location | None:
+        passing: PassThrough = request.app.state.passthrough
+        named = route
+
+        def find() -> Document | Location | PassingBlob:
             known = pulls.by_digest(upstream, digest, caller)
-            return None if known is None else pulls.blob(*known, digest, request.method)
+            if known is None:  # not ours: the upstream's own, passed through
+                return passing.blob(named, digest, caller, request.method)
+            return pulls.blob(*known, digest, request.method)
 
         found = await run_in_threadpool(find)
     except Gone as exc:  # forgotten: the next pull's manifest builds it again
         return registry_error(404, "BLOB_UNKNOWN", f"blob {digest}: {exc}; pull again")
     except ServiceError as exc:
         return await _refused(request, exc, "BLOB_UNKNOWN", route)
-    if found is None:
-        return registry_error(404, "BLOB_UNKNOWN", f"blob {digest} is unknown to {name}")
+    if isinstance(found, PassingBlob):
+        return _passing(request, found)
     if isinstance(found, Document):
         return _document(request, found, "application/octet-stream")
     if found.url is not None:
         return RedirectResponse(found.url, status_code=307, headers=API_VERSION)
     return _file_range(request, found, digest)
+
+
+def _passing(request: Request, blob: PassingBlob) -> Response:
+    """The upstream's blob as it arrives (its digest checked on the way: a broken one
+    ends the connection before its last byte); the whole blob, whatever `Range` says."""
+    headers = {**API_VERSION, "Docker-Content-Digest": blob.digest}
+    if blob.length is not None:
+        headers["Content-Length"] = str(blob.length)
+    kind = "application/octet-stream"
+    if request.method == "HEAD":
+        return Response(headers=headers, media_type=kind)
+    return StreamingResponse(blob.chunks, headers=headers, media_type=kind)
+
+
+@router.get("/{name:path}/tags/list")
+async def tags(
+    request: Request, name: str, n: str | None = None, last: str | None = None
+) -> Response:
+    """The upstream's tags of NAME (`n`, `last`: a page of them), read with the caller's
+    credentials; the next page's `Link` names it as the client asked for it."""
+    passing: PassThrough = request.app.state.passthrough
+    route = None
+    try:
+        route = _route(request, name)
+        body, after = await run_in_threadpool(passing.tags, route, n, last, caller_of(request))
+    except ServiceError as exc:
+        return await _refused(request, exc, "NAME_UNKNOWN", route)
+    headers = dict(API_VERSION)
+    if after is not None:
+        query = after + (f"&{urlencode({'ns': route.ns})}" if route.ns else "")
+        headers["Link"] = f'</v2/{name}/tags/list?{query}>; rel="next"'
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def _file_range(request: Request, location: Location, digest: str) -> Response:

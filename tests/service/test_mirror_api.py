@@ -7,6 +7,7 @@ only to the upstream it named; popularity and the pre-squash are kept per upstre
 from __future__ import annotations
 
 import gzip
+import http.client
 import io
 import json
 import socket
@@ -18,11 +19,13 @@ from urllib.parse import urlencode
 
 import pytest
 
+from squash.image import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from tasks.spec import ExportSpec, default_tag
 from testbed.process import HOST
 from testbed.registry import Registry
 from testbed.service import WebServer
-from tests.registry.fixtures import USERS, proxying
+from tests.integration.helpers import digest_of
+from tests.registry.fixtures import USERS, Pushed, proxying
 from tests.registry.harness import FaultProxy, TokenServer, basic_auth, write_auth_file
 from tests.service.harness import push_layers
 from tests.service.test_export_service import image_layers, wait_until
@@ -79,6 +82,13 @@ def basic_proxies(registry: Registry, second_registry: Registry) -> Iterator[lis
 
 
 @pytest.fixture(scope="module")
+def cutting(registry: Registry) -> Iterator[FaultProxy]:
+    """A fault proxy in front of `registry`, mirrored as an upstream of its own."""
+    with proxying(registry.port, "cutting upstream") as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
 def stranger() -> Iterator[Listener]:
     listener = Listener()
     yield listener
@@ -91,6 +101,7 @@ def mirror(
     second_registry: Registry,
     private_registry: tuple[Registry, TokenServer],
     basic_proxies: list[FaultProxy],
+    cutting: FaultProxy,
     tmp_path_factory,
 ) -> Iterator[WebServer]:
     """squashd in front of `registry` (the default), mirroring the second registry
@@ -103,7 +114,8 @@ def mirror(
     for proxy in basic_proxies:
         entries[proxy.host] = {"auth": basic_auth(*CAROL).removeprefix("Basic ")}
     auth.write_text(json.dumps({"auths": entries}))
-    hosts = [registry.host, second_registry.host, private, *(p.host for p in basic_proxies)]
+    proxies = [*basic_proxies, cutting]
+    hosts = [registry.host, second_registry.host, private, *(p.host for p in proxies)]
     env = {
         "SQUASHD_REGISTRY": registry.host,
         "SQUASHD_ALLOWED_REGISTRIES": ",".join(hosts),
@@ -277,3 +289,174 @@ def test_popularity_and_the_presquash_are_per_upstream(
         timeout=90,
         explain=mirror.log,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# What a runtime must be able to trust
+# ---------------------------------------------------------------------------------------
+
+ROUTES = [
+    pytest.param(lambda r: (SAME, {"ns": r.host}), id="ns"),
+    pytest.param(lambda r: (f"two/{SAME}", None), id="prefix"),
+]
+
+
+@pytest.mark.parametrize("accept", [OCI_MANIFEST, DOCKER_MANIFEST])
+@pytest.mark.parametrize("routed", ROUTES)
+def test_head_and_get_of_a_tag_give_one_digest(
+    mirror: WebServer, same_name: None, second_registry: Registry, routed, accept: str
+) -> None:
+    name, query = routed(second_registry)
+    path = f"/v2/{name}/manifests/v1"
+    status, got, body = _get(mirror, path, query, headers={"Accept": accept})
+    assert status == 200 and got["content-type"] == accept, body
+    status, headed, empty = _get(mirror, path, query, headers={"Accept": accept}, method="HEAD")
+    assert status == 200 and empty == b""
+    assert headed["docker-content-digest"] == got["docker-content-digest"] == digest_of(body)
+    assert int(headed["content-length"]) == len(body)
+
+
+@pytest.mark.parametrize("routed", ROUTES)
+def test_a_digest_not_handed_out_is_the_upstreams_own(
+    mirror: WebServer, same_name: None, second_registry: Registry, routed
+) -> None:
+    """The original pinned by its digest: its manifest, config and layers come from the
+    upstream byte for byte (HEAD says the same length); an unknown digest is unknown."""
+    name, query = routed(second_registry)
+    _, headers, original = second_registry.get(f"/v2/{SAME}/manifests/v1", {"Accept": OCI_MANIFEST})
+    digest = headers["docker-content-digest"]
+    for method in ("GET", "HEAD"):
+        status, got, body = _get(mirror, f"/v2/{name}/manifests/{digest}", query, method=method)
+        assert status == 200 and got["docker-content-digest"] == digest, body
+        assert got["content-type"] == OCI_MANIFEST and int(got["content-length"]) == len(original)
+        assert body == (original if method == "GET" else b"")
+    manifest = json.loads(original)
+    for entry in [manifest["config"], *manifest["layers"]]:
+        status, _, body = _get(mirror, f"/v2/{name}/blobs/{entry['digest']}", query)
+        assert (
+            status == 200 and body == second_registry.get(f"/v2/{SAME}/blobs/{entry['digest']}")[2]
+        )
+        status, got, _ = _get(mirror, f"/v2/{name}/blobs/{entry['digest']}", query, method="HEAD")
+        assert status == 200 and int(got["content-length"]) == entry["size"]
+    unknown = "sha256:" + "0" * 64
+    status, _, body = _get(mirror, f"/v2/{name}/manifests/{unknown}", query)
+    assert status == 404 and _error(body) == "MANIFEST_UNKNOWN", body
+    status, _, body = _get(mirror, f"/v2/{name}/blobs/{unknown}", query)
+    assert status == 404 and _error(body) == "BLOB_UNKNOWN", body
+
+
+def test_an_index_by_its_digest_is_the_upstreams_own(
+    mirror: WebServer, registry: Registry, pushed: Pushed
+) -> None:
+    digest = pushed.digests["multi"]
+    _, _, original = registry.get(f"/v2/{pushed.multi}/manifests/{digest}", {"Accept": OCI_INDEX})
+    status, headers, body = _get(
+        mirror, f"/v2/{pushed.multi}/manifests/{digest}", {"ns": registry.host}
+    )
+    assert status == 200 and body == original, body
+    assert headers["content-type"] == OCI_INDEX and headers["docker-content-digest"] == digest
+
+
+def test_what_can_be_no_reference_is_an_unknown_manifest(
+    mirror: WebServer, same_name: None
+) -> None:
+    for reference in (".INVALID_MANIFEST_NAME", "sha256:nothex", "-v1"):
+        for method in ("GET", "HEAD"):
+            status, _, body = _get(mirror, f"/v2/{SAME}/manifests/{reference}", method=method)
+            assert status == 404, (reference, method, body)
+            if method == "GET":
+                assert _error(body) == "MANIFEST_UNKNOWN", body
+
+
+def test_tags_lists_are_the_upstreams_page_by_page(
+    mirror: WebServer,
+    second_registry: Registry,
+    cutting: FaultProxy,
+    private_registry: tuple[Registry, TokenServer],
+    tmp_path: Path,
+) -> None:
+    """The second registry's tags of svc/tagged, by ns and by prefix; pages (`n`,
+    `last`) asked of an upstream that gives them, whose `Link` asks squashd again; the
+    private registry's only with a token."""
+    for tag in ("a", "b", "c"):
+        push_layers(tmp_path / tag, second_registry.ref("svc/tagged", tag),
+                    image_layers(931, 20_000))  # fmt: skip
+    listed = json.loads(second_registry.get("/v2/svc/tagged/tags/list")[2])["tags"]
+    assert sorted(listed) == ["a", "b", "c"]
+    for name, query in (("svc/tagged", {"ns": second_registry.host}), ("two/svc/tagged", {})):
+        status, _, body = _get(mirror, f"/v2/{name}/tags/list", query)
+        assert status == 200 and json.loads(body) == {"name": name, "tags": listed}
+    # distribution 2.8 lists every tag whatever `n` says: an upstream that pages
+    cutting.reset()
+    kind = {"Content-Type": "application/json"}
+    following = {**kind, "Link": '</v2/svc/paged/tags/list?last=b&n=2>; rel="next"'}
+    pages = [(b'{"name": "svc/paged", "tags": ["a", "b"]}', following),
+             (b'{"name": "svc/paged", "tags": ["c"]}', kind)]  # fmt: skip
+    for page, headers in pages:
+        cutting.respond(r"/v2/svc/paged/tags/list$", 200, page, headers, times=1)
+    status, headers, body = _get(mirror, "/v2/svc/paged/tags/list", {"ns": cutting.host, "n": "2"})
+    assert status == 200 and json.loads(body)["tags"] == ["a", "b"], body
+    link = headers["link"]
+    assert (
+        link
+        == f'</v2/svc/paged/tags/list?last=b&n=2&{urlencode({"ns": cutting.host})}>; rel="next"'
+    )
+    status, headers, body = mirror.get(link[1 : link.index(">")], timeout=60)
+    assert status == 200 and json.loads(body)["tags"] == ["c"] and "link" not in headers, body
+    asked = [seen.path.partition("?")[2] for seen in cutting.requests(r"/tags/list$")]
+    assert asked == ["n=2", "n=2&last=b"], cutting.describe()
+    status, _, body = _get(mirror, "/v2/svc/no-such-repo/tags/list", {"ns": second_registry.host})
+    assert status == 404 and _error(body) == "NAME_UNKNOWN", body
+    private, _ = private_registry
+    push_layers(tmp_path / "private", private.ref("team/tags", "v1"), image_layers(932, 20_000),
+                creds=f"alice:{USERS['alice']}")  # fmt: skip
+    status, headers, body = _get(mirror, "/v2/priv/team/tags/tags/list")
+    assert status == 401 and _error(body) == "UNAUTHORIZED", body
+    token = _token(mirror, headers["www-authenticate"], "alice")
+    status, _, body = _get(mirror, "/v2/priv/team/tags/tags/list",
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert status == 200 and json.loads(body)["tags"] == ["v1"], body
+
+
+def _read_blob(web: WebServer, path: str) -> tuple[int, int, bool]:
+    """(Content-Length, bytes received, whether the body ended early) of a blob GET."""
+    connection = http.client.HTTPConnection(HOST, web.port, timeout=60)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        length = int(response.getheader("content-length", "-1"))
+        try:
+            return length, len(response.read()), False
+        except http.client.IncompleteRead as exc:
+            return length, len(exc.partial), True
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("fault", ["cut", "flip"])
+def test_a_broken_upstream_blob_is_an_error_and_nothing_is_stored(
+    fault: str, mirror: WebServer, cutting: FaultProxy, registry: Registry, tmp_path: Path
+) -> None:
+    """The upstream cut mid-blob, or sending a wrong byte: the client's download ends
+    before its last byte (never a whole wrong blob) and squashd stored nothing; the same
+    blob whole passes."""
+    name = f"svc/broken-{fault}"
+    push_layers(tmp_path / "image", registry.ref(name, "v1"), image_layers(941, 3 << 20))
+    manifest = registry.manifest(name, "v1")
+    assert manifest is not None
+    layer = max(manifest["layers"], key=lambda entry: entry["size"])
+    path = f"/v2/{name}/blobs/{layer['digest']}?{urlencode({'ns': cutting.host})}"
+    start = registry.get(f"/v2/{name}/blobs/{layer['digest']}")[2][:4096]
+    cutting.reset()
+    if fault == "cut":
+        cutting.cut(layer["digest"], after=layer["size"] // 2)
+    else:
+        cutting.flip(layer["digest"], offset=layer["size"] - 10, times=1)
+    length, received, early = _read_blob(mirror, path)
+    assert length == layer["size"] and early and received < length, (received, length)
+    assert cutting.blob_gets(layer["digest"]), cutting.describe()
+    holding = [p for p in mirror.root.rglob("*") if p.is_file() and start in p.read_bytes()]
+    assert not holding, f"the blob's bytes were stored in {holding}"
+    length, received, early = _read_blob(mirror, path)  # the upstream whole again
+    assert (length, received, early) == (layer["size"], layer["size"], False)
