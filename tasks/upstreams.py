@@ -46,6 +46,12 @@ class Route:
     repository: str  # at the upstream ("library/alpine")
     asked: str  # NAME as the client asked for it
     ns: str | None = None  # the `ns` it was asked with
+    prefix: str | None = None  # the mirror prefix it was asked with
+
+    @property
+    def mirrored(self) -> bool:
+        """Asked for by a runtime's mirror configuration (`ns` or a prefix)?"""
+        return self.ns is not None or self.prefix is not None
 
     @property
     def name(self) -> str:
@@ -86,19 +92,18 @@ class Upstreams:
     def route(self, name: str, ns: str | None) -> Route:
         """The upstream of NAME asked for with `ns` (None: no `ns` in the query); 400 for
         a malformed name, NotServed for an `ns` not mirrored here."""
-        host = self.default
-        asked = name
+        host, asked, prefix = self.default, name, None
         if ns is not None:
             host = self.served(ns)
         else:
             first, _, rest = name.partition("/")
             if rest and first in self.settings.mirror_prefixes:
-                host, name = self.settings.mirror_prefixes[first], rest
+                host, name, prefix = self.settings.mirror_prefixes[first], rest, first
         try:
             ref = parse_docker_ref(f"{host}/{name}:latest")
         except BadReference as exc:
             raise BadRequest(str(exc)) from None
-        return Route(ref.registry, ref.repository, asked, ns)
+        return Route(ref.registry, ref.repository, asked, ns, prefix)
 
     def namespace(self, ns: str) -> Route:
         """The route of a request that names an upstream but no repository (`/v2/?ns=`)."""

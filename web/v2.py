@@ -1,13 +1,17 @@
-"""squashd as a read-only registry (distribution API v2) in front of SQUASHD_REGISTRY:
-`docker pull SQUASHD_HOST/NS/REPO:TAG` gets the squashed image of the upstream's
-NS/REPO:TAG, built once with the service's defaults (`TAG--keep-N` keeps the bottom N
-layers as they are).
+"""squashd as a read-only registry (distribution API v2) in front of SQUASHD_REGISTRY,
+and the mirror of the registries `?ns=` and SQUASHD_MIRROR_PREFIXES name
+(tasks/upstreams.py): `docker pull SQUASHD_HOST/NS/REPO:TAG` gets the squashed image of
+the upstream's NS/REPO:TAG, built once with the service's defaults (`TAG--keep-N` keeps
+the bottom N layers as they are).
 
 A manifest GET of a tag resolves it at the upstream with the caller's credentials,
-starts or joins its build and waits up to SQUASHD_WAIT_SECONDS; HEAD never starts one
-unless SQUASHD_HEAD_BUILDS says so (for containerd, which resolves with HEAD).
-Config and manifests come from memory, layers by redirect to the store (S3) or as a
-range of the archive (a local directory).
+starts or joins its build and waits up to SQUASHD_WAIT_SECONDS, or with
+SQUASHD_MIRROR_COLD=original hands out the upstream's own manifest until it is built.
+A HEAD starts no build unless SQUASHD_HEAD_BUILDS says so, a mirror asks (containerd
+resolves with HEAD alone) or originals are handed out. Config and manifests come from
+memory, layers by redirect to the store (S3) or as a range of the archive (a local
+directory); what squashd did not hand out is the upstream's, passed through
+(tasks/passthrough.py).
 """
 
 import time
@@ -166,9 +170,9 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
 
             return _document(request, await run_in_threadpool(by_digest))
         try:
-            return await _squashed(request, service, pulls, upstream, reference, caller)
+            return await _squashed(request, service, pulls, route, reference, caller)
         except Gone:  # deleted behind the service's back: forgotten, so built again
-            return await _squashed(request, service, pulls, upstream, reference, caller)
+            return await _squashed(request, service, pulls, route, reference, caller)
     except Gone as exc:
         return registry_error(404, "MANIFEST_UNKNOWN", f"{exc}; pull again")
     except ServiceError as exc:
@@ -184,13 +188,17 @@ def _handed_out(pulls: Pulls, name: str, digest: str, caller: Caller) -> Documen
 
 
 async def _squashed(
-    request: Request, service: Service, pulls: Pulls, upstream: str, reference: str, caller: Caller
+    request: Request, service: Service, pulls: Pulls, route: Route, reference: str, caller: Caller
 ) -> Response:
     """The squashed image of a tag (or of the source's digest): its manifest, or for a
-    multi-platform source an index of every platform's, once all are built."""
+    multi-platform source an index of every platform's, once all are built. Until then,
+    with SQUASHD_MIRROR_COLD=original, the upstream's own (the builds started)."""
+    upstream = route.name
     tag, keep = keep_suffix(reference)
     image = f"{upstream}@{tag}" if tag.startswith("sha256:") else f"{upstream}:{tag}"
-    start = request.method == "GET" or service.settings.head_builds
+    original = service.settings.mirror_cold == "original"
+    # containerd resolves a tag with HEAD alone: a mirror's HEAD builds as a GET does
+    start = request.method == "GET" or service.settings.head_builds or route.mirrored or original
 
     def look() -> tuple[ExportSpec, list[tuple[JSONObject | None, ExportSpec, Outcome]]]:
         spec, kind = service.resolved(image, caller, keep_base=keep)
@@ -203,6 +211,10 @@ async def _squashed(
         ]
 
     spec, looks = await run_in_threadpool(look)
+    if original and any(outcome.artifact is None for _, _, outcome in looks):
+        passing: PassThrough = request.app.state.passthrough
+        document = await run_in_threadpool(passing.manifest, route, spec.digest, caller)
+        return _document(request, document)
     deadline = time.monotonic() + service.settings.wait_seconds
     done: list[tuple[JSONObject | None, Artifact]] = []
     for platform, each, outcome in looks:

@@ -25,7 +25,7 @@ from testbed.process import HOST
 from testbed.registry import Registry
 from testbed.service import WebServer
 from tests.integration.helpers import digest_of
-from tests.registry.fixtures import USERS, Pushed, proxying
+from tests.registry.fixtures import USERS, Pushed, SampleImages, proxying
 from tests.registry.harness import FaultProxy, TokenServer, basic_auth, write_auth_file
 from tests.service.harness import push_layers
 from tests.service.test_export_service import image_layers, wait_until
@@ -460,3 +460,124 @@ def test_a_broken_upstream_blob_is_an_error_and_nothing_is_stored(
     assert not holding, f"the blob's bytes were stored in {holding}"
     length, received, early = _read_blob(mirror, path)  # the upstream whole again
     assert (length, received, early) == (layer["size"], layer["size"], False)
+
+
+# ---------------------------------------------------------------------------------------
+# Cold tags: wait for the squash (a mirror's HEAD too), or hand out the original
+# ---------------------------------------------------------------------------------------
+
+
+def test_under_wait_a_mirrors_head_builds_and_waits(
+    mirror: WebServer, registry: Registry, second_registry: Registry, tmp_path: Path
+) -> None:
+    """containerd resolves with HEAD alone: a HEAD by ns (or prefix) of a tag nobody
+    asked for is built and answered with the squashed digest; a HEAD that names squashd
+    itself still builds nothing."""
+    for where, name, query in ((second_registry, "svc/cold-ns", {"ns": second_registry.host}),
+                               (second_registry, "two/svc/cold-prefix", None),
+                               (registry, "svc/cold-front", None)):  # fmt: skip
+        repository = name.removeprefix("two/")
+        push_layers(tmp_path / repository, where.ref(repository, "v1"), image_layers(951, 20_000))
+        status, headed, _ = _get(mirror, f"/v2/{name}/manifests/v1", query, method="HEAD")
+        if query is None and not name.startswith("two/"):
+            assert status == 404, "a HEAD of squashd's own name built"
+            continue
+        assert status == 200, headed
+        status, got, body = _get(mirror, f"/v2/{name}/manifests/v1", query)
+        assert got["docker-content-digest"] == headed["docker-content-digest"] == digest_of(body)
+        assert len(json.loads(body)["layers"]) == 1
+
+
+@pytest.fixture(scope="module")
+def original_mirror(
+    registry: Registry, cutting: FaultProxy, tmp_path_factory
+) -> Iterator[WebServer]:
+    """squashd handing out originals while it squashes (SQUASHD_MIRROR_COLD=original)."""
+    env = {
+        "SQUASHD_REGISTRY": registry.host,
+        "SQUASHD_ALLOWED_REGISTRIES": f"{registry.host},{cutting.host}",
+        "SQUASHD_MIRROR_COLD": "original",
+    }
+    server = WebServer(tmp_path_factory.mktemp("original-mirror"), env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _squashed_at_last(web: WebServer, path: str, query: dict[str, str], original: str) -> bytes:
+    """The manifest once it is no longer the original (the build done)."""
+    return wait_until(
+        f"{path} squashed",
+        lambda: body if (got := _get(web, path, query))[1]["docker-content-digest"] != original
+        and (body := got[2]) else None,
+        timeout=120,
+        explain=web.log,
+    )  # fmt: skip
+
+
+def test_under_original_a_cold_tag_is_the_original_until_it_is_squashed(
+    original_mirror: WebServer, cutting: FaultProxy, registry: Registry, tmp_path: Path
+) -> None:
+    """The build held at its first layer: HEAD and GET give the upstream's own manifest
+    at once; let go, the tag turns to the squashed image, HEAD and GET alike."""
+    name = "svc/turning"
+    digest, _ = push_layers(tmp_path / "image", registry.ref(name, "v1"), image_layers(961, 20_000))
+    manifest = registry.manifest(name, "v1")
+    assert manifest is not None
+    _, _, original = registry.get(f"/v2/{name}/manifests/{digest}", {"Accept": OCI_MANIFEST})
+    cutting.reset()
+    held = cutting.hold(manifest["layers"][0]["digest"])
+    path, query = f"/v2/{name}/manifests/v1", {"ns": cutting.host}
+    try:
+        status, headed, _ = _get(original_mirror, path, query, method="HEAD")
+        assert status == 200 and headed["docker-content-digest"] == digest, headed
+        status, got, body = _get(original_mirror, path, query)
+        assert status == 200 and body == original and got["docker-content-digest"] == digest
+        assert held.reached.wait(60), "the HEAD started no build"
+    finally:
+        held.release()
+    squashed = _squashed_at_last(original_mirror, path, query, digest)
+    assert len(json.loads(squashed)["layers"]) == 1
+    status, headed, _ = _get(original_mirror, path, query, method="HEAD")
+    assert headed["docker-content-digest"] == digest_of(squashed)
+
+
+def test_under_original_an_index_is_the_upstreams_until_every_platform_is_built(
+    original_mirror: WebServer,
+    cutting: FaultProxy,
+    registry: Registry,
+    pushed: Pushed,
+    images: SampleImages,
+) -> None:
+    """linux/arm/v7's build held: the other platforms are built, and the tag is still
+    the upstream's index; let go, the squashed index of the three."""
+    index = pushed.digests["multi"]
+    v7 = registry.manifest(pushed.multi, images.index.images["linux/arm/v7"].manifest_digest)
+    assert v7 is not None
+    cutting.reset()
+    held = cutting.hold(v7["layers"][0]["digest"])
+    path, query = f"/v2/{pushed.multi}/manifests/{pushed.tag}", {"ns": cutting.host}
+    tag = default_tag(cutting.host, pushed.multi, pushed.tag)
+    try:
+        status, got, body = _get(original_mirror, path, query)
+        assert status == 200 and got["docker-content-digest"] == index, body
+        for platform in ("linux/amd64", "linux/arm64"):
+            spec = ExportSpec(cutting.host, pushed.multi, pushed.tag, index, platform, tag, "gzip")
+            wait_until(
+                f"{platform} built",
+                lambda key=spec.key: json.loads(original_mirror.get(f"/v1/exports/{key}")[2])
+                .get("state") == "ready",
+                timeout=120,
+                explain=original_mirror.log,
+            )  # fmt: skip
+        status, got, _ = _get(original_mirror, path, query)
+        assert got["docker-content-digest"] == index, "an index of some platforms was handed out"
+    finally:
+        held.release()
+    squashed = json.loads(_squashed_at_last(original_mirror, path, query, index))
+    assert squashed["mediaType"] == OCI_INDEX and len(squashed["manifests"]) == 3, squashed
+    for entry in squashed["manifests"]:
+        status, _, body = _get(original_mirror, f"/v2/{pushed.multi}/manifests/{entry['digest']}",
+                               query)  # fmt: skip
+        assert status == 200 and len(json.loads(body)["layers"]) == 1, body
