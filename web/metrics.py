@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tasks.board import BUILDING, QUEUED
 from tasks.board.jobs import BUILD_SECONDS_BUCKETS
 from tasks.service import Service
+from web.pull_counts import pulls_by_upstream
 
 log = logging.getLogger("squashd.metrics")
 
@@ -140,6 +141,15 @@ class _Deployment:
             family = CounterMetricFamily(f"squashd_{name.removesuffix('_sum')}", text)
             family.add_metric([], values.get(name, 0.0))
             yield family
+        pulls = CounterMetricFamily(
+            "squashd_mirror_pulls",
+            "Image manifests handed out to pulls, by upstream and served squashed or original",
+            labels=["upstream", "served"],
+        )
+        for upstream, served in pulls_by_upstream(values).items():
+            for kind, count in served.items():
+                pulls.add_metric([upstream, kind], count)
+        yield pulls
         buckets = [
             (str(float(bound)), values.get(f"build_seconds_bucket:{bound}", 0.0))
             for bound in BUILD_SECONDS_BUCKETS

@@ -1,6 +1,7 @@
 """The operators' page at `/`: exports in progress with progress bars, recent failures,
-the most requested tags and whether each is ready. Server-rendered, refreshed by the
-browser every few seconds; no scripts, no build step."""
+pulls by upstream (squashed or the original), the most requested tags and whether each
+is ready. Server-rendered, refreshed by the browser every few seconds; no scripts, no
+build step."""
 
 import time
 
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tasks.board import BUILDING, READY, Job
 from tasks.service import Service
+from web.pull_counts import ORIGINAL, SQUASHED, pulls_by_upstream
 
 REFRESH = 2  # seconds
 _templates = Environment(loader=PackageLoader("web"), autoescape=select_autoescape())
@@ -67,6 +69,7 @@ def _page(service: Service) -> str:
         "artifacts": "?",
         "artifact_bytes": "?",
         "pulls": "?",
+        "upstream_pulls": [],
         "board_error": None,
     }
     try:
@@ -74,6 +77,11 @@ def _page(service: Service) -> str:
         context["artifacts"] = int(metrics.get("artifacts", 0))
         context["artifact_bytes"] = _size(metrics.get("artifact_bytes", 0))
         context["pulls"] = int(metrics.get("registry_pulls", 0))
+        context["upstream_pulls"] = [
+            {"upstream": upstream, "original": int(served[ORIGINAL]),
+             "squashed": int(served[SQUASHED])}
+            for upstream, served in pulls_by_upstream(metrics).items()
+        ]  # fmt: skip
         active = service.active_jobs(revive=True)  # a look sends dead builds again
         context["active"] = [_job_row(job, now, settings.lease_seconds) for job in active]
         context["failures"] = [

@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from squash.image import JSONObject
-from squash.manifest import is_index
 from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
 from tasks.board import FAILED
@@ -36,13 +35,13 @@ from tasks.spec import ExportSpec
 from tasks.upstreams import NotServed, Route, Upstreams, is_reference
 from web.callers import CHALLENGE, caller_of
 from web.namespace import echo_namespace
+from web.pull_counts import ORIGINAL, SQUASHED, count_pull, is_pull
 from web.waiting import wait_for
 
 router = APIRouter(prefix="/v2")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _CHUNK = 1 << 20
 MAX_FORM = 64 << 10  # bytes of a token request's form
-PULLS = "registry_pulls"  # the board's counter of manifests handed out to pulls
 
 
 def registry_error(status: int, code: str, message: str, headers: dict | None = None) -> Response:
@@ -165,8 +164,9 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
             def by_digest() -> Document:
                 known = _handed_out(pulls, upstream, reference, caller)
                 if known is None:  # not ours: the upstream's own, passed through
-                    return passing.manifest(named, reference, caller)
-                return _pulled(service, known, request.method)
+                    original = passing.manifest(named, reference, caller)
+                    return _pulled(service, original, request.method, named.host, ORIGINAL)
+                return _pulled(service, known, request.method, named.host, SQUASHED)
 
             return _document(request, await run_in_threadpool(by_digest))
         try:
@@ -213,8 +213,12 @@ async def _squashed(
     spec, looks = await run_in_threadpool(look)
     if original and any(outcome.artifact is None for _, _, outcome in looks):
         passing: PassThrough = request.app.state.passthrough
-        document = await run_in_threadpool(passing.manifest, route, spec.digest, caller)
-        return _document(request, document)
+
+        def upstreams_own() -> Document:
+            document = passing.manifest(route, spec.digest, caller)
+            return _pulled(service, document, request.method, route.host, ORIGINAL)
+
+        return _document(request, await run_in_threadpool(upstreams_own))
     deadline = time.monotonic() + service.settings.wait_seconds
     done: list[tuple[JSONObject | None, Artifact]] = []
     for platform, each, outcome in looks:
@@ -233,16 +237,19 @@ async def _squashed(
         else:
             children = [(platform, artifact) for platform, artifact in done if platform]
             document = pulls.index(upstream, spec.digest, children, accept)
-        return _pulled(service, document, request.method)
+        return _pulled(service, document, request.method, route.host, SQUASHED)
 
     return _document(request, await run_in_threadpool(answer))
 
 
-def _pulled(service: Service, document: Document, method: str) -> Document:
-    """A GET that hands out an image manifest is one pull, by tag or by digest (after
-    containerd's HEAD of the tag, or an index); a HEAD or an index is none."""
-    if method == "GET" and not is_index(document.media_type):
-        service.on_board(service.board.count, PULLS)
+def _pulled(
+    service: Service, document: Document, method: str, upstream: str, served: str
+) -> Document:
+    """A GET that hands out an image manifest is one pull from `upstream`, by tag or by
+    digest (after containerd's HEAD of the tag, or an index); a HEAD or an index is
+    none (web/pull_counts.py)."""
+    if is_pull(document, method):
+        service.on_board(count_pull, service.board, upstream, served)
     return document
 
 

@@ -581,3 +581,43 @@ def test_under_original_an_index_is_the_upstreams_until_every_platform_is_built(
         status, _, body = _get(original_mirror, f"/v2/{pushed.multi}/manifests/{entry['digest']}",
                                query)  # fmt: skip
         assert status == 200 and len(json.loads(body)["layers"]) == 1, body
+
+
+def test_pulls_are_counted_by_upstream_original_or_squashed(
+    original_mirror: WebServer, cutting: FaultProxy, registry: Registry, tmp_path: Path
+) -> None:
+    """/metrics and the status page: a GET that hands out the original (by tag while it
+    turns, or by the original's digest) is an original pull of its upstream, one that
+    hands out the squashed image a squashed pull; a HEAD is none."""
+    name = "svc/counted"
+    digest, _ = push_layers(tmp_path / "image", registry.ref(name, "v1"), image_layers(971, 20_000))
+    manifest = registry.manifest(name, "v1")
+    assert manifest is not None
+    series = {
+        served: f"squashd_mirror_pulls_total{{served={served},upstream={cutting.host}}}"
+        for served in ("original", "squashed")
+    }
+
+    def counts() -> tuple[float, float, float]:
+        values = original_mirror.metrics()
+        pulls = values.get("squashd_registry_pulls_total", 0.0)
+        return values.get(series["original"], 0.0), values.get(series["squashed"], 0.0), pulls
+
+    path, query = f"/v2/{name}/manifests/v1", {"ns": cutting.host}
+    cutting.reset()
+    held = cutting.hold(manifest["layers"][0]["digest"])
+    try:
+        before = counts()
+        assert _get(original_mirror, path, query)[0] == 200
+        assert _get(original_mirror, path, query, method="HEAD")[0] == 200
+        assert _get(original_mirror, f"/v2/{name}/manifests/{digest}", query)[0] == 200
+        assert counts() == (before[0] + 2, before[1], before[2])
+    finally:
+        held.release()
+    _squashed_at_last(original_mirror, path, query, digest)
+    before = counts()
+    assert _get(original_mirror, path, query)[0] == 200
+    assert counts() == (before[0], before[1] + 1, before[2] + 1)
+    page = original_mirror.get("/")[2].decode()
+    row = page[page.index("Pulls by upstream") :]
+    assert cutting.host in row and f">{int(before[1] + 1)}</td>" in row, row
