@@ -12,6 +12,7 @@ StartFailed with the last lines of its log.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -78,14 +79,21 @@ class Daemon:
 
 
 class Dockerd(Daemon):
-    """`dockerd` with its own data root, exec root, pid file and socket; overlay2."""
+    """`dockerd` with its own data root, exec root, pid file and socket; overlay2;
+    `config` as its daemon.json (e.g. `registry-mirrors`), none of the machine's."""
 
     name = "dockerd"
 
-    def __init__(self, root: Path, insecure_registries: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        insecure_registries: Sequence[str] = (),
+        config: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(root)
         self.socket = root / "docker.sock"
         self.insecure_registries = list(insecure_registries)
+        self.config = config or {}
         self._docker = require_tool("docker")
         self._dockerd = require_tool("dockerd")
         for tool in ("containerd", "runc"):
@@ -103,7 +111,9 @@ class Dockerd(Daemon):
         ]  # fmt: skip
         for registry in self.insecure_registries:
             argv += ["--insecure-registry", registry]
-        return argv
+        config = self.root / "daemon.json"
+        config.write_text(json.dumps(self.config))
+        return [*argv, "--config-file", str(config)]
 
     def _ready(self) -> bool:
         if not self.socket.exists():

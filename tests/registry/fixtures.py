@@ -89,6 +89,18 @@ def registry(tmp_path_factory) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
+def second_registry(tmp_path_factory) -> Iterator[Registry]:
+    """Another plain-HTTP registry (a mirror's second upstream)."""
+    root = tmp_path_factory.mktemp("second-registry")
+    reg = Registry(root).start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
+        _rmtree(root)
+
+
+@pytest.fixture(scope="session")
 def _token_registry_session(tmp_path_factory) -> Iterator[TokenRegistry]:
     root = tmp_path_factory.mktemp("token-registry")
     tokens = TokenServer(root / "token-server", users={"alice": "secret"}).start()

@@ -1051,6 +1051,32 @@ def _read_request_body(h: BaseHTTPRequestHandler) -> bytes | None:
     return None
 
 
+class Listener:
+    """A TCP port that counts who connects and answers nobody: an address nothing may
+    reach, or a server nothing should need."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server((HOST, 0))
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"{HOST}:{self._socket.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._socket.close()
+
+
 # ---------------------------------------------------------------------------------------
 # Running the CLI
 # ---------------------------------------------------------------------------------------

@@ -10,9 +10,7 @@ import gzip
 import http.client
 import io
 import json
-import socket
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -26,7 +24,13 @@ from testbed.registry import Registry
 from testbed.service import WebServer
 from tests.integration.helpers import digest_of
 from tests.registry.fixtures import USERS, Pushed, SampleImages, proxying
-from tests.registry.harness import FaultProxy, TokenServer, basic_auth, write_auth_file
+from tests.registry.harness import (
+    FaultProxy,
+    Listener,
+    TokenServer,
+    basic_auth,
+    write_auth_file,
+)
 from tests.service.harness import push_layers
 from tests.service.test_export_service import image_layers, wait_until
 
@@ -35,40 +39,6 @@ pytestmark = pytest.mark.integration
 SAME = "svc/same"  # a different image in each registry under this name
 SEEDS = {"first": 901, "second": 902}
 CAROL = ("carol", "c4r0l")  # the account the Basic-auth proxies ask for
-
-
-class Listener:
-    """A TCP port that only records who connects (the `ns` nobody may reach)."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server((HOST, 0))
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def host(self) -> str:
-        return f"{HOST}:{self._socket.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._socket.close()
-
-
-@pytest.fixture(scope="module")
-def second_registry(tmp_path_factory) -> Iterator[Registry]:
-    registry = Registry(tmp_path_factory.mktemp("second-registry")).start()
-    try:
-        yield registry
-    finally:
-        registry.stop()
 
 
 @pytest.fixture(scope="module")
