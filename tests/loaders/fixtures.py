@@ -176,7 +176,6 @@ def containerd() -> Iterator[Containerd]:
 @pytest.fixture(scope="session")
 def docker_image(dockerd: Dockerd, registry: Registry, tmp_path_factory) -> DockerImage:
     """Built once per run with the legacy builder; pushed to the test registry by docker."""
-    import json
 
     context = tmp_path_factory.mktemp("docker-context")
     base = context / "base.tar"
@@ -188,14 +187,23 @@ def docker_image(dockerd: Dockerd, registry: Registry, tmp_path_factory) -> Dock
     (build / "caps.tar").write_bytes(_caps_tar())
     (build / "entry.sh").write_text(ENTRYPOINT)
     (build / "entry.sh").chmod(0o755)
-    tag = "squashd-test/app:1"
-    dockerd.docker("build", "--network", "none", "-t", tag, build, timeout=600)
-    pushed = f"{registry.host}/acme/app:1"
+    return build_and_push(dockerd, build, "squashd-test/app:1", registry, "acme/app")
+
+
+def build_and_push(
+    dockerd: Dockerd, context: Path, tag: str, registry: Registry, repository: str
+) -> DockerImage:
+    """`docker build` of `context` as `tag` (the legacy builder, no network), pushed by
+    docker as REPOSITORY:1 into `registry`; what it runs, its config and its root."""
+    import json
+
+    dockerd.docker("build", "--network", "none", "-t", tag, context, timeout=600)
+    pushed = f"{registry.host}/{repository}:1"
     dockerd.docker("tag", tag, pushed)
     dockerd.docker("push", pushed)
     run_output = dockerd.text("run", "--rm", "--network", "none", tag)
     config = json.loads(dockerd.text("image", "inspect", "--format", "{{json .Config}}", tag))
-    return DockerImage(tag, "acme/app", "1", pushed, run_output, config, dockerd.exported(tag))
+    return DockerImage(tag, repository, "1", pushed, run_output, config, dockerd.exported(tag))
 
 
 @pytest.fixture(scope="session")

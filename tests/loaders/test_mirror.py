@@ -10,8 +10,6 @@ through squashd, which the listener's count proves as well."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +20,9 @@ from testbed.registry import Registry
 from testbed.service import WebServer
 from testbed.tools import run
 from tests.integration.helpers import require_tool
-from tests.loaders.fixtures import DockerImage
-from tests.loaders.harness import Podman, RootTree
-from tests.loaders.test_registry_front import judge_pulled
+from tests.loaders.fixtures import DockerImage, build_and_push
+from tests.loaders.harness import RootTree
+from tests.loaders.test_registry_front import judge_podman_pull, judge_pulled
 from tests.registry.harness import FaultProxy, Listener, random_bytes
 from tests.service.harness import push_layers
 from tests.service.test_export_service import wait_until
@@ -48,14 +46,7 @@ def second_image(
     second registry."""
     context = tmp_path_factory.mktemp("second-image")
     (context / "Dockerfile").write_text(SECOND)
-    tag = "squashd-test/second:1"
-    dockerd.docker("build", "--network", "none", "-t", tag, context, timeout=600)
-    pushed = f"{second_registry.host}/{NAME}:1"
-    dockerd.docker("tag", tag, pushed)
-    dockerd.docker("push", pushed)
-    output = dockerd.text("run", "--rm", "--network", "none", tag)
-    config = json.loads(dockerd.text("image", "inspect", "--format", "{{json .Config}}", tag))
-    return DockerImage(tag, NAME, "1", pushed, output, config, dockerd.exported(tag))
+    return build_and_push(dockerd, context, "squashd-test/second:1", second_registry, NAME)
 
 
 @pytest.fixture(scope="module")
@@ -324,18 +315,8 @@ def test_podman_with_a_registry_mirror_pulls_squashed(
         f'[[registry]]\nlocation = "{second_registry.host}"\ninsecure = true\n\n'
         f'[[registry.mirror]]\nlocation = "{front}/two"\ninsecure = true\n'
     )
-    runroot = Path(tempfile.mkdtemp(prefix="sqd-podman-", dir="/tmp"))
-    try:
-        podman = Podman(require_tool("podman"), tmp_path / "podman", runroot)
-        podman.env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
-        name = f"{second_registry.host}/{NAME}:1"
-        podman("pull", "-q", name)
-        info = podman.inspect(name)
-        assert len(info["RootFS"]["Layers"]) == 1, info["RootFS"]
-        for field in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels"):
-            assert info["Config"].get(field) == second_image.config.get(field), field
-    finally:
-        shutil.rmtree(runroot, ignore_errors=True)
+    name = f"{second_registry.host}/{NAME}:1"
+    judge_podman_pull(second_image, name, tmp_path, {"CONTAINERS_REGISTRIES_CONF": str(conf)})
 
 
 def test_skopeo_lists_tags_through_squashd(

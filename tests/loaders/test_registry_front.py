@@ -168,18 +168,27 @@ def test_skopeo_copy_and_umoci_unpack_equal_the_original(
     assert manifest["mediaType"] == OCI_MANIFEST and len(manifest["layers"]) == 1, manifest
 
 
-def test_podman_pull(embedded: WebServer, docker_image: DockerImage, tmp_path: Path) -> None:
+def judge_podman_pull(
+    image: DockerImage, name: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> None:
+    """`podman pull NAME` (podman's state under `tmp_path`, `env` added to its own): one
+    layer and the original's run configuration."""
     runroot = Path(tempfile.mkdtemp(prefix="sqd-podman-", dir="/tmp"))
     try:
         podman = Podman(require_tool("podman"), tmp_path / "podman", runroot)
-        name = f"{_host(embedded.url)}/{docker_image.repository}:{docker_image.registry_tag}"
+        podman.env.update(env or {})
         podman("pull", "-q", "--tls-verify=false", name)
         info = podman.inspect(name)
         assert len(info["RootFS"]["Layers"]) == 1, info["RootFS"]
         for field in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels"):
-            assert info["Config"].get(field) == docker_image.config.get(field), field
+            assert info["Config"].get(field) == image.config.get(field), field
     finally:
         shutil.rmtree(runroot, ignore_errors=True)
+
+
+def test_podman_pull(embedded: WebServer, docker_image: DockerImage, tmp_path: Path) -> None:
+    name = f"{_host(embedded.url)}/{docker_image.repository}:{docker_image.registry_tag}"
+    judge_podman_pull(docker_image, name, tmp_path)
 
 
 PRIVATE = "team/front"

@@ -76,28 +76,30 @@ def _no_ambient_credentials(monkeypatch, _empty_config_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory) -> Iterator[Registry]:
-    """A plain-HTTP distribution registry, no auth, deletes enabled."""
-    root = tmp_path_factory.mktemp("registry")
+@contextlib.contextmanager
+def _plain_registry(tmp_path_factory, name: str) -> Iterator[Registry]:
+    """A plain-HTTP distribution registry, no auth, deletes enabled; removed afterwards."""
+    root = tmp_path_factory.mktemp(name)
     reg = Registry(root).start()
     try:
         yield reg
     finally:
         reg.stop()
         _rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> Iterator[Registry]:
+    """A plain-HTTP distribution registry, no auth, deletes enabled."""
+    with _plain_registry(tmp_path_factory, "registry") as reg:
+        yield reg
 
 
 @pytest.fixture(scope="session")
 def second_registry(tmp_path_factory) -> Iterator[Registry]:
-    """Another plain-HTTP registry (a mirror's second upstream)."""
-    root = tmp_path_factory.mktemp("second-registry")
-    reg = Registry(root).start()
-    try:
+    """Another one (a mirror's second upstream)."""
+    with _plain_registry(tmp_path_factory, "second-registry") as reg:
         yield reg
-    finally:
-        reg.stop()
-        _rmtree(root)
 
 
 @pytest.fixture(scope="session")
