@@ -281,7 +281,8 @@ def _document(request: Request, document: Document, media_type: str | None = Non
 @router.api_route("/{name:path}/blobs/{digest}", methods=["GET", "HEAD"])
 async def blob(request: Request, name: str, digest: str) -> Response:
     """A config (from memory) or a layer (a redirect, or a range of the archive) of a
-    manifest handed out here, to a caller the upstream lets read its source."""
+    manifest handed out here, to a caller the upstream lets read its source; any other
+    blob is the upstream's, passed through as the caller may read it."""
     pulls = _pulls(request)
     route = None
     try:
