@@ -9,7 +9,9 @@ import time
 from tasks import logs
 from tasks.access import SERVICE
 from tasks.celery_app import app
+from tasks.enqueue import enqueue, resend_if_dead
 from tasks.janitor import Policy, sweep
+from tasks.parts import process_parts
 from tasks.pulls import Pulls
 from tasks.queues import SCHEDULED_QUEUE
 from tasks.service import service
@@ -39,7 +41,7 @@ def presquash() -> dict[str, int]:
                 for each in [spec, *others]:
                     if runtime.lookup(each.key) is not None:
                         summary["ready"] += 1
-                    elif runtime.enqueue(each, SCHEDULED_QUEUE, ready_missing=True):
+                    elif enqueue(runtime.parts, each, SCHEDULED_QUEUE, ready_missing=True):
                         summary["enqueued"] += 1
                         log.info("pre-squash of %s (%s) queued", each.image, each.platform)
                     else:
@@ -56,11 +58,11 @@ def sweep_builds() -> dict[str, int]:
     """Send again the builds whose lease ran out (a worker died) or whose message was lost,
     even when nobody is asking about them: recovery does not wait for the broker's
     visibility timeout."""
-    runtime = service()
+    parts = process_parts()
     summary = {"active": 0, "resent": 0}
-    for job in runtime.board.active():
+    for job in parts.board.active():
         summary["active"] += 1
-        after = runtime.revive(job)
+        after = resend_if_dead(parts, job)
         if after is not None and after.task_id != job.task_id:
             summary["resent"] += 1
     if summary["resent"]:
@@ -71,15 +73,15 @@ def sweep_builds() -> dict[str, int]:
 @app.task(name="squashd.janitor")
 def janitor() -> dict[str, object]:
     """Evict cold artifacts and abort abandoned uploads (see tasks.janitor)."""
-    runtime = service()
-    settings = runtime.settings
+    parts = process_parts()
+    settings = parts.settings
     policy = Policy(
         ttl=settings.artifact_ttl,
         budget=settings.storage_budget,
         in_use_for=settings.url_lifetime,
         stale_upload=settings.max_build_seconds,
     )
-    summary = sweep(runtime.store, runtime.board, policy, time.time()).summary()
+    summary = sweep(parts.store, parts.board, policy, time.time()).summary()
     log.info("janitor: %s", summary)
     return summary
 

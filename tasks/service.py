@@ -7,8 +7,6 @@ joins builds; the board makes "start" happen once however many callers ask.
 
 import functools
 import logging
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,15 +14,14 @@ from typing import TypeVar
 from squash.codec import COMPRESSIONS
 from squash.errors import BadReference
 from squash.reference import DockerRef, Platform, check_repo_tag, parse_docker_ref
-from storage import open_store
 from storage.base import Artifact, Gone, Location
 from tasks.access import Caller, Sessions
-from tasks.board import FAILED, QUEUED, READY, Board, Job, Lifetimes, claim_allowed, open_board
-from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
-from tasks.errors import BadRequest, Denied, TooMany, Unavailable
+from tasks.board import FAILED, READY, Board, Job
+from tasks.dispatch import Dispatcher
+from tasks.enqueue import Admission, ensure_queued, resend_if_dead
+from tasks.errors import BadRequest, Denied, TooMany
 from tasks.expiring import ExpiringCache
-from tasks.queues import EXPORT_QUEUE
-from tasks.settings import Settings
+from tasks.parts import Parts, process_parts
 from tasks.spec import ExportSpec, default_tag
 from tasks.usage import BatchedUsage
 
@@ -67,22 +64,13 @@ class Outcome:
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        lifetimes = Lifetimes(
-            lease=settings.lease_seconds,
-            grace=settings.queued_grace,
-            failure=settings.failure_ttl,
-            job=max(2 * settings.max_build_seconds, 86400),
-            artifact=settings.artifact_cache_seconds,
-            half_life=settings.popularity_half_life,
-        )
-        self.board: Board = open_board(settings.redis_url, lifetimes)
-        self.store = open_store(settings.storage_url, settings.url_lifetime)
-        self.dispatcher: Dispatcher = (
-            LocalDispatcher(settings.local_workers) if settings.embedded else CeleryDispatcher()
-        )
-        self.plain_http_registry = settings.registry if settings.registry_plain_http else None
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        settings = self.settings = parts.settings
+        self.board: Board = parts.board
+        self.store = parts.store
+        self.dispatcher: Dispatcher = parts.dispatcher
+        self.plain_http_registry = parts.plain_http_registry
         self.sessions = Sessions(self.plain_http_registry, settings.resolve_cache_seconds)
         self.default_platform = str(Platform.parse(settings.platform))
         self.usage = BatchedUsage(self.board, settings.usage_flush_seconds)
@@ -181,21 +169,8 @@ class Service:
         recent = self._recent.get(key)
         if recent is not None:
             return recent
-        try:
-            cached = self.board.cached(key)
-        except Exception as exc:  # the board is down: the store still knows
-            log.warning("artifact cache unavailable: %s", exc)
-            cached = None
-        if cached is not None:
-            return self._seen(cached)
-        artifact = self.on_store(self.store.stat, key)
-        if artifact is not None:
-            try:
-                self.board.cache(artifact)
-            except Exception as exc:
-                log.warning("artifact cache unavailable: %s", exc)
-            self._seen(artifact)
-        return artifact
+        artifact = self.parts.find_artifact(key)
+        return self._seen(artifact) if artifact is not None else None
 
     def gone(self, key: str) -> None:
         """The archive of `key` was found missing from the store although its record
@@ -292,35 +267,12 @@ class Service:
     def job(self, key: str) -> Job | None:
         return self.on_board(self.board.job, key)
 
-    def enqueue(
-        self,
-        spec: ExportSpec,
-        queue: str,
-        ready_missing: bool = False,
-        caller: Caller | None = None,
-    ) -> bool:
-        """Send a build of `spec` unless one is alive; True if this call sent it. A job
-        that is ready is built again only with `ready_missing` (see Board.claim). A new
-        build must fit the quotas (`caller`'s, and the cap on queued builds)."""
-        task_id = str(uuid.uuid4())
-        now = time.time()
-        current = self.on_board(self.board.job, spec.key)
-        locked = current is not None and self.on_board(self.board.locked, spec.key)
-        if not claim_allowed(current, locked, now, self.settings.queued_grace, ready_missing):
-            return False  # a live build to join, or a failure still reported
-        if caller is not None and not caller.service:
-            self._admit(caller, now)
-        if not self.on_board(self.board.claim, spec, task_id, now, ready_missing):
-            return False
-        try:
-            self.dispatcher.send(spec, task_id, queue)
-        except Exception as exc:
-            try:
-                self.board.unclaim(spec.key, task_id)
-            except Exception as again:
-                log.warning("could not withdraw the claim of %s: %s", spec.key, again)
-            raise Unavailable(f"cannot queue the build, the broker is unreachable: {exc}") from None
-        return True
+    def _admission(self, caller: Caller | None) -> Admission | None:
+        """What a new build this caller starts must pass: the quotas (none for the
+        service itself)."""
+        if caller is None or caller.service:
+            return None
+        return functools.partial(self._admit, caller)
 
     def _admit(self, caller: Caller, now: float) -> None:
         """Quotas of a new build: 429 when too many are queued, or the caller started
@@ -345,16 +297,13 @@ class Service:
     def revive(self, job: Job | None) -> Job | None:
         """A build whose lease ran out (its worker died) or whose message was lost is
         sent again; any look at an export does this, and so does the beat's sweep."""
-        if job is None or job.spec is None or not job.active:
-            return job
-        self._ensure(job.spec)
-        return self.on_board(self.board.job, job.key) or job
+        return resend_if_dead(self.parts, job)
 
     def _ensure(
         self, spec: ExportSpec, ready_missing: bool = False, caller: Caller | None = None
     ) -> Job:
-        self.enqueue(spec, EXPORT_QUEUE, ready_missing, caller)
-        return self.on_board(self.board.job, spec.key) or Job(spec.key, QUEUED, spec)
+        admit = self._admission(caller)
+        return ensure_queued(self.parts, spec, ready_missing=ready_missing, admit=admit)
 
     # -- what the operators see (the status page, /metrics)
 
@@ -410,26 +359,13 @@ class Service:
     # -- errors of the parts, as the caller should hear them
 
     def on_board(self, call: Callable[..., T], *args: object) -> T:
-        """`call(*args)` of the board; Redis unreachable is a 503 that says so."""
-        what = "so builds can be neither queued nor followed"
-        return _reaching(self.board.errors, f"{self.board.describe()}", what, call, *args)
+        return self.parts.on_board(call, *args)
 
     def on_store(self, call: Callable[..., T], *args: object) -> T:
-        """`call(*args)` of the store; the store unreachable is a 503 that says so."""
-        where = f"the artifact store {self.store.describe()}"
-        return _reaching(self.store.errors, where, "", call, *args)
-
-
-def _reaching(errors: tuple, where: str, what: str, call: Callable[..., T], *args: object) -> T:
-    """`call(*args)`; a failure to reach `where` becomes a 503 that names it."""
-    try:
-        return call(*args)
-    except errors as exc:
-        consequence = f", {what}" if what else ""
-        raise Unavailable(f"{where} is unreachable{consequence}: {exc}") from None
+        return self.parts.on_store(call, *args)
 
 
 @functools.cache
 def service() -> Service:
-    """This process's service, from the environment."""
-    return Service(Settings.from_env())
+    """This process's service, on this process's parts."""
+    return Service(process_parts())

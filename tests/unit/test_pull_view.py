@@ -175,11 +175,12 @@ def test_names_are_the_upstream_repositories_builds_record(tmp_path: Path) -> No
     """`docker pull SQUASHD/alpine` asks for Docker Hub's library/alpine: its digests are
     remembered (and found) under that name."""
     from tasks.errors import BadRequest
+    from tasks.parts import Parts
     from tasks.pulls import Pulls, keep_suffix
     from tasks.service import Service
     from tasks.settings import Settings
 
-    service = Service(Settings(registry="docker.io", storage_url=str(tmp_path)))
+    service = Service(Parts(Settings(registry="docker.io", storage_url=str(tmp_path))))
     try:
         pulls = Pulls(service)
         assert pulls.upstream("alpine") == "docker.io/library/alpine"
