@@ -1,8 +1,8 @@
-"""The parts of squashd in one process: its settings, the board, the artifact store and
-the dispatcher that sends builds, built once per process (`process_parts()`). The worker's tasks
-use them as they are; the web's service (`service/`) builds on the same ones, so in the
-embedded default the web and its in-process builds share one board.
-"""
+"""The parts of squashd in one process: its settings, the board, the artifact store, the
+dispatcher that sends builds and the registry sessions, built once per process
+(`process_parts()`). The worker's tasks use them as they are; the web's service builds
+on the same ones, so in the embedded default the web and its in-process builds share
+one board."""
 
 import functools
 import logging
@@ -14,6 +14,7 @@ from storage.base import Artifact, ArtifactStore
 from tasks.board import Board, Lifetimes, open_board
 from tasks.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher
 from tasks.errors import Unavailable
+from tasks.resolver import Resolver
 from tasks.settings import Settings
 
 log = logging.getLogger("squashd.service")
@@ -37,6 +38,11 @@ class Parts:
             LocalDispatcher(settings.local_workers) if settings.embedded else CeleryDispatcher()
         )
         self.plain_http_registry = settings.registry if settings.registry_plain_http else None
+        self.resolver = Resolver(self.plain_http_registry)
+
+    def close(self) -> None:
+        """Close the registry sessions."""
+        self.resolver.close()
 
     def find_artifact(self, key: str) -> Artifact | None:
         """The finished artifact of `key`: its cached record, else the store's (then

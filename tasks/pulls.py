@@ -8,7 +8,6 @@ is found again only there, and only after the caller's access to the source imag
 checked with the upstream again (remembered for the resolve cache's seconds).
 """
 
-import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -17,8 +16,7 @@ from typing import TypeVar
 from squash.destination import Blob, image_index
 from squash.errors import BadReference, SquashError
 from squash.image import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, JSONObject
-from squash.manifest import is_index
-from squash.reference import Platform, parse_docker_ref
+from squash.reference import parse_docker_ref
 from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
 from tasks.errors import BadRequest, ServiceError
@@ -88,17 +86,9 @@ class Pulls:
     def platforms(
         self, spec: ExportSpec, kind: str, caller: Caller
     ) -> list[tuple[JSONObject, ExportSpec]]:
-        """One export per platform when the source is an index (`kind`, the media type
-        `spec` resolved to; attestations left out), each with the index entry's
-        `platform`; none for a single image."""
-        if not is_index(kind):
-            return []
-        ref = parse_docker_ref(f"{spec.name}@{spec.digest}")
-        found: dict[str, tuple[JSONObject, ExportSpec]] = {}
-        for entry in self.service.sessions.platforms(ref, caller):
-            text = str(Platform(entry["os"], entry.get("architecture", ""), entry.get("variant")))
-            found.setdefault(text, (entry, dataclasses.replace(spec, platform=text)))
-        return list(found.values())
+        """One export per platform when the source is an index, as the caller may read
+        it (see Resolver.exports_per_platform)."""
+        return self.service.parts.resolver.exports_per_platform(spec, kind, caller)
 
     def index(
         self, name: str, source: str, children: list[tuple[JSONObject, Artifact]], accept: str

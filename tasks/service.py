@@ -11,18 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from squash.codec import COMPRESSIONS
-from squash.errors import BadReference
-from squash.reference import DockerRef, Platform, check_repo_tag, parse_docker_ref
 from storage.base import Artifact, Gone, Location
-from tasks.access import Caller, Sessions
+from tasks.access import Access, Caller
+from tasks.asked import ask, has_default_options
 from tasks.board import FAILED, READY, Board, Job
 from tasks.dispatch import Dispatcher
 from tasks.enqueue import Admission, ensure_queued, resend_if_dead
-from tasks.errors import BadRequest, Denied, TooMany
+from tasks.errors import TooMany
 from tasks.expiring import ExpiringCache
 from tasks.parts import Parts, process_parts
-from tasks.spec import ExportSpec, default_tag
+from tasks.spec import ExportSpec
 from tasks.usage import BatchedUsage
 
 log = logging.getLogger("squashd.service")
@@ -30,26 +28,6 @@ RETRY_LATER = 30  # seconds a client turned away for a full queue is asked to wa
 MAX_RECENT = 4096  # artifacts remembered in the process for requests answered from memory
 RECENT_SECONDS = 5.0  # how long: an artifact is evicted cold, not while it is asked for
 T = TypeVar("T")
-
-
-@dataclass
-class _Asked:
-    """A request's options, checked; `spec` once its reference is resolved."""
-
-    ref: DockerRef
-    platform: str
-    tag: str | None
-    compression: str
-    keep_base: int
-
-    def spec(self, digest: str) -> ExportSpec:
-        ref = self.ref
-        reference = ref.digest or ref.tag or "latest"
-        tag = self.tag or default_tag(ref.registry, ref.repository, reference)
-        return ExportSpec(
-            ref.registry, ref.repository, reference, digest, self.platform, tag,
-            self.compression, self.keep_base,
-        )  # fmt: skip
 
 
 @dataclass
@@ -71,8 +49,7 @@ class Service:
         self.store = parts.store
         self.dispatcher: Dispatcher = parts.dispatcher
         self.plain_http_registry = parts.plain_http_registry
-        self.sessions = Sessions(self.plain_http_registry, settings.resolve_cache_seconds)
-        self.default_platform = str(Platform.parse(settings.platform))
+        self.access = Access(parts.resolver, settings.resolve_cache_seconds)
         self.usage = BatchedUsage(self.board, settings.usage_flush_seconds)
         # artifacts found moments ago: no board round trip for a popular one
         self._recent: ExpiringCache[str, Artifact] = ExpiringCache(
@@ -82,7 +59,7 @@ class Service:
     def close(self) -> None:
         """Write the counts still gathered; close the registry sessions."""
         self.usage.close()
-        self.sessions.close()
+        self.parts.close()
 
     # -- what is asked for
 
@@ -99,8 +76,11 @@ class Service:
         """The export of `image` (`[HOST/]NAME[:TAG|@DIGEST]`) the caller asks for, its
         tag resolved to a digest with the caller's credentials (access is checked here),
         and the media type it resolved to (an index, or one image)."""
-        asked = self._asked(image, platform, tag, compression, keep_base)
-        digest, kind = self.sessions.resolve(asked.ref, caller)
+        asked = ask(
+            image, self.settings, platform=platform, tag=tag, compression=compression,
+            keep_base=keep_base,
+        )  # fmt: skip
+        digest, kind = self.access.resolve(asked.ref, caller)
         return asked.spec(digest), kind
 
     def quick(
@@ -117,8 +97,11 @@ class Service:
         resolution and an artifact seen moments ago (counted, and handed out for
         `method`, if given); None when the registry or the board must be asked (`resolved`,
         `request`)."""
-        asked = self._asked(image, platform, None, compression, keep_base)
-        known = self.sessions.remembered(asked.ref, caller)
+        asked = ask(
+            image, self.settings, platform=platform, compression=compression,
+            keep_base=keep_base,
+        )  # fmt: skip
+        known = self.access.remembered(asked.ref, caller)
         if known is None:
             return None
         spec = asked.spec(known[0])
@@ -128,38 +111,9 @@ class Service:
         self.count(spec)
         return spec, self._found(spec, artifact, None, method, hit=True)
 
-    def _asked(
-        self,
-        image: str,
-        platform: str | None,
-        tag: str | None,
-        compression: str | None,
-        keep_base: int,
-    ) -> "_Asked":
-        """What the caller asks for, checked (400 for what is malformed, 403 for a
-        registry not served here), before it is resolved."""
-        try:
-            ref = parse_docker_ref(image.removeprefix("docker://"))
-            platform = str(Platform.parse(platform)) if platform else self.default_platform
-            if tag is not None:  # each tag is a build of the same bytes: quotas bound it
-                name, out = check_repo_tag(tag)
-                tag = f"{name}:{out}"
-        except BadReference as exc:
-            raise BadRequest(str(exc)) from None
-        compression = compression or self.settings.layer_compression
-        if compression not in COMPRESSIONS:
-            raise BadRequest(f"layer compression {compression!r} is not one of {COMPRESSIONS}")
-        if keep_base < 0:
-            raise BadRequest(f"keep_base {keep_base} is not a number of layers")
-        if not self.settings.allows(ref.registry):
-            raise Denied(
-                f"registry {ref.registry} is not served here (SQUASHD_ALLOWED_REGISTRIES)", 403
-            )
-        return _Asked(ref, platform, tag, compression, keep_base)
-
     def check(self, name: str, digest: str, caller: Caller) -> None:
         """May the caller read `name@digest`? (Before anything about it is handed out.)"""
-        self.sessions.resolve(parse_docker_ref(f"{name}@{digest}"), caller)
+        self.access.check(name, digest, caller)
 
     # -- artifacts and builds
 
@@ -187,21 +141,14 @@ class Service:
         self._recent.put(artifact.key, artifact)
         return artifact
 
-    def is_default(self, spec: ExportSpec) -> bool:
-        """Built with the options a plain /c1 request (and the pre-squash) uses?"""
-        return (spec.platform, spec.compression, spec.tag, spec.keep_base) == (
-            self.default_platform,
-            self.settings.layer_compression,
-            default_tag(spec.registry, spec.repository, spec.reference),
-            0,
-        )
-
     def count(self, spec: ExportSpec) -> None:
         """Count a request for a tag (the pre-squash's popularity); best effort."""
         if ":" in spec.reference:
             return  # by digest: nothing that could move, nothing to pre-squash
         tag = f"{spec.name}:{spec.reference}"
-        self.usage.count_request(tag, spec.key if self.is_default(spec) else None)
+        self.usage.count_request(
+            tag, spec.key if has_default_options(spec, self.settings) else None
+        )
 
     def hand_out(self, artifact: Artifact, method: str, filename: str) -> Location:
         """Where the caller downloads `artifact`; a GET counts as a download for the
@@ -268,9 +215,8 @@ class Service:
         return self.on_board(self.board.job, key)
 
     def _admission(self, caller: Caller | None) -> Admission | None:
-        """What a new build this caller starts must pass: the quotas (none for the
-        service itself)."""
-        if caller is None or caller.service:
+        """What a new build this caller starts must pass: the quotas."""
+        if caller is None:
             return None
         return functools.partial(self._admit, caller)
 
