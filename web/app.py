@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service.front.artifacts import Pulls
+from service.front.auth import FrontAuth
+from service.runtime import Service, service
 from tasks.errors import ServiceError, TooMany
-from tasks.front_auth import FrontAuth
-from tasks.pulls import Pulls
-from tasks.service import Service, service
 from web import c1, exports, health, v2
 from web.callers import CHALLENGE
 from web.metrics import CountRequests, Metrics

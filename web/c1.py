@@ -4,10 +4,10 @@ upstream registry SQUASHD_REGISTRY: `curl -fL URL | docker load` just works."""
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from service.runtime import Outcome, Service
 from storage.base import Gone
 from tasks.board import FAILED
 from tasks.errors import NotFound
-from tasks.service import Outcome, Service
 from tasks.spec import ExportSpec
 from web.callers import caller_of
 from web.responses import deliver, failed, pending

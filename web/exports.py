@@ -7,11 +7,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from service.access import Caller
+from service.runtime import Service
 from storage.base import Artifact
-from tasks.access import Caller
 from tasks.board import FAILED, Job
 from tasks.errors import Denied, NotFound
-from tasks.service import Service
 from web.callers import caller_of
 from web.responses import deliver, document, failed, links, pending
 from web.waiting import wait_for

@@ -17,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.runtime import Service
 from tasks.board import BUILDING, QUEUED
 from tasks.board.jobs import BUILD_SECONDS_BUCKETS
-from tasks.service import Service
 
 log = logging.getLogger("squashd.metrics")
 

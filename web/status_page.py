@@ -9,8 +9,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from service.runtime import Service
 from tasks.board import BUILDING, READY, Job
-from tasks.service import Service
 
 REFRESH = 2  # seconds
 _templates = Environment(loader=PackageLoader("web"), autoescape=select_autoescape())

@@ -17,16 +17,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from service.access import Caller
+from service.front.artifacts import Pulls, keep_suffix
+from service.front.auth import FrontAuth
+from service.front.documents import Document
+from service.runtime import Outcome, Service
 from squash.image import JSONObject
 from squash.manifest import is_index
 from storage.base import Artifact, Gone, Location
-from tasks.access import Caller
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany
-from tasks.front_auth import FrontAuth
-from tasks.pull_view import Document
-from tasks.pulls import Pulls, keep_suffix
-from tasks.service import Outcome, Service
 from tasks.spec import ExportSpec
 from web.callers import CHALLENGE, caller_of
 from web.waiting import wait_for

@@ -6,7 +6,7 @@ import time
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from tasks.service import Outcome, Service
+from service.runtime import Outcome, Service
 from tasks.spec import ExportSpec
 
 POLL = 0.25  # seconds between looks at the board

@@ -1,4 +1,4 @@
-"""The resolve cache (tasks.access): granted answers only, per caller, for its time.
+"""The resolve cache (service.access): granted answers only, per caller, for its time.
 
 The registry here is a stub that counts what it is asked; the real registry judges the
 same behaviour in tests/service/test_service_access.py."""
@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from service.access import Access, Caller
 from squash.errors import RegistryError
 from squash.reference import parse_docker_ref
 from squash.registry.credentials import Credentials
-from tasks.access import Access, Caller
 from tasks.errors import Denied
 from tasks.resolver import Resolver
 

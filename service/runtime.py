@@ -9,10 +9,11 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from service.access import Access, Caller
+from service.usage import BatchedUsage
 from storage.base import Artifact, Gone, Location
-from tasks.access import Access, Caller
 from tasks.asked import ask, has_default_options
 from tasks.board import FAILED, READY, Board, Job
 from tasks.dispatch import Dispatcher
@@ -21,7 +22,6 @@ from tasks.errors import TooMany
 from tasks.expiring import ExpiringCache
 from tasks.parts import Parts, process_parts
 from tasks.spec import ExportSpec
-from tasks.usage import BatchedUsage
 
 log = logging.getLogger("squashd.service")
 RETRY_LATER = 30  # seconds a client turned away for a full queue is asked to wait
@@ -272,7 +272,7 @@ class Service:
             jobs = [job for j in jobs if (job := self.revive(j)) is not None and job.active]
         return sorted(jobs, key=lambda job: job.created)
 
-    def failures(self) -> list[dict]:
+    def failures(self) -> list[dict[str, Any]]:
         return self.board.failures()
 
     def popular_tags(self, now: float) -> list[tuple[str, float, str | None]]:

@@ -13,16 +13,16 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from service.access import Caller
+from service.front.documents import Document, PullView, accepts, read_view
+from service.runtime import Service
 from squash.destination import Blob, image_index
 from squash.errors import BadReference, SquashError
 from squash.image import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, JSONObject
 from squash.reference import parse_docker_ref
 from storage.base import Artifact, Gone, Location
-from tasks.access import Caller
 from tasks.errors import BadRequest, ServiceError
 from tasks.expiring import ExpiringCache
-from tasks.pull_view import Document, PullView, accepts, read_view
-from tasks.service import Service
 from tasks.spec import ExportSpec
 
 T = TypeVar("T")
