@@ -65,7 +65,7 @@ from squash_bench import (
     squash_cmd,
 )
 
-from service.runtime import RECENT_SECONDS
+from service.requests import RECENT_SECONDS
 from storage.base import sha256_of
 from storage.s3 import S3Store
 from tasks.board import Lifetimes

@@ -39,7 +39,7 @@ def main() -> int:
         mode,
         workers,
         "es" if workers > 1 else "",
-        runtime.store.describe(),
+        runtime.overview.store_description(),
         settings.registry,
     )
     with shared_metrics(workers):

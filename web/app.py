@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from service.front.artifacts import Pulls
 from service.front.auth import FrontAuth
 from service.runtime import Service, service
 from tasks.errors import ServiceError, TooMany
@@ -41,8 +40,10 @@ def create_app(runtime: Service | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = runtime
-    app.state.metrics = metrics = Metrics(runtime)
-    app.state.pulls = Pulls(runtime)
+    app.state.requests = runtime.requests
+    app.state.front = runtime.front
+    app.state.overview = runtime.overview
+    app.state.metrics = metrics = Metrics(runtime.overview)
     app.state.front_auth = front_auth = FrontAuth(
         runtime.settings.registry, runtime.settings.registry_plain_http
     )
