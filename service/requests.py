@@ -8,7 +8,7 @@ out; the board makes "start" happen once however many callers ask.
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from service.access import Access, Caller
 from service.usage import BatchedUsage
@@ -34,6 +34,7 @@ class Outcome:
 
     artifact: Artifact | None
     job: Job | None
+    _: KW_ONLY
     hit: bool = False  # the artifact was there at the first look
     location: Location | None = None
 
@@ -207,7 +208,7 @@ class Requests:
         hit: bool = False,
     ) -> Outcome:
         location = self.hand_out(artifact, hand_out_for, spec.filename) if hand_out_for else None
-        return Outcome(artifact, job, hit, location)
+        return Outcome(artifact, job, hit=hit, location=location)
 
     def find_job(self, key: str) -> Job | None:
         return self.parts.on_board(self.parts.board.job, key)

@@ -38,11 +38,12 @@ def enqueue(
     now = time.time()
     current = parts.on_board(board.job, spec.key)
     locked = current is not None and parts.on_board(board.locked, spec.key)
-    if not claim_allowed(current, locked, now, parts.settings.queued_grace, ready_missing):
+    grace = parts.settings.queued_grace
+    if not claim_allowed(current, now, grace, locked=locked, ready_missing=ready_missing):
         return False  # a live build to join, or a failure still reported
     if admit is not None:
         admit(now)
-    if not parts.on_board(board.claim, spec, task_id, now, ready_missing):
+    if not parts.on_board(board.claim, spec, task_id, now, ready_missing=ready_missing):
         return False
     try:
         parts.dispatcher.send(spec, task_id, queue)

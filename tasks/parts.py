@@ -64,27 +64,24 @@ class Parts:
 
     # -- errors of the parts, as a caller should hear them
 
-    def on_board(self, call: Callable[..., T], *args: object) -> T:
-        """`call(*args)` of the board; Redis unreachable is a 503 that says so."""
+    def on_board(self, call: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """`call(*args, **kwargs)` of the board; Redis unreachable is a 503 that says so."""
         what = "so builds can be neither queued nor followed"
-        return _reaching(self.board.errors, f"{self.board.describe()}", what, call, *args)
+        where = self.board.describe()
+        return _reaching(self.board.errors, where, what, functools.partial(call, *args, **kwargs))
 
     def on_store(self, call: Callable[..., T], *args: object) -> T:
         """`call(*args)` of the store; the store unreachable is a 503 that says so."""
         where = f"the artifact store {self.store.describe()}"
-        return _reaching(self.store.errors, where, "", call, *args)
+        return _reaching(self.store.errors, where, "", functools.partial(call, *args))
 
 
 def _reaching(
-    errors: tuple[type[Exception], ...],
-    where: str,
-    what: str,
-    call: Callable[..., T],
-    *args: object,
+    errors: tuple[type[Exception], ...], where: str, what: str, call: Callable[[], T]
 ) -> T:
-    """`call(*args)`; a failure to reach `where` becomes a 503 that names it."""
+    """`call()`; a failure to reach `where` becomes a 503 that names it."""
     try:
-        return call(*args)
+        return call()
     except errors as exc:
         consequence = f", {what}" if what else ""
         raise Unavailable(f"{where} is unreachable{consequence}: {exc}") from None

@@ -31,7 +31,7 @@ def _number(env: dict[str, str], name: str, default: float, minimum: float = 0) 
     return value
 
 
-def _flag(env: dict[str, str], name: str, default: bool = False) -> bool:
+def _flag(env: dict[str, str], name: str, *, default: bool = False) -> bool:
     """`1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`; empty: the default."""
     text = env.get(name, "").strip().lower()
     if not text:

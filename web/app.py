@@ -45,7 +45,7 @@ def create_app(runtime: Service | None = None) -> FastAPI:
     app.state.overview = runtime.overview
     app.state.metrics = metrics = Metrics(runtime.overview)
     app.state.front_auth = front_auth = FrontAuth(
-        runtime.settings.registry, runtime.settings.registry_plain_http
+        runtime.settings.registry, plain_http=runtime.settings.registry_plain_http
     )
     app.include_router(c1.router)
     app.include_router(exports.router)

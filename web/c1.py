@@ -58,13 +58,13 @@ async def squash(
         spec, outcome = found if found is not None else await run_in_threadpool(look)
     except Gone:  # a local file removed by hand: forgotten, so built again
         spec, outcome = await run_in_threadpool(look)
-    request.app.state.metrics.cache(outcome.artifact is not None)
+    request.app.state.metrics.cache(hit=outcome.artifact is not None)
     if outcome.artifact is None and request.method != "HEAD":
         limit = requests.settings.wait_seconds
         seconds = limit if wait is None else min(wait, limit)
         outcome = await wait_for(request, requests, spec, outcome, seconds)
     if outcome.artifact is not None and outcome.location is not None:
-        return deliver(request, outcome.artifact, outcome.location, outcome.hit)
+        return deliver(request, outcome.artifact, outcome.location, hit=outcome.hit)
     job = outcome.job
     if job is None:  # HEAD, and nothing built or building
         return Response(status_code=404, headers={"X-Squashd-State": "absent"})

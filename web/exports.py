@@ -50,7 +50,7 @@ async def create(
     outcome = await run_in_threadpool(
         functools.partial(requests.find_or_start, spec, caller=caller)
     )
-    request.app.state.metrics.cache(outcome.artifact is not None)
+    request.app.state.metrics.cache(hit=outcome.artifact is not None)
     if outcome.artifact is None and wait:
         seconds = min(wait, requests.settings.wait_seconds)
         outcome = await wait_for(request, requests, spec, outcome, seconds)
@@ -110,7 +110,7 @@ async def download(request: Request, key: str = ExportId) -> Response:
     if artifact is not None:
         filename = job.spec.filename if job and job.spec else f"{key}.tar"
         location = await run_in_threadpool(requests.hand_out, artifact, request.method, filename)
-        return deliver(request, artifact, location, True)
+        return deliver(request, artifact, location, hit=True)
     assert job is not None
     if job.state == FAILED:
         return failed(request, job)

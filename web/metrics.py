@@ -74,7 +74,7 @@ class Metrics:
             MultiProcessCollector(self.registry)
         self.registry.register(_Deployment(overview))
 
-    def cache(self, hit: bool) -> None:
+    def cache(self, *, hit: bool) -> None:
         self.lookups.labels("hit" if hit else "miss").inc()
 
     async def endpoint(self, request: Request) -> Response:

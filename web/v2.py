@@ -166,7 +166,7 @@ async def _squashed(
     deadline = time.monotonic() + requests.settings.wait_seconds
     done: list[tuple[JSONObject | None, Artifact]] = []
     for platform, each, outcome in looks:
-        request.app.state.metrics.cache(outcome.artifact is not None)
+        request.app.state.metrics.cache(hit=outcome.artifact is not None)
         if outcome.artifact is None and outcome.job is not None:
             left = max(deadline - time.monotonic(), 0)
             outcome = await wait_for(request, requests, each, outcome, left, hand_out=False)

@@ -1,4 +1,5 @@
-"""The build task: one artifact per call, keyed by the artifact key of its spec.
+"""The export task (`squashd.export`): one artifact per call, keyed by the artifact key of
+its spec, built by tasks.build.
 
 Acknowledged late and rejected when its worker is lost, so a killed worker's build
 is redelivered; transient failures are retried with exponential backoff, permanent
@@ -50,7 +51,9 @@ def export(self, spec: dict) -> dict:
             retries = self.request.retries
             transient = is_transient(exc, parts.board, parts.store)
             if transient and retries < settings.max_retries:
-                countdown = get_exponential_backoff_interval(BACKOFF, retries, BACKOFF_MAX, True)
+                countdown = get_exponential_backoff_interval(
+                    BACKOFF, retries, BACKOFF_MAX, full_jitter=True
+                )
                 countdown = max(countdown, 1)
                 log.warning("build failed, retry %d in %d s: %s", retries + 1, countdown, reason)
                 now = time.time()
