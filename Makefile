@@ -48,7 +48,7 @@ lint: test-install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# mypy: strict for squash/ and storage/, default elsewhere (pyproject.toml says which).
+# mypy: strict for squash/, storage/ and service/, default elsewhere (pyproject.toml says which).
 typecheck: test-install
 	$(VENV)/bin/mypy
 

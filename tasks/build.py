@@ -1,6 +1,6 @@
 """One build: pull the image by digest, squash it into the store, report on the board.
 
-Plain Python, called by the Celery task (tasks.build_task); holding the build lock is
+Plain Python, called by the Celery task (tasks.export_task); holding the build lock is
 what makes it the only build of its artifact.
 """
 

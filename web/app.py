@@ -6,10 +6,9 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service.front.auth import FrontAuth
+from service.runtime import Service, service
 from tasks.errors import ServiceError, TooMany
-from tasks.front_auth import FrontAuth
-from tasks.pulls import Pulls
-from tasks.service import Service, service
 from web import c1, exports, health, v2
 from web.callers import CHALLENGE
 from web.metrics import CountRequests, Metrics
@@ -41,10 +40,12 @@ def create_app(runtime: Service | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = runtime
-    app.state.metrics = metrics = Metrics(runtime)
-    app.state.pulls = Pulls(runtime)
+    app.state.requests = runtime.requests
+    app.state.front = runtime.front
+    app.state.overview = runtime.overview
+    app.state.metrics = metrics = Metrics(runtime.overview)
     app.state.front_auth = front_auth = FrontAuth(
-        runtime.settings.registry, runtime.settings.registry_plain_http
+        runtime.settings.registry, plain_http=runtime.settings.registry_plain_http
     )
     app.include_router(c1.router)
     app.include_router(exports.router)

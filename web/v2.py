@@ -17,16 +17,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from service.access import Caller
+from service.front.artifacts import FrontArtifacts, keep_suffix
+from service.front.auth import FrontAuth
+from service.front.documents import Document
+from service.requests import Outcome, Requests
 from squash.image import JSONObject
 from squash.manifest import is_index
 from storage.base import Artifact, Gone, Location
-from tasks.access import Caller
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany
-from tasks.front_auth import FrontAuth
-from tasks.pull_view import Document
-from tasks.pulls import Pulls, keep_suffix
-from tasks.service import Outcome, Service
 from tasks.spec import ExportSpec
 from web.callers import CHALLENGE, caller_of
 from web.waiting import wait_for
@@ -35,7 +35,6 @@ router = APIRouter(prefix="/v2")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _CHUNK = 1 << 20
 MAX_FORM = 64 << 10  # bytes of a token request's form
-PULLS = "registry_pulls"  # the board's counter of manifests handed out to pulls
 
 
 def registry_error(status: int, code: str, message: str, headers: dict | None = None) -> Response:
@@ -65,8 +64,8 @@ async def _challenge(request: Request, scope: str | None = None) -> dict[str, st
         return dict(CHALLENGE)
 
 
-def _pulls(request: Request) -> Pulls:
-    return request.app.state.pulls
+def _front(request: Request) -> FrontArtifacts:
+    return request.app.state.front
 
 
 @router.get("/")
@@ -112,65 +111,65 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
     """The squashed manifest of tag `reference` (built or joined, and waited for), or a
     manifest handed out before, by its digest; a digest never handed out here is taken
     for the source's manifest digest."""
-    pulls = _pulls(request)
-    service = pulls.service
+    front = _front(request)
     try:
-        upstream = pulls.upstream(name)
+        upstream = front.upstream(name)
         caller = caller_of(request)
         if reference.startswith("sha256:"):
 
             def by_digest() -> Document | None:
-                known = _handed_out(pulls, upstream, reference, caller)
-                return None if known is None else _pulled(service, known, request.method)
+                known = _handed_out(front, upstream, reference, caller)
+                return None if known is None else _pulled(front, known, request.method)
 
             known = await run_in_threadpool(by_digest)
             if known is not None:
                 return _document(request, known)
         try:
-            return await _squashed(request, service, pulls, upstream, reference, caller)
+            return await _squashed(request, front, upstream, reference, caller)
         except Gone:  # deleted behind the service's back: forgotten, so built again
-            return await _squashed(request, service, pulls, upstream, reference, caller)
+            return await _squashed(request, front, upstream, reference, caller)
     except Gone as exc:
         return registry_error(404, "MANIFEST_UNKNOWN", f"{exc}; pull again")
     except ServiceError as exc:
         return await _refused(request, exc, "MANIFEST_UNKNOWN", name)
 
 
-def _handed_out(pulls: Pulls, name: str, digest: str, caller: Caller) -> Document | None:
+def _handed_out(front: FrontArtifacts, name: str, digest: str, caller: Caller) -> Document | None:
     """A manifest or index handed out here before, by its digest."""
-    known = pulls.by_digest(name, digest, caller)
+    known = front.by_digest(name, digest, caller)
     if known is not None:
         return known[1].document(digest)
-    return pulls.index_by_digest(name, digest, caller)
+    return front.index_by_digest(name, digest, caller)
 
 
 async def _squashed(
-    request: Request, service: Service, pulls: Pulls, upstream: str, reference: str, caller: Caller
+    request: Request, front: FrontArtifacts, upstream: str, reference: str, caller: Caller
 ) -> Response:
     """The squashed image of a tag (or of the source's digest): its manifest, or for a
     multi-platform source an index of every platform's, once all are built."""
     tag, keep = keep_suffix(reference)
     image = f"{upstream}@{tag}" if tag.startswith("sha256:") else f"{upstream}:{tag}"
-    start = request.method == "GET" or service.settings.head_builds
+    requests: Requests = request.app.state.requests
+    start = request.method == "GET" or requests.settings.head_builds
 
     def look() -> tuple[ExportSpec, list[tuple[JSONObject | None, ExportSpec, Outcome]]]:
-        spec, kind = service.resolved(image, caller, keep_base=keep)
-        children = pulls.platforms(spec, kind, caller)
+        spec, kind = requests.resolve_export(image, caller, keep_base=keep)
+        children = front.platforms(spec, kind, caller)
         wanted: list[tuple[JSONObject | None, ExportSpec]] = [*children] or [(None, spec)]
-        service.count(spec)  # one request for the tag, however many platforms it has
+        requests.count_request(spec)  # one request for the tag, however many platforms it has
         return spec, [
-            (platform, each, service.request(each, start, None, caller, count=False))
+            (platform, each, requests.find_or_start(each, start=start, caller=caller, count=False))
             for platform, each in wanted
         ]
 
     spec, looks = await run_in_threadpool(look)
-    deadline = time.monotonic() + service.settings.wait_seconds
+    deadline = time.monotonic() + requests.settings.wait_seconds
     done: list[tuple[JSONObject | None, Artifact]] = []
     for platform, each, outcome in looks:
-        request.app.state.metrics.cache(outcome.artifact is not None)
+        request.app.state.metrics.cache(hit=outcome.artifact is not None)
         if outcome.artifact is None and outcome.job is not None:
             left = max(deadline - time.monotonic(), 0)
-            outcome = await wait_for(request, service, each, outcome, left, hand_out=False)
+            outcome = await wait_for(request, requests, each, outcome, left, hand_out=False)
         if outcome.artifact is None:
             return _unfinished(each, outcome)
         done.append((platform, outcome.artifact))
@@ -178,20 +177,20 @@ async def _squashed(
 
     def answer() -> Document:  # published for the requests by digest that follow
         if len(done) == 1 and done[0][0] is None:
-            document = pulls.publish(done[0][1]).manifest(accept)
+            document = front.publish(done[0][1]).manifest(accept)
         else:
             children = [(platform, artifact) for platform, artifact in done if platform]
-            document = pulls.index(upstream, spec.digest, children, accept)
-        return _pulled(service, document, request.method)
+            document = front.index(upstream, spec.digest, children, accept)
+        return _pulled(front, document, request.method)
 
     return _document(request, await run_in_threadpool(answer))
 
 
-def _pulled(service: Service, document: Document, method: str) -> Document:
+def _pulled(front: FrontArtifacts, document: Document, method: str) -> Document:
     """A GET that hands out an image manifest is one pull, by tag or by digest (after
     containerd's HEAD of the tag, or an index); a HEAD or an index is none."""
     if method == "GET" and not is_index(document.media_type):
-        service.on_board(service.board.count, PULLS)
+        front.count_pull()
     return document
 
 
@@ -224,14 +223,14 @@ def _document(request: Request, document: Document, media_type: str | None = Non
 async def blob(request: Request, name: str, digest: str) -> Response:
     """A config (from memory) or a layer (a redirect, or a range of the archive) of a
     manifest handed out here, to a caller the upstream lets read its source."""
-    pulls = _pulls(request)
+    front = _front(request)
     try:
-        upstream = pulls.upstream(name)
+        upstream = front.upstream(name)
         caller = caller_of(request)
 
         def find() -> Document | Location | None:
-            known = pulls.by_digest(upstream, digest, caller)
-            return None if known is None else pulls.blob(*known, digest, request.method)
+            known = front.by_digest(upstream, digest, caller)
+            return None if known is None else front.blob(*known, digest, request.method)
 
         found = await run_in_threadpool(find)
     except Gone as exc:  # forgotten: the next pull's manifest builds it again

@@ -2,12 +2,13 @@
 import cycles, and which parts of the engine may reach its source and registry layers.
 
 The shipped code is the packages `squash` (with `squash.sources`, `squash.registry`),
-`storage`, `tasks` (with `tasks.board`), `web`, `worker` and the module
-`celeryconfig.py`. Nothing is imported: Python files are parsed with `ast`; the Cython
-sources (`*.pyx`, `*.pxd`) are not Python syntax, so their `import`, `cimport` and
-`from X cimport` lines are read with a small regex, and a compiled module is one node
-whichever of its `.pyx` / `.pxd` files an edge comes from. The `.pyi` stubs are not
-read: they describe the compiled modules, whose real dependencies are in the `.pyx`.
+`storage`, `tasks` (with `tasks.board`), `service` (with `service.front`), `web`,
+`worker` and the module `celeryconfig.py`. Nothing is imported: Python files are parsed
+with `ast`; the Cython sources (`*.pyx`, `*.pxd`) are not Python syntax, so their
+`import`, `cimport` and `from X cimport` lines are read with a small regex, and a
+compiled module is one node whichever of its `.pyx` / `.pxd` files an edge comes from.
+The `.pyi` stubs are not read: they describe the compiled modules, whose real
+dependencies are in the `.pyx`.
 
 What counts as an import:
 
@@ -47,13 +48,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "squash": frozenset({"squash"}),
     "storage": frozenset({"storage", "squash"}),
     "tasks": frozenset({"tasks", "storage", "squash"}),
-    "web": frozenset({"web", "tasks", "storage", "squash"}),
+    "service": frozenset({"service", "tasks", "storage", "squash"}),
+    "web": frozenset({"web", "service", "tasks", "storage", "squash"}),
     "worker": frozenset({"worker", "tasks", "storage", "squash"}),
     "celeryconfig": frozenset({"tasks"}),
 }
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("squash", "storage", "tasks", "web", "worker")
+PACKAGES = ("squash", "storage", "tasks", "service", "web", "worker")
 MODULES = ("celeryconfig",)
 
 _SOURCE_SUFFIXES = (".py", ".pyx", ".pxd")
@@ -362,7 +364,13 @@ def test_the_table_covers_every_shipped_top_level_package() -> None:
 def test_the_scan_sees_the_whole_tree(modules: dict[str, Module], edges: list[Edge]) -> None:
     """Guards against a scan that silently finds nothing: the compiled modules and the
     subpackages are nodes, and the Cython `cimport` edges are read."""
-    for name in ("squash.sources", "squash.registry", "tasks.board", "celeryconfig"):
+    for name in (
+        "squash.sources",
+        "squash.registry",
+        "tasks.board",
+        "service.front",
+        "celeryconfig",
+    ):
         assert name in modules
     compiled = {"squash.layerindex", "squash.layerpass", "squash.output", "squash.pathtable"}
     assert compiled <= set(modules)
@@ -428,9 +436,16 @@ def test_the_checker_finds_violations(tmp_path: Path) -> None:
             "squash/cli.py": "from squash.sources.docker import x\n",  # allowed: façade
             "storage/__init__.py": "import web\nimport celery\n",
             "web/__init__.py": "",
-            "web/app.py": "from storage import thing\nfrom tasks import t\n",
+            "web/app.py": "from storage import thing\nfrom tasks import t\nfrom service import s\n",
             "tasks/__init__.py": "",
             "tasks/t.py": "",
+            # The worker's side may not reach the web's service, not even for a type.
+            "tasks/u.py": (
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n    from service.s import Service\n"
+            ),
+            "service/__init__.py": "",
+            "service/s.py": "from tasks import t\nfrom storage import thing\n",
             "worker/__init__.py": "",
             "celeryconfig.py": "from storage import x\nimport tasks.t\n",
         },
@@ -453,6 +468,7 @@ def test_the_checker_finds_violations(tmp_path: Path) -> None:
     assert layering == [
         "celeryconfig.py:1: celeryconfig → storage  (celeryconfig may import only tasks)",
         "storage/__init__.py:1: storage → web  (storage may import only squash, storage)",
+        "tasks/u.py:3: tasks.u → service.s  (tasks may import only squash, storage, tasks)",
     ]
 
     found = cycles(modules, edges)

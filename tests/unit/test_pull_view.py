@@ -44,7 +44,7 @@ def archive(tmp_path_factory) -> bytes:
 
 
 def _view(root: Path, data: bytes, store_type: type[LocalStore] = LocalStore):
-    from tasks.pull_view import read_view
+    from service.front.documents import read_view
 
     store = store_type(root)
     store.path(KEY).write_bytes(data)
@@ -174,18 +174,19 @@ def test_ranges(header: str, expected) -> None:
 def test_names_are_the_upstream_repositories_builds_record(tmp_path: Path) -> None:
     """`docker pull SQUASHD/alpine` asks for Docker Hub's library/alpine: its digests are
     remembered (and found) under that name."""
+    from service.front.artifacts import keep_suffix
+    from service.runtime import Service
     from tasks.errors import BadRequest
-    from tasks.pulls import Pulls, keep_suffix
-    from tasks.service import Service
+    from tasks.parts import Parts
     from tasks.settings import Settings
 
-    service = Service(Settings(registry="docker.io", storage_url=str(tmp_path)))
+    service = Service(Parts(Settings(registry="docker.io", storage_url=str(tmp_path))))
     try:
-        pulls = Pulls(service)
-        assert pulls.upstream("alpine") == "docker.io/library/alpine"
-        assert pulls.upstream("team/app/api") == "docker.io/team/app/api"
+        front = service.front
+        assert front.upstream("alpine") == "docker.io/library/alpine"
+        assert front.upstream("team/app/api") == "docker.io/team/app/api"
         with pytest.raises(BadRequest):
-            pulls.upstream("UPPER/case")
+            front.upstream("UPPER/case")
     finally:
         service.close()
     assert keep_suffix("v1--keep-2") == ("v1", 2)

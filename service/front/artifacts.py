@@ -1,4 +1,4 @@
-"""What the registry front (web/v2.py) asks of the service: the squashed image of a tag
+"""What the registry front (web/v2.py) hands out: the squashed image of a tag
 as manifests, config and layers, each handed out only to a caller the upstream lets
 read the image it was squashed from.
 
@@ -8,23 +8,21 @@ is found again only there, and only after the caller's access to the source imag
 checked with the upstream again (remembered for the resolve cache's seconds).
 """
 
-import dataclasses
 import json
 import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from service.access import Caller
+from service.front.documents import Document, PullView, accepts, read_view
+from service.requests import Requests
 from squash.destination import Blob, image_index
 from squash.errors import BadReference, SquashError
 from squash.image import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, JSONObject
-from squash.manifest import is_index
-from squash.reference import Platform, parse_docker_ref
+from squash.reference import parse_docker_ref
 from storage.base import Artifact, Gone, Location
-from tasks.access import Caller
 from tasks.errors import BadRequest, ServiceError
 from tasks.expiring import ExpiringCache
-from tasks.pull_view import Document, PullView, accepts, read_view
-from tasks.service import Service
 from tasks.spec import ExportSpec
 
 T = TypeVar("T")
@@ -38,18 +36,26 @@ def keep_suffix(tag: str) -> tuple[str, int]:
     return (match["tag"], int(match["layers"])) if match else (tag, 0)
 
 
-class Pulls:
-    def __init__(self, service: Service) -> None:
-        self.service = service
+#: The board's counter of image manifests handed out to pulls.
+PULLS = "registry_pulls"
+
+
+class FrontArtifacts:
+    """Artifacts as the registry front hands them out, on the request path's finding,
+    access checks and download counts."""
+
+    def __init__(self, requests: Requests) -> None:
+        self.requests = requests
+        self.parts = requests.parts
         self._views: ExpiringCache[str, PullView] = ExpiringCache(
-            service.settings.artifact_cache_seconds, MAX_VIEWS
+            requests.settings.artifact_cache_seconds, MAX_VIEWS
         )
 
     def upstream(self, name: str) -> str:
         """`host/repository` of NAME at the upstream, as builds record it (`alpine` on
         Docker Hub is `docker.io/library/alpine`); 400 for a malformed name."""
         try:
-            ref = parse_docker_ref(f"{self.service.settings.registry}/{name}:latest")
+            ref = parse_docker_ref(f"{self.parts.settings.registry}/{name}:latest")
         except BadReference as exc:
             raise BadRequest(str(exc)) from None
         return f"{ref.registry}/{ref.repository}"
@@ -60,7 +66,7 @@ class Pulls:
         view = self._views.get(artifact.key)
         if view is None:
             try:
-                view = self._archive(artifact, read_view, self.service.store, artifact)
+                view = self._archive(artifact, read_view, self.parts.store, artifact)
             except SquashError as exc:
                 raise ServiceError(f"the stored artifact cannot be served: {exc}", 502) from None
             self._views.put(artifact.key, view)
@@ -70,35 +76,26 @@ class Pulls:
         """The view of an artifact whose manifest is handed out: its digests are
         remembered under its repository, for the requests by digest that follow."""
         view = self.view(artifact)
-        board = self.service.board
-        self.service.on_board(board.remember_digests, artifact.image, view.digests, artifact.key)
+        board = self.parts.board
+        self.parts.on_board(board.remember_digests, artifact.image, view.digests, artifact.key)
         return view
 
     def by_digest(self, name: str, digest: str, caller: Caller) -> tuple[Artifact, PullView] | None:
         """The artifact `digest` was handed out from under `name` (`host/ns/repo`), once
         the upstream says the caller may read its source; None if there is none."""
-        service = self.service
-        key = service.on_board(service.board.digest_key, name, digest)
-        artifact = service.lookup(key) if key is not None else None
+        key = self.parts.on_board(self.parts.board.digest_key, name, digest)
+        artifact = self.requests.find_artifact(key) if key is not None else None
         if artifact is None or artifact.image != name:
             return None
-        service.check(artifact.image, artifact.source_digest, caller)
+        self.requests.check_access(artifact.image, artifact.source_digest, caller)
         return artifact, self.view(artifact)
 
     def platforms(
         self, spec: ExportSpec, kind: str, caller: Caller
     ) -> list[tuple[JSONObject, ExportSpec]]:
-        """One export per platform when the source is an index (`kind`, the media type
-        `spec` resolved to; attestations left out), each with the index entry's
-        `platform`; none for a single image."""
-        if not is_index(kind):
-            return []
-        ref = parse_docker_ref(f"{spec.name}@{spec.digest}")
-        found: dict[str, tuple[JSONObject, ExportSpec]] = {}
-        for entry in self.service.sessions.platforms(ref, caller):
-            text = str(Platform(entry["os"], entry.get("architecture", ""), entry.get("variant")))
-            found.setdefault(text, (entry, dataclasses.replace(spec, platform=text)))
-        return list(found.values())
+        """One export per platform when the source is an index, as the caller may read
+        it (see Resolver.exports_per_platform)."""
+        return self.parts.resolver.exports_per_platform(spec, kind, caller)
 
     def index(
         self, name: str, source: str, children: list[tuple[JSONObject, Artifact]], accept: str
@@ -113,7 +110,7 @@ class Pulls:
             {"source": source, "forms": {kind: doc.data.decode() for kind, doc in forms.items()}}
         )
         for document in forms.values():
-            self.service.on_board(self.service.board.remember_index, name, document.digest, record)
+            self.parts.on_board(self.parts.board.remember_index, name, document.digest, record)
         docker = forms.get(DOCKER_LIST)
         return docker if docker and accepts(accept, OCI_INDEX, DOCKER_LIST) else forms[OCI_INDEX]
 
@@ -128,11 +125,11 @@ class Pulls:
     def index_by_digest(self, name: str, digest: str, caller: Caller) -> Document | None:
         """An index handed out under `name` before, once the upstream says the caller
         may read its source."""
-        record = self.service.on_board(self.service.board.remembered_index, name, digest)
+        record = self.parts.on_board(self.parts.board.remembered_index, name, digest)
         if record is None:
             return None
         known = json.loads(record)
-        self.service.check(name, known["source"], caller)
+        self.requests.check_access(name, known["source"], caller)
         forms = [Document(text.encode(), kind) for kind, text in known["forms"].items()]
         return next((doc for doc in forms if doc.digest == digest), None)
 
@@ -146,16 +143,20 @@ class Pulls:
             return document
         member = view.layers[digest]
         if method == "GET":
-            self.service.usage.touch(artifact.key)
-        locate = self.service.store.locate_member
+            self.requests.count_download(artifact.key)
+        locate = self.parts.store.locate_member
         return self._archive(artifact, locate, artifact.key, member, method)
 
     def _archive(self, artifact: Artifact, call: Callable[..., T], *args: object) -> T:
         """`call(*args)` of the store about the archive of `artifact`; when the archive is
         gone, its record and view are forgotten and Gone raised."""
         try:
-            return self.service.on_store(call, *args)
+            return self.parts.on_store(call, *args)
         except Gone:
             self._views.pop(artifact.key)
-            self.service.gone(artifact.key)
+            self.requests.forget_gone(artifact.key)
             raise
+
+    def count_pull(self) -> None:
+        """One pull more: an image manifest handed out by a GET."""
+        self.parts.on_board(self.parts.board.count, PULLS)

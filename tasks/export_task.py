@@ -1,4 +1,5 @@
-"""The build task: one artifact per call, keyed by the artifact key of its spec.
+"""The export task (`squashd.export`): one artifact per call, keyed by the artifact key of
+its spec, built by tasks.build.
 
 Acknowledged late and rejected when its worker is lost, so a killed worker's build
 is redelivered; transient failures are retried with exponential backoff, permanent
@@ -15,7 +16,7 @@ from tasks import logs
 from tasks.build import Busy, build, registry_options
 from tasks.celery_app import BUILD_TASK, app
 from tasks.errors import is_transient
-from tasks.service import service
+from tasks.parts import process_parts
 from tasks.spec import ExportSpec
 
 log = logging.getLogger("squashd.export")
@@ -29,16 +30,16 @@ def export(self, spec: dict) -> dict:
     wanted = ExportSpec.from_dict(spec)
     task_id = self.request.id
     with logs.context(key=wanted.key):  # task id, image and digest: worker.signals
-        runtime = service()
-        settings = runtime.settings
+        parts = process_parts()
+        settings = parts.settings
         try:
             artifact = build(
                 wanted,
                 task_id,
-                board=runtime.board,
-                store=runtime.store,
+                board=parts.board,
+                store=parts.store,
                 lease_seconds=settings.lease_seconds,
-                options=registry_options(wanted, runtime.plain_http_registry),
+                options=registry_options(wanted, parts.plain_http_registry),
                 tmpdir=settings.tmpdir,
                 limits=settings.limits,
             )
@@ -48,22 +49,22 @@ def export(self, spec: dict) -> dict:
         except Exception as exc:
             reason = _reason(exc)
             retries = self.request.retries
-            transient = is_transient(exc, runtime.board, runtime.store)
+            transient = is_transient(exc, parts.board, parts.store)
             if transient and retries < settings.max_retries:
-                countdown = get_exponential_backoff_interval(BACKOFF, retries, BACKOFF_MAX, True)
+                countdown = get_exponential_backoff_interval(
+                    BACKOFF, retries, BACKOFF_MAX, full_jitter=True
+                )
                 countdown = max(countdown, 1)
                 log.warning("build failed, retry %d in %d s: %s", retries + 1, countdown, reason)
                 now = time.time()
                 error = f"retry {retries + 1} of {settings.max_retries} after: {reason}"
-                _best_effort(
-                    runtime.board.requeue, wanted.key, task_id, error, now + countdown, now
-                )
-                _best_effort(runtime.board.count, "builds_retried")
+                _best_effort(parts.board.requeue, wanted.key, task_id, error, now + countdown, now)
+                _best_effort(parts.board.count, "builds_retried")
                 if self.request.is_eager:  # in-process builds: Celery retries at once
                     time.sleep(countdown)
                 raise self.retry(exc=exc, countdown=countdown) from None
             log.error("build failed: %s", reason, exc_info=not isinstance(exc, SquashError))
-            _best_effort(runtime.board.failed, wanted.key, reason, time.time())
+            _best_effort(parts.board.failed, wanted.key, reason, time.time())
             raise  # Celery records the failure too
         return {
             "key": wanted.key,

@@ -28,7 +28,7 @@ class Challenge:
 
 
 class FrontAuth:
-    def __init__(self, registry: str, plain_http: bool) -> None:
+    def __init__(self, registry: str, *, plain_http: bool) -> None:
         ref = parse_docker_ref(f"{registry}/library/x:y")
         options = RegistryOptions(plain_http=plain_http, ambient=False, attempts=1, timeout=15.0)
         self._upstream = Registry(registry, ref.api_host, options)
