@@ -30,7 +30,7 @@ from squash.image import (
 from squash.image_config import diff_ids, squashed_config
 from squash.layer_writer import LayerWriter
 from squash.limits import DEFAULT_LIMITS, Limits
-from squash.merge import Merger, MergeStats
+from squash.merge.merger import Merger, MergeStats
 from squash.reference import check_repo_tag, full_name, squash_tag
 from squash.streams import Stream, read_up_to
 

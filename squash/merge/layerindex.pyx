@@ -17,8 +17,8 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 from posix.unistd cimport pread, pwrite
 
-from squash.pathtable cimport MAX_NAME, NO_PATH, PLAIN, ROOT, PathTable
-from squash.tarheader cimport BLOCK, Fields, HeaderReader
+from squash.merge.pathtable cimport MAX_NAME, NO_PATH, PLAIN, ROOT, PathTable
+from squash.merge.tarheader cimport BLOCK, Fields, HeaderReader
 
 from squash.errors import InvalidLayer
 

@@ -2,7 +2,7 @@
 
 from typing import Any, BinaryIO
 
-from squash.pathtable import PathTable
+from squash.merge.pathtable import PathTable
 
 class Spool:
     file: BinaryIO

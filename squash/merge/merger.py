@@ -1,11 +1,11 @@
 """The streaming layer merger: many layer tars in, one squashed layer tar out.
 
 Layers are read from the top (newest) down. Each layer is decompressed once into a
-spool file while its members are indexed (`squash.layerindex`); then it is decided
-against the layers above it (`squash.layerpass`) and what survives is written out
-(`squash.output`), every header anew from the fields read (`squash.tarheader`). While
+spool file while its members are indexed (`squash.merge.layerindex`); then it is decided
+against the layers above it (`squash.merge.layerpass`) and what survives is written out
+(`squash.merge.ordered`), every header anew from the fields read (`squash.merge.tarheader`). While
 one layer is decided, the next one is decompressed on a second thread. Memory holds
-path bookkeeping only (`squash.pathtable`); file contents stay in the spool.
+path bookkeeping only (`squash.merge.pathtable`); file contents stay in the spool.
 
 The rules are those of docs/merge-rules.md; comments name them by number. The per-member
 work is compiled (Cython); this module runs the layers through it.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from squash.errors import InvalidLayer
-from squash.layerindex import LayerIndex, Spool
-from squash.layerpass import Layers
 from squash.limits import DEFAULT_LIMITS, LimitExceeded, Limits
+from squash.merge.layerindex import LayerIndex, Spool
+from squash.merge.layerpass import Layers
 from squash.streams import Stream
 
 CHUNK = 1 << 20
