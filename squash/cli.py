@@ -15,9 +15,10 @@ from squash.codec import COMPRESSIONS
 from squash.destination import Destination
 from squash.errors import SquashError
 from squash.export import ExportResult, Options, export_image, export_index
-from squash.image import Image, JSONObject
+from squash.image import Image
 from squash.image_config import shared_layers
 from squash.limits import Limits, parse_size
+from squash.oci import JSONObject
 from squash.outputs import open_destination
 from squash.reference import DestinationRef, Platform, SourceRef, parse_destination, parse_source
 from squash.registry.credentials import Credentials

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from squash.errors import RegistryError, SquashError, TransientError
-from squash.image import JSONObject
+from squash.oci import JSONObject
 from squash.reference import DockerRef
 from squash.registry.client import Registry
 from squash.registry.credentials import Credentials

@@ -14,10 +14,17 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
-from squash.destination import Blob, image_index
 from squash.errors import BadReference, SquashError
-from squash.image import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, JSONObject
-from squash.manifest import is_index
+from squash.oci import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Blob,
+    JSONObject,
+    image_index,
+    is_index,
+)
 from squash.reference import Platform, parse_docker_ref
 from storage.base import Artifact, Gone, Location
 from tasks.access import Caller

@@ -17,8 +17,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from squash.image import JSONObject
-from squash.manifest import is_index
+from squash.oci import JSONObject, is_index
 from storage.base import Artifact, Gone, Location
 from tasks.access import Caller
 from tasks.board import FAILED

@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from squash.errors import RegistryError, TransientError
+from squash.oci import DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_MANIFEST
 from squash.registry.credentials import lookup
 from squash.registry.heads import HeadPool
 from squash.registry.options import RegistryOptions
@@ -27,12 +28,12 @@ if TYPE_CHECKING:
 
 ACCEPT = ", ".join(
     (
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
+        OCI_INDEX,
+        OCI_MANIFEST,
+        DOCKER_LIST,
+        DOCKER_MANIFEST,
         # asked for so that an old image gets a clear "schema 1" error, not a 404
-        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        DOCKER_SCHEMA1_SIGNED,
     )
 )
 MAX_MANIFEST = 4 << 20

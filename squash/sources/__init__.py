@@ -5,7 +5,8 @@
 """
 
 from squash.errors import BadReference
-from squash.image import Image, JSONObject
+from squash.image import Image
+from squash.oci import JSONObject
 from squash.reference import Platform, SourceRef, parse_source
 from squash.registry.options import RegistryOptions
 

@@ -1,6 +1,7 @@
 """The `docker://HOST/NAME[:TAG|@DIGEST]` source: an image in a registry, streamed."""
 
-from squash.image import Image, JSONObject, StoredLayer
+from squash.image import Image, StoredLayer
+from squash.oci import JSONObject
 from squash.reference import (
     DEFAULT_PLATFORM,
     Platform,
