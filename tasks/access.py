@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from squash.distribution.client import Registry
+from squash.distribution.credentials import Credentials
+from squash.distribution.options import RegistryOptions
 from squash.errors import RegistryError, SquashError, TransientError
 from squash.oci import JSONObject
 from squash.reference import DockerRef
-from squash.registry.client import Registry
-from squash.registry.credentials import Credentials
-from squash.registry.options import RegistryOptions
 from squash.sources.walk import top_platforms
 from tasks.errors import Denied, ServiceError, Unavailable
 from tasks.expiring import ExpiringCache

@@ -5,7 +5,7 @@ import binascii
 
 from fastapi import Request
 
-from squash.registry.credentials import Credentials
+from squash.distribution.credentials import Credentials
 from tasks.access import Caller
 from tasks.errors import BadRequest
 

@@ -24,6 +24,7 @@ class LayerIndex:
         where: str,
         file: BinaryIO | None = None,
         offset: int = 0,
+        *,
         spool_out: bool = False,
         holes: bool = False,
     ) -> None: ...

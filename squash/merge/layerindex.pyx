@@ -96,7 +96,7 @@ cdef class LayerIndex:
     file with the stream starting at `offset`. `holes`: leave out data the layers above
     hide."""
 
-    def __cinit__(self, PathTable paths, str where, object file=None, long long offset=0,
+    def __cinit__(self, PathTable paths, str where, object file=None, long long offset=0, *,
                   bint spool_out=False, bint holes=False):
         self.paths = paths
         self.where = where

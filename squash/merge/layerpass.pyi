@@ -21,6 +21,7 @@ class Layers:
         where: str,
         file: BinaryIO | None = None,
         offset: int = 0,
+        *,
         spool_out: bool = False,
         holes: bool = False,
     ) -> LayerIndex: ...

@@ -53,10 +53,10 @@ cdef class Layers:
         self.paths.freeze_upper()
         self.keeping = True
 
-    def index(self, str where, object file=None, long long offset=0, bint spool_out=False,
+    def index(self, str where, object file=None, long long offset=0, *, bint spool_out=False,
               bint holes=False):
         """A new index of a layer, interning into this merge's paths (see LayerIndex)."""
-        return LayerIndex(self.paths, where, file, offset, spool_out, holes)
+        return LayerIndex(self.paths, where, file, offset, spool_out=spool_out, holes=holes)
 
     def plan(self, LayerIndex index):
         """The layer applied in order; `run` it to write what survives."""

@@ -31,7 +31,7 @@ BLOCK = tarfile.BLOCKSIZE
 _USTAR_SIZE_LIMIT = 8**11  # larger sizes need GNU base-256 in the same single block
 
 
-def _member_header(name: str, size: int, directory: bool = False) -> bytes:
+def _member_header(name: str, size: int, *, directory: bool = False) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, 0o755 if directory else 0o644, 0
     if directory:

@@ -1,9 +1,9 @@
 """The import graph of the shipped code: layering between the top-level packages, no
 import cycles, and which areas of the engine (its base, the merge, sources, outputs, the
-registry client) may import which.
+registry client in squash.distribution) may import which.
 
 The shipped code is the packages `squash` (with `squash.sources`, `squash.merge`,
-`squash.outputs`, `squash.registry`), `storage`, `tasks` (with `tasks.board`), `web`,
+`squash.outputs`, `squash.distribution`), `storage`, `tasks` (with `tasks.board`), `web`,
 `worker` and the module `celeryconfig.py`. Nothing is imported: Python files are parsed
 with `ast`; the Cython sources (`*.pyx`, `*.pxd`) are not Python syntax, so their
 `import`, `cimport` and `from X cimport` lines are read with a small regex, and a
@@ -307,9 +307,9 @@ def cycles(nodes: Iterable[str], edges: list[Edge]) -> list[str]:
 SQUASH_AREAS: dict[str, frozenset[str]] = {
     "base": frozenset({"base"}),
     "merge": frozenset({"merge", "base"}),
-    "registry": frozenset({"registry", "base"}),
-    "sources": frozenset({"sources", "registry", "base"}),
-    "outputs": frozenset({"outputs", "registry", "base"}),
+    "distribution": frozenset({"distribution", "base"}),
+    "sources": frozenset({"sources", "distribution", "base"}),
+    "outputs": frozenset({"outputs", "distribution", "base"}),
 }
 
 # The base modules that reach further than their area: the façades (the package and the
@@ -381,7 +381,7 @@ def test_the_scan_sees_the_whole_tree(modules: dict[str, Module], edges: list[Ed
     for name in (
         "squash.sources",
         "squash.merge",
-        "squash.registry",
+        "squash.distribution",
         "tasks.board",
         "celeryconfig",
     ):
@@ -437,19 +437,21 @@ def test_the_checker_finds_violations(tmp_path: Path) -> None:
             "squash/selfish.py": "from squash import selfish\n",
             # An upward import, hidden behind TYPE_CHECKING.
             "squash/sources/__init__.py": "",
-            "squash/sources/docker.py": "from ..registry import client\n",
-            "squash/registry/__init__.py": "",
-            "squash/registry/client.py": (
+            "squash/sources/registry.py": "from ..distribution import client\n",
+            "squash/distribution/__init__.py": "",
+            "squash/distribution/client.py": (
                 "from typing import TYPE_CHECKING\n"
-                "if TYPE_CHECKING:\n    from squash.sources.docker import Image\n"
+                "if TYPE_CHECKING:\n    from squash.sources.registry import Image\n"
             ),
-            "squash/layers.py": "import os\nfrom squash.sources import docker\n",
+            "squash/layers.py": "import os\nfrom squash.sources import registry\n",
             "squash/image.py": "from squash.merge.merger import Merger\n",
             "squash/export.py": "from squash.merge import merger\n",  # allowed: it drives it
             "squash/merge/__init__.py": "",
-            "squash/merge/merger.py": "from squash.registry import client\nfrom squash import a\n",
-            "squash/outputs/__init__.py": "from squash.registry import client\n",  # allowed
-            "squash/outputs/oci.py": "from squash.sources import docker\n",
+            "squash/merge/merger.py": (
+                "from squash.distribution import client\nfrom squash import a\n"
+            ),
+            "squash/outputs/__init__.py": "from squash.distribution import client\n",  # allowed
+            "squash/outputs/oci.py": "from squash.sources import registry\n",
             # A compiled module: Cython syntax, cimport of a module, multi-line import.
             "squash/merge/fast.pxd": "from libc.stdint cimport uint32_t\n",
             "squash/merge/fast.pyx": (
@@ -460,8 +462,9 @@ def test_the_checker_finds_violations(tmp_path: Path) -> None:
             ),
             "squash/merge/slow.pyx": "from squash.merge.fast cimport Fast\n",
             "squash/merge/fast2.pxd": "",
-            # allowed: the façade
-            "squash/cli.py": "from squash.sources.docker import x\nfrom squash.merge import fast\n",
+            "squash/cli.py": (  # allowed: the façade
+                "from squash.sources.registry import x\nfrom squash.merge import fast\n"
+            ),
             "storage/__init__.py": "import web\nimport celery\n",
             "web/__init__.py": "",
             "web/app.py": "from storage import thing\nfrom tasks import t\n",
@@ -495,21 +498,21 @@ def test_the_checker_finds_violations(tmp_path: Path) -> None:
     assert any("['squash.a', 'squash.b', 'squash.c']" in c for c in found), found
     assert any("['squash.merge.fast', 'squash.merge.slow']" in c for c in found), found
     assert any("['squash.selfish']" in c for c in found), found
-    assert any("['squash.registry.client', 'squash.sources.docker']" in c for c in found)
+    assert any("['squash.distribution.client', 'squash.sources.registry']" in c for c in found)
     assert any("squash/c.py:1: squash.c → squash.a" in c for c in found), found
     assert not any("storage" in c for c in found)  # storage → web, web.app → storage: no cycle
 
     internal = squash_internal_violations(edges)
     assert internal == [
+        "squash/distribution/client.py:3: squash.distribution.client → squash.sources.registry"
+        "  (squash.distribution may import only squash's base modules, squash.distribution)",
         "squash/image.py:1: squash.image → squash.merge.merger  "
         "(squash's base modules may import only squash's base modules)",
-        "squash/layers.py:2: squash.layers → squash.sources.docker  "
+        "squash/layers.py:2: squash.layers → squash.sources.registry  "
         "(squash's base modules may import only squash's base modules)",
-        "squash/merge/merger.py:1: squash.merge.merger → squash.registry.client  "
+        "squash/merge/merger.py:1: squash.merge.merger → squash.distribution.client  "
         "(squash.merge may import only squash's base modules, squash.merge)",
-        "squash/outputs/oci.py:1: squash.outputs.oci → squash.sources.docker  "
-        "(squash.outputs may import only squash's base modules, squash.outputs, "
-        "squash.registry)",
-        "squash/registry/client.py:3: squash.registry.client → squash.sources.docker  "
-        "(squash.registry may import only squash's base modules, squash.registry)",
+        "squash/outputs/oci.py:1: squash.outputs.oci → squash.sources.registry  "
+        "(squash.outputs may import only squash's base modules, squash.distribution, "
+        "squash.outputs)",
     ]

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from squash.distribution.credentials import Credentials
 from squash.errors import RegistryError
 from squash.reference import parse_docker_ref
-from squash.registry.credentials import Credentials
 from tasks.access import Caller, Sessions
 from tasks.errors import Denied
 
