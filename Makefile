@@ -15,8 +15,9 @@ BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time doc
 install: $(STAMP)
 test-install: $(TESTED)
 
-# The merger's core is compiled (Cython) by pip with the machine's own compiler.
-CORE := setup.py $(wildcard squash/*.pyx squash/*.pxd)
+# The merger's core is compiled (Cython) by pip with the machine's own compiler; setup.py
+# builds every .pyx under squash/.
+CORE := setup.py $(shell find squash -name '*.pyx' -o -name '*.pxd')
 
 $(STAMP): pyproject.toml $(CORE)
 	test -x $(PY) || python3 -m venv $(VENV)

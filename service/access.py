@@ -10,8 +10,8 @@ registry's own bearer tokens already allow; a refusal is never remembered.
 import hashlib
 from dataclasses import dataclass
 
+from squash.distribution.credentials import Credentials
 from squash.reference import DockerRef, parse_docker_ref
-from squash.registry.credentials import Credentials
 from tasks.expiring import ExpiringCache
 from tasks.resolver import Resolver
 

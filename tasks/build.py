@@ -11,11 +11,11 @@ import time
 import uuid
 from typing import Protocol
 
+from squash.distribution.options import RegistryOptions
 from squash.export import export_image
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.outputs.docker_archive import DockerArchive
 from squash.reference import Platform
-from squash.registry.options import RegistryOptions
 from squash.sources import open_image
 from storage.base import Artifact, ArtifactStore
 from tasks.board import BuildLocks, Counters, Jobs

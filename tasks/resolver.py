@@ -14,13 +14,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from squash.distribution.client import Registry
+from squash.distribution.credentials import Credentials
+from squash.distribution.options import RegistryOptions
 from squash.errors import RegistryError, SquashError, TransientError
-from squash.image import JSONObject
-from squash.manifest import is_index
+from squash.oci import JSONObject, is_index
 from squash.reference import DockerRef, Platform, parse_docker_ref
-from squash.registry.client import Registry
-from squash.registry.credentials import Credentials
-from squash.registry.options import RegistryOptions
 from squash.sources.walk import top_platforms
 from tasks.errors import Denied, ServiceError, Unavailable
 from tasks.expiring import ExpiringCache

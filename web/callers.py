@@ -6,7 +6,7 @@ import binascii
 from fastapi import Request
 
 from service.access import Caller
-from squash.registry.credentials import Credentials
+from squash.distribution.credentials import Credentials
 from tasks.errors import BadRequest
 
 #: Sent with every 401, so curl, browsers and docker know to send credentials.

@@ -22,8 +22,7 @@ from service.front.artifacts import FrontArtifacts, keep_suffix
 from service.front.auth import FrontAuth
 from service.front.documents import Document
 from service.requests import Outcome, Requests
-from squash.image import JSONObject
-from squash.manifest import is_index
+from squash.oci import JSONObject, is_index
 from storage.base import Artifact, Gone, Location
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany

@@ -16,9 +16,16 @@ from typing import TypeVar
 from service.access import Caller
 from service.front.documents import Document, PullView, accepts, read_view
 from service.requests import Requests
-from squash.destination import Blob, image_index
 from squash.errors import BadReference, SquashError
-from squash.image import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, JSONObject
+from squash.oci import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Blob,
+    JSONObject,
+    image_index,
+)
 from squash.reference import parse_docker_ref
 from storage.base import Artifact, Gone, Location
 from tasks.errors import BadRequest, ServiceError

@@ -11,10 +11,10 @@ for a minute.
 
 from dataclasses import dataclass
 
+from squash.distribution.client import Registry, parse_challenge
+from squash.distribution.options import RegistryOptions
 from squash.errors import RegistryError, TransientError
 from squash.reference import parse_docker_ref
-from squash.registry.client import Registry, parse_challenge
-from squash.registry.options import RegistryOptions
 from tasks.errors import ServiceError, Unavailable
 from tasks.expiring import ExpiringCache
 

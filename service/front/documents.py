@@ -11,10 +11,15 @@ import hashlib
 from dataclasses import dataclass
 
 from squash.archive_index import Span, members
-from squash.destination import Blob, docker_manifest
 from squash.errors import SquashError
-from squash.image import DOCKER_MANIFEST, OCI_MANIFEST, parse_object
-from squash.manifest import parse_manifest
+from squash.oci import (
+    DOCKER_MANIFEST,
+    OCI_MANIFEST,
+    Blob,
+    docker_manifest,
+    parse_manifest,
+    parse_object,
+)
 from storage.base import Artifact, ArtifactStore, Member
 
 

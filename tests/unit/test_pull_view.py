@@ -14,7 +14,7 @@ import pytest
 
 from squash.archive_index import MAX_MEMBERS, members
 from squash.errors import SquashError
-from squash.image import DOCKER_MANIFEST, OCI_MANIFEST
+from squash.oci import DOCKER_MANIFEST, OCI_MANIFEST
 from storage.base import Artifact
 from storage.local import LocalStore
 from tests.integration.helpers import LayerBuilder, digest_of, squashd_export, write_oci_layout

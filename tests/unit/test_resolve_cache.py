@@ -8,9 +8,9 @@ import time
 import pytest
 
 from service.access import Access, Caller
+from squash.distribution.credentials import Credentials
 from squash.errors import RegistryError
 from squash.reference import parse_docker_ref
-from squash.registry.credentials import Credentials
 from tasks.errors import Denied
 from tasks.resolver import Resolver
 

@@ -2,12 +2,12 @@
 
 from dataclasses import dataclass
 
-from squash.registry.credentials import Credentials
+from squash.distribution.credentials import Credentials
 
 DEFAULT_CHUNK = 8 << 20  # bytes per PATCH of a push (registries that want a minimum ask 5 MiB)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RegistryOptions:
     plain_http: bool = False  # http:// even for registries that are not on loopback
     tls_verify: bool | None = None  # None: verify; False also means TLS on loopback

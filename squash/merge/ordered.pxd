@@ -1,11 +1,11 @@
 # The squashed layer's output: members in an order where parents and link targets come
-# first, each header written anew (see output.pyx).
+# first, each header written anew (see ordered.pyx).
 
 from libc.stdint cimport uint32_t
 
-from squash.layerindex cimport LayerIndex, Member, Spool
-from squash.pathtable cimport PathTable
-from squash.tarheader cimport HeaderReader, HeaderWriter
+from squash.merge.layerindex cimport LayerIndex, Member, Spool
+from squash.merge.pathtable cimport PathTable
+from squash.merge.tarheader cimport HeaderReader, HeaderWriter
 
 
 cdef class Item:

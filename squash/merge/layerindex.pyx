@@ -17,8 +17,8 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 from posix.unistd cimport pread, pwrite
 
-from squash.pathtable cimport MAX_NAME, NO_PATH, PLAIN, ROOT, PathTable
-from squash.tarheader cimport BLOCK, Fields, HeaderReader
+from squash.merge.pathtable cimport MAX_NAME, NO_PATH, PLAIN, ROOT, PathTable
+from squash.merge.tarheader cimport BLOCK, Fields, HeaderReader
 
 from squash.errors import InvalidLayer
 
@@ -96,7 +96,7 @@ cdef class LayerIndex:
     file with the stream starting at `offset`. `holes`: leave out data the layers above
     hide."""
 
-    def __cinit__(self, PathTable paths, str where, object file=None, long long offset=0,
+    def __cinit__(self, PathTable paths, str where, object file=None, long long offset=0, *,
                   bint spool_out=False, bint holes=False):
         self.paths = paths
         self.where = where

@@ -1,6 +1,9 @@
 """The `docker://HOST/NAME[:TAG|@DIGEST]` source: an image in a registry, streamed."""
 
-from squash.image import Image, JSONObject, StoredLayer
+from squash.distribution.client import Registry
+from squash.distribution.options import RegistryOptions
+from squash.image import Image, StoredLayer
+from squash.oci import JSONObject
 from squash.reference import (
     DEFAULT_PLATFORM,
     Platform,
@@ -9,8 +12,6 @@ from squash.reference import (
     parse_docker_ref,
     source_tag,
 )
-from squash.registry.client import Registry
-from squash.registry.options import RegistryOptions
 from squash.sources.descriptors import MAX_DOCUMENT, check_digest
 from squash.sources.walk import descriptor_size, resolve, top_platforms
 from squash.streams import Stream, read_exactly, read_to_end

@@ -21,9 +21,9 @@ puts something in, the content of a file its hard links point to.
 from libc.stdint cimport uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
 
-from squash.layerindex cimport SKIPPED, LayerIndex, Member, kind_of, link_of
-from squash.output cimport Output
-from squash.pathtable cimport (
+from squash.merge.layerindex cimport SKIPPED, LayerIndex, Member, kind_of, link_of
+from squash.merge.ordered cimport Output
+from squash.merge.pathtable cimport (
     BELOW, EMITTED, GONE, HIDES_BELOW, IMPLICIT, IMPLIED, IN_LAYER, ISDIR, MARKED, META,
     NO_PATH, NONDIR, NONDIR_OUT, OPAQUE, OPAQUE_MARK, PLAIN, ROOT, WHITEOUT, PathTable,
 )
@@ -53,10 +53,10 @@ cdef class Layers:
         self.paths.freeze_upper()
         self.keeping = True
 
-    def index(self, str where, object file=None, long long offset=0, bint spool_out=False,
+    def index(self, str where, object file=None, long long offset=0, *, bint spool_out=False,
               bint holes=False):
         """A new index of a layer, interning into this merge's paths (see LayerIndex)."""
-        return LayerIndex(self.paths, where, file, offset, spool_out, holes)
+        return LayerIndex(self.paths, where, file, offset, spool_out=spool_out, holes=holes)
 
     def plan(self, LayerIndex index):
         """The layer applied in order; `run` it to write what survives."""

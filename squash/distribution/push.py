@@ -11,9 +11,9 @@ import contextlib
 
 import httpx
 
+from squash.distribution.client import Registry
+from squash.distribution.options import DEFAULT_CHUNK
 from squash.errors import RegistryError, TransientError
-from squash.registry.client import Registry
-from squash.registry.options import DEFAULT_CHUNK
 from squash.streams import Chunk
 
 

@@ -13,9 +13,9 @@ from libc.stdint cimport uint32_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
-from squash.layerindex cimport REREAD, SPARSE, LayerIndex, Member, Spool
-from squash.pathtable cimport EMITTED, MAX_NAME, NO_PATH, ROOT, PathTable
-from squash.tarheader cimport BLOCK, Fields, HeaderReader, HeaderWriter
+from squash.merge.layerindex cimport REREAD, SPARSE, LayerIndex, Member, Spool
+from squash.merge.pathtable cimport EMITTED, MAX_NAME, NO_PATH, ROOT, PathTable
+from squash.merge.tarheader cimport BLOCK, Fields, HeaderReader, HeaderWriter
 
 from squash.errors import InvalidLayer
 

@@ -2,8 +2,8 @@
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
-from squash.pathtable cimport NO_PATH, PathTable
-from squash.tarheader cimport Fields, HeaderReader
+from squash.merge.pathtable cimport NO_PATH, PathTable
+from squash.merge.tarheader cimport Fields, HeaderReader
 
 
 # flags of a member; its kind (PLAIN, WHITEOUT, OPAQUE_MARK, META) sits above them

@@ -15,11 +15,12 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from squash.distribution.credentials import lookup
+from squash.distribution.heads import HeadPool
+from squash.distribution.options import RegistryOptions
+from squash.distribution.reach import Reach
 from squash.errors import RegistryError, TransientError
-from squash.registry.credentials import lookup
-from squash.registry.heads import HeadPool
-from squash.registry.options import RegistryOptions
-from squash.registry.reach import Reach
+from squash.oci import DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_MANIFEST
 from squash.verify import verify_bytes
 
 if TYPE_CHECKING:
@@ -27,12 +28,12 @@ if TYPE_CHECKING:
 
 ACCEPT = ", ".join(
     (
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
+        OCI_INDEX,
+        OCI_MANIFEST,
+        DOCKER_LIST,
+        DOCKER_MANIFEST,
         # asked for so that an old image gets a clear "schema 1" error, not a 404
-        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        DOCKER_SCHEMA1_SIGNED,
     )
 )
 MAX_MANIFEST = 4 << 20
@@ -381,7 +382,7 @@ class Registry:
 
     def _quick_head(self, repository: str, reference: str) -> tuple[str, str] | None:
         """The manifest HEAD on a kept connection with the credentials already at hand
-        (squash/registry/heads.py): the request every access check makes. Anything but a
+        (squash/distribution/heads.py): the request every access check makes. Anything but a
         plain 200 with its digest (a 401 to authenticate, a redirect, an error, a lost
         connection) is None: the full path asks again and reports it."""
         headers = [("Accept", ACCEPT), ("User-Agent", "squashd")]

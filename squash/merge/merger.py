@@ -1,11 +1,11 @@
 """The streaming layer merger: many layer tars in, one squashed layer tar out.
 
 Layers are read from the top (newest) down. Each layer is decompressed once into a
-spool file while its members are indexed (`squash.layerindex`); then it is decided
-against the layers above it (`squash.layerpass`) and what survives is written out
-(`squash.output`), every header anew from the fields read (`squash.tarheader`). While
+spool file while its members are indexed (`squash.merge.layerindex`); then it is decided
+against the layers above it (`squash.merge.layerpass`) and what survives is written out
+(`squash.merge.ordered`), every header anew from the fields read (`squash.merge.tarheader`). While
 one layer is decided, the next one is decompressed on a second thread. Memory holds
-path bookkeeping only (`squash.pathtable`); file contents stay in the spool.
+path bookkeeping only (`squash.merge.pathtable`); file contents stay in the spool.
 
 The rules are those of docs/merge-rules.md; comments name them by number. The per-member
 work is compiled (Cython); this module runs the layers through it.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from squash.errors import InvalidLayer
-from squash.layerindex import LayerIndex, Spool
-from squash.layerpass import Layers
 from squash.limits import DEFAULT_LIMITS, LimitExceeded, Limits
+from squash.merge.layerindex import LayerIndex, Spool
+from squash.merge.layerpass import Layers
 from squash.streams import Stream
 
 CHUNK = 1 << 20
@@ -85,14 +85,14 @@ class Merger:
         with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="layer-reader") as reader:
             try:
                 for layer in order[:READ_AHEAD]:
-                    upcoming.append(reader.submit(self._index, layer, stop, True))
+                    upcoming.append(reader.submit(self._index, layer, stop, holes=True))
                 self._root_first(layers)
                 for n, layer in enumerate(order):
                     index, spool = upcoming.popleft().result()
                     self._spools.append(spool)
                     if n + READ_AHEAD < len(order):
                         upcoming.append(
-                            reader.submit(self._index, order[n + READ_AHEAD], stop, True)
+                            reader.submit(self._index, order[n + READ_AHEAD], stop, holes=True)
                         )
                     if n == len(order) - keep:
                         self._layers.keep_below()
@@ -101,7 +101,7 @@ class Merger:
                         plan.discard()
                         self._spools.remove(spool)
                         spool.close()
-                        index, spool = self._index(layer, stop, False)
+                        index, spool = self._index(layer, stop, holes=False)
                         self._spools.append(spool)
                         plan = self._layers.plan(index)
                     plan.run()
@@ -141,7 +141,7 @@ class Merger:
                 return
 
     def _index(
-        self, layer: TarSource, stop: threading.Event, holes: bool
+        self, layer: TarSource, stop: threading.Event, *, holes: bool
     ) -> tuple[LayerIndex, Spool]:
         """Decompress a layer into a new spool file, indexing its members on the way
         (an uncompressed local layer is its own spool). With `holes`, data of large files
@@ -153,7 +153,7 @@ class Merger:
             index = self._layers.index(layer.label, file, in_place[1])
         else:
             file = tempfile.TemporaryFile(dir=self._tmpdir)  # noqa: SIM115 - as above
-            index = self._layers.index(layer.label, file, 0, True, holes)
+            index = self._layers.index(layer.label, file, 0, spool_out=True, holes=holes)
         try:
             if in_place is None:
                 self._check_space(layer.label)

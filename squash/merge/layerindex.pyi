@@ -2,7 +2,7 @@
 
 from typing import Any, BinaryIO
 
-from squash.pathtable import PathTable
+from squash.merge.pathtable import PathTable
 
 class Spool:
     file: BinaryIO
@@ -24,6 +24,7 @@ class LayerIndex:
         where: str,
         file: BinaryIO | None = None,
         offset: int = 0,
+        *,
         spool_out: bool = False,
         holes: bool = False,
     ) -> None: ...

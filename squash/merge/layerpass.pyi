@@ -3,9 +3,9 @@
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from squash.layerindex import LayerIndex
-from squash.output import Output
-from squash.pathtable import PathTable
+from squash.merge.layerindex import LayerIndex
+from squash.merge.ordered import Output
+from squash.merge.pathtable import PathTable
 
 class Layers:
     paths: PathTable
@@ -21,6 +21,7 @@ class Layers:
         where: str,
         file: BinaryIO | None = None,
         offset: int = 0,
+        *,
         spool_out: bool = False,
         holes: bool = False,
     ) -> LayerIndex: ...
