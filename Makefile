@@ -15,8 +15,9 @@ BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time doc
 install: $(STAMP)
 test-install: $(TESTED)
 
-# The merger's core is compiled (Cython) by pip with the machine's own compiler.
-CORE := setup.py $(wildcard squash/*.pyx squash/*.pxd)
+# The merger's core is compiled (Cython) by pip with the machine's own compiler; setup.py
+# builds every .pyx under squash/.
+CORE := setup.py $(shell find squash -name '*.pyx' -o -name '*.pxd')
 
 $(STAMP): pyproject.toml $(CORE)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -48,7 +49,7 @@ lint: test-install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# mypy: strict for squash/ and storage/, default elsewhere (pyproject.toml says which).
+# mypy: strict for squash/, storage/ and service/, default elsewhere (pyproject.toml says which).
 typecheck: test-install
 	$(VENV)/bin/mypy
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 RATE = 250  # samples a second
 # our own packages, for the inclusive view (the frames a request goes through)
-# (py-spy names a file by its path below sys.path: `squash/registry/heads.py`)
+# (py-spy names a file by its path below sys.path: `squash/distribution/heads.py`)
 OURS = re.compile(r"\((web|tasks|storage|squash)/[^()]+\.py:\d+\)$")
 
 

@@ -65,11 +65,11 @@ from squash_bench import (
     squash_cmd,
 )
 
+from service.requests import RECENT_SECONDS
 from storage.base import sha256_of
 from storage.s3 import S3Store
 from tasks.board import Lifetimes
 from tasks.board.redis_board import RedisBoard
-from tasks.service import RECENT_SECONDS
 from tasks.settings import Settings
 from testbed.process import StartFailed
 from testbed.registry import Registry

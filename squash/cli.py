@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, NoReturn
 
 from squash.codec import COMPRESSIONS
 from squash.destination import Destination
+from squash.distribution.credentials import Credentials
+from squash.distribution.options import DEFAULT_CHUNK, RegistryOptions
 from squash.errors import SquashError
 from squash.export import ExportResult, Options, export_image, export_index
-from squash.image import Image, JSONObject
+from squash.image import Image
 from squash.image_config import shared_layers
 from squash.limits import Limits, parse_size
+from squash.oci import JSONObject
 from squash.outputs import open_destination
 from squash.reference import DestinationRef, Platform, SourceRef, parse_destination, parse_source
-from squash.registry.credentials import Credentials
-from squash.registry.options import DEFAULT_CHUNK, RegistryOptions
 from squash.sources import list_platforms, open_image
 
 if TYPE_CHECKING:

@@ -9,28 +9,23 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from squash.codec import compression_of
-from squash.destination import (
-    LAYER_MEDIA_TYPES,
-    Blob,
-    Committed,
-    Destination,
-    image_index,
-    image_manifest,
-)
+from squash.destination import Committed, Destination
 from squash.errors import BadReference, SquashError
-from squash.image import (
-    OCI_CONFIG,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    Image,
-    JSONObject,
-    Progress,
-    StoredLayer,
-)
+from squash.image import Image, Progress, StoredLayer
 from squash.image_config import diff_ids, squashed_config
 from squash.layer_writer import LayerWriter
 from squash.limits import DEFAULT_LIMITS, Limits
-from squash.merge import Merger, MergeStats
+from squash.merge.merger import Merger, MergeStats
+from squash.oci import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    Blob,
+    JSONObject,
+    image_index,
+    image_manifest,
+)
 from squash.reference import check_repo_tag, full_name, squash_tag
 from squash.streams import Stream, read_up_to
 
@@ -104,7 +99,7 @@ def _kept_blob(layer: StoredLayer) -> Blob:
         digest = digest or "sha256:" + hasher.hexdigest()
     if not digest.startswith("sha256:"):
         raise SquashError(f"{layer.label}: a kept layer needs a sha256 digest, not {digest}")
-    return Blob(digest, size, LAYER_MEDIA_TYPES[compression])
+    return Blob(digest, size, OCI_LAYER[compression])
 
 
 @dataclass

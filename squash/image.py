@@ -5,50 +5,21 @@ stored bytes (compressed or not) and, through `open_tar`, as its verified tar. S
 never decompress or merge; the writer never knows where the bytes came from.
 """
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from squash.codec import compression_of, decompress_prefix, open_decompressed
-from squash.errors import InvalidLayer, SquashError
+from squash.errors import InvalidLayer
+from squash.oci import JSONObject
 from squash.streams import Stream, read_up_to
 from squash.verify import VerifyingReader
-
-# Media types we read (Docker and OCI names).
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-SCHEMA1 = (
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-)
-MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
-REF_NAME = "org.opencontainers.image.ref.name"  # an OCI index entry's tag annotation
-OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}  # an OCI image layout's `oci-layout` file
-INDEXES = (OCI_INDEX, DOCKER_LIST)
-LAYER_TYPES = {
-    "application/vnd.oci.image.layer.v1.tar": "none",
-    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
-    "application/vnd.docker.image.rootfs.diff.tar": "none",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar": "none",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
-}
 
 Progress = Callable[[int], object]  # told of bytes read; what it returns is ignored
 PEEK_BYTES = 256 << 10  # stored bytes read when only a layer's start is wanted
 PEEK_TAR = 64 << 10  # and at most this much of the tar they hold is made of them
-
-JSONObject = dict[str, Any]
 
 
 class StoredLayer(ABC):
@@ -147,22 +118,3 @@ class Image:
     @property
     def total_size(self) -> int:
         return sum(layer.size or 0 for layer in self.layers)
-
-
-def parse_json(data: bytes, what: str) -> JSONObject | list[Any]:
-    """Decode a JSON document (an object or a list), naming it in the error."""
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SquashError(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict | list):
-        raise SquashError(f"{what} is not a JSON object")
-    return value
-
-
-def parse_object(data: bytes, what: str) -> JSONObject:
-    """Decode a JSON object, naming it in the error."""
-    value = parse_json(data, what)
-    if not isinstance(value, dict):
-        raise SquashError(f"{what} is not a JSON object")
-    return value

@@ -3,8 +3,8 @@ and the squashed one, the kept layers' history and one entry for the squashed pa
 
 from typing import Any
 
-from squash.destination import dumps
 from squash.errors import SquashError
+from squash.oci import dumps
 
 # Top-level config fields that describe how the image runs (its `config` object holds
 # Env, Entrypoint, Cmd, WorkingDir, User, Labels, ExposedPorts, Volumes, StopSignal,

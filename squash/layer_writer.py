@@ -7,7 +7,7 @@ import threading
 from typing import Protocol
 
 from squash.codec import Compressor
-from squash.destination import LAYER_MEDIA_TYPES, Blob
+from squash.oci import OCI_LAYER, Blob
 from squash.streams import Chunk
 
 _BATCH = 1 << 20
@@ -35,7 +35,7 @@ class LayerWriter:
         self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(_QUEUE_DEPTH)
         self._error: BaseException | None = None
         self.size = 0
-        self.media_type = LAYER_MEDIA_TYPES[compression]
+        self.media_type = OCI_LAYER[compression]
         self._compressor = Compressor(compression, self._emit)  # may emit a header at once
         self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
         self._thread.start()

@@ -1,6 +1,6 @@
 """One build: pull the image by digest, squash it into the store, report on the board.
 
-Plain Python, called by the Celery task (tasks.build_task); holding the build lock is
+Plain Python, called by the Celery task (tasks.export_task); holding the build lock is
 what makes it the only build of its artifact.
 """
 
@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Collection
 from typing import Protocol
 
+from squash.distribution.options import RegistryOptions
 from squash.export import export_image
 from squash.limits import DEFAULT_LIMITS, Limits
 from squash.outputs.docker_archive import DockerArchive
 from squash.reference import Platform
-from squash.registry.options import RegistryOptions
 from squash.sources import open_image
 from storage.base import Artifact, ArtifactStore
 from tasks.board import BuildLocks, Counters, Jobs

@@ -6,5 +6,5 @@ from celery import Celery
 #: The task every build runs, by name: the dispatcher sends it without importing it.
 BUILD_TASK = "squashd.export"
 
-app = Celery("squashd", include=["tasks.build_task", "tasks.scheduled"])
+app = Celery("squashd", include=["tasks.export_task", "tasks.scheduled"])
 app.config_from_object("celeryconfig")

@@ -7,12 +7,13 @@ import threading
 import time
 
 from tasks import logs
-from tasks.access import SERVICE
+from tasks.asked import ask
 from tasks.celery_app import app
+from tasks.enqueue import enqueue, resend_if_dead
 from tasks.janitor import Policy, sweep
-from tasks.pulls import Pulls
+from tasks.parts import process_parts
 from tasks.queues import SCHEDULED_QUEUE
-from tasks.service import service
+from tasks.resolver import SERVICE_ITSELF
 
 log = logging.getLogger("squashd.scheduled")
 
@@ -24,22 +25,25 @@ def presquash() -> dict[str, int]:
     platform, and every other one of a multi-platform tag (what a registry pull of it
     needs). A tag the registry refuses or does not answer for is skipped; the others go
     on."""
-    runtime = service()
-    pulls = Pulls(runtime)
+    parts = process_parts()
+    board, resolver = parts.board, parts.resolver
     now = time.time()
-    runtime.board.trim_popular(now)
+    board.trim_popular(now)
     summary = {"tags": 0, "ready": 0, "building": 0, "enqueued": 0, "errors": 0}
-    for tag, _count in runtime.board.popular(runtime.settings.presquash_top, now):
+    for tag, _count in board.popular(parts.settings.presquash_top, now):
         summary["tags"] += 1
         with logs.context(image=tag):
             try:
-                spec, kind = runtime.resolved(tag, SERVICE)
-                runtime.board.remember_tag(tag, spec.key)
-                others = [e for _, e in pulls.platforms(spec, kind, SERVICE) if e != spec]
+                asked = ask(tag, parts.settings)
+                digest, kind = resolver.resolve(asked.ref, SERVICE_ITSELF)
+                spec = asked.spec(digest)
+                board.remember_tag(tag, spec.key)
+                platforms = resolver.exports_per_platform(spec, kind, SERVICE_ITSELF)
+                others = [each for _, each in platforms if each != spec]
                 for each in [spec, *others]:
-                    if runtime.lookup(each.key) is not None:
+                    if parts.find_artifact(each.key) is not None:
                         summary["ready"] += 1
-                    elif runtime.enqueue(each, SCHEDULED_QUEUE, ready_missing=True):
+                    elif enqueue(parts, each, SCHEDULED_QUEUE, ready_missing=True):
                         summary["enqueued"] += 1
                         log.info("pre-squash of %s (%s) queued", each.image, each.platform)
                     else:
@@ -56,11 +60,11 @@ def sweep_builds() -> dict[str, int]:
     """Send again the builds whose lease ran out (a worker died) or whose message was lost,
     even when nobody is asking about them: recovery does not wait for the broker's
     visibility timeout."""
-    runtime = service()
+    parts = process_parts()
     summary = {"active": 0, "resent": 0}
-    for job in runtime.board.active():
+    for job in parts.board.active():
         summary["active"] += 1
-        after = runtime.revive(job)
+        after = resend_if_dead(parts, job)
         if after is not None and after.task_id != job.task_id:
             summary["resent"] += 1
     if summary["resent"]:
@@ -71,15 +75,15 @@ def sweep_builds() -> dict[str, int]:
 @app.task(name="squashd.janitor")
 def janitor() -> dict[str, object]:
     """Evict cold artifacts and abort abandoned uploads (see tasks.janitor)."""
-    runtime = service()
-    settings = runtime.settings
+    parts = process_parts()
+    settings = parts.settings
     policy = Policy(
         ttl=settings.artifact_ttl,
         budget=settings.storage_budget,
         in_use_for=settings.url_lifetime,
         stale_upload=settings.max_build_seconds,
     )
-    summary = sweep(runtime.store, runtime.board, policy, time.time()).summary()
+    summary = sweep(parts.store, parts.board, policy, time.time()).summary()
     log.info("janitor: %s", summary)
     return summary
 

@@ -4,6 +4,7 @@ With none of them set, everything runs on one machine: artifacts in a local dire
 builds in threads of the web process, locks in memory (the embedded default).
 """
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ def _number(env: dict[str, str], name: str, default: float, minimum: float = 0) 
     return value
 
 
-def _flag(env: dict[str, str], name: str, default: bool = False) -> bool:
+def _flag(env: dict[str, str], name: str, *, default: bool = False) -> bool:
     """`1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`; empty: the default."""
     text = env.get(name, "").strip().lower()
     if not text:
@@ -143,6 +144,11 @@ class Settings:
         """How many web processes serve: SQUASHD_WEB_WORKERS, but one in the embedded
         default, whose board, builds and beat live in its one process."""
         return 1 if self.embedded else self.web_workers
+
+    @functools.cached_property
+    def default_platform(self) -> str:
+        """SQUASHD_PLATFORM as an export spec spells it (parsed once, not per request)."""
+        return str(Platform.parse(self.platform))
 
     def allows(self, registry: str) -> bool:
         return not self.allowed_registries or registry in self.allowed_registries

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypedDict, Unpack
 
-from squash.merge import Merger
+from squash.merge.merger import Merger
 
 
 class Metadata(TypedDict, total=False):

@@ -27,7 +27,7 @@ def main() -> int:
     host = os.environ.get("SQUASHD_HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
     logs.use_json()
-    from tasks.service import service
+    from service.runtime import service
 
     runtime = service()
     mode = "embedded: builds in this process" if settings.embedded else "builds on Celery workers"
@@ -39,7 +39,7 @@ def main() -> int:
         mode,
         workers,
         "es" if workers > 1 else "",
-        runtime.store.describe(),
+        runtime.overview.store_description(),
         settings.registry,
     )
     with shared_metrics(workers):

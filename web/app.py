@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service.front.passthrough import BrokenPassThrough, PassThrough
+from service.front.upstreams import Upstreams
+from service.runtime import Service, service
 from tasks.errors import ServiceError, TooMany
-from tasks.passthrough import BrokenPassThrough, PassThrough
-from tasks.pulls import Pulls
-from tasks.service import Service, service
-from tasks.upstreams import Upstreams
 from web import c1, exports, health, v2
 from web.callers import CHALLENGE
 from web.metrics import CountRequests, Metrics
@@ -52,10 +51,12 @@ def create_app(runtime: Service | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = runtime
-    app.state.metrics = metrics = Metrics(runtime)
-    app.state.pulls = Pulls(runtime)
+    app.state.requests = runtime.requests
+    app.state.front = runtime.front
+    app.state.overview = runtime.overview
+    app.state.metrics = metrics = Metrics(runtime.overview)
     app.state.upstreams = upstreams = Upstreams(runtime.settings)
-    app.state.passthrough = PassThrough(runtime.sessions)
+    app.state.passthrough = PassThrough(runtime.requests.access)
     app.include_router(c1.router)
     app.include_router(exports.router)
     app.include_router(health.router)

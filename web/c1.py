@@ -4,10 +4,10 @@ upstream registry SQUASHD_REGISTRY: `curl -fL URL | docker load` just works."""
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from service.requests import Outcome, Requests
 from storage.base import Gone
 from tasks.board import FAILED
 from tasks.errors import NotFound
-from tasks.service import Outcome, Service
 from tasks.spec import ExportSpec
 from web.callers import caller_of
 from web.responses import deliver, failed, pending
@@ -36,32 +36,35 @@ async def squash(
 ) -> Response:
     """The squashed archive: redirect to it (S3) or serve it (local directory). A build
     is started (or joined) and waited for; HEAD never starts one."""
-    service: Service = request.app.state.service
-    image = _image(service.settings.registry, path)
+    requests: Requests = request.app.state.requests
+    image = _image(requests.settings.registry, path)
 
     def look() -> tuple[ExportSpec, Outcome]:  # the registry or the board must be asked
-        spec, _ = service.resolved(
+        spec, _ = requests.resolve_export(
             image, caller, platform=platform, compression=compression, keep_base=keep_base
         )
-        return spec, service.request(spec, request.method != "HEAD", request.method, caller)
+        outcome = requests.find_or_start(
+            spec, start=request.method != "HEAD", hand_out_for=request.method, caller=caller
+        )
+        return spec, outcome
 
     caller = caller_of(request)
     try:
         # from this process's memory when it can (no thread, no registry, no board)
-        found = service.quick(
-            image, caller, request.method, platform=platform, compression=compression,
-            keep_base=keep_base,
+        found = requests.answer_from_memory(
+            image, caller, hand_out_for=request.method, platform=platform,
+            compression=compression, keep_base=keep_base,
         )  # fmt: skip
         spec, outcome = found if found is not None else await run_in_threadpool(look)
     except Gone:  # a local file removed by hand: forgotten, so built again
         spec, outcome = await run_in_threadpool(look)
-    request.app.state.metrics.cache(outcome.artifact is not None)
+    request.app.state.metrics.cache(hit=outcome.artifact is not None)
     if outcome.artifact is None and request.method != "HEAD":
-        limit = service.settings.wait_seconds
+        limit = requests.settings.wait_seconds
         seconds = limit if wait is None else min(wait, limit)
-        outcome = await wait_for(request, service, spec, outcome, seconds)
+        outcome = await wait_for(request, requests, spec, outcome, seconds)
     if outcome.artifact is not None and outcome.location is not None:
-        return deliver(request, outcome.artifact, outcome.location, outcome.hit)
+        return deliver(request, outcome.artifact, outcome.location, hit=outcome.hit)
     job = outcome.job
     if job is None:  # HEAD, and nothing built or building
         return Response(status_code=404, headers={"X-Squashd-State": "absent"})

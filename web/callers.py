@@ -5,8 +5,8 @@ import binascii
 
 from fastapi import Request
 
-from squash.registry.credentials import Credentials
-from tasks.access import Caller
+from service.access import Caller
+from squash.distribution.credentials import Credentials
 from tasks.errors import BadRequest
 
 #: Sent with every 401, so curl, browsers and docker know to send credentials.

@@ -1,5 +1,6 @@
 """The export API: `POST /v1/exports`, `GET /v1/exports/{id}`, `GET /v1/exports/{id}/download`."""
 
+import functools
 from typing import Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -7,11 +8,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from service.access import Caller
+from service.requests import Requests
 from storage.base import Artifact
-from tasks.access import Caller
 from tasks.board import FAILED, Job
 from tasks.errors import Denied, NotFound
-from tasks.service import Service
 from web.callers import caller_of
 from web.responses import deliver, document, failed, links, pending
 from web.waiting import wait_for
@@ -35,10 +36,10 @@ async def create(
     wait: float = Query(0, ge=0, description="seconds to wait for the build"),
 ) -> Response:
     """Start (or join) an export: 202 with its id and links, 200 when already built."""
-    service: Service = request.app.state.service
+    requests: Requests = request.app.state.requests
     caller = caller_of(request)
     spec, _ = await run_in_threadpool(
-        service.resolved,
+        requests.resolve_export,
         body.image,
         caller,
         platform=body.platform,
@@ -46,11 +47,13 @@ async def create(
         compression=body.layer_compression,
         keep_base=body.keep_base,
     )
-    outcome = await run_in_threadpool(service.request, spec, True, None, caller)
-    request.app.state.metrics.cache(outcome.artifact is not None)
+    outcome = await run_in_threadpool(
+        functools.partial(requests.find_or_start, spec, caller=caller)
+    )
+    request.app.state.metrics.cache(hit=outcome.artifact is not None)
     if outcome.artifact is None and wait:
-        seconds = min(wait, service.settings.wait_seconds)
-        outcome = await wait_for(request, service, spec, outcome, seconds)
+        seconds = min(wait, requests.settings.wait_seconds)
+        outcome = await wait_for(request, requests, spec, outcome, seconds)
     if outcome.job is not None and outcome.job.state == FAILED and outcome.artifact is None:
         return failed(request, outcome.job)
     status = 200 if outcome.artifact is not None else 202
@@ -70,11 +73,11 @@ def unknown(key: str) -> NotFound:
 async def _find(request: Request, key: str) -> tuple[Job | None, Artifact | None]:
     """The export `key` if the caller may read its image; a build of it that died is
     sent again."""
-    service: Service = request.app.state.service
+    requests: Requests = request.app.state.requests
     caller: Caller = caller_of(request)
 
     def find() -> tuple[Job | None, Artifact | None]:  # one trip to a thread
-        job, artifact = service.job(key), service.lookup(key)
+        job, artifact = requests.find_job(key), requests.find_artifact(key)
         if job is not None and job.spec is not None:
             name, digest = job.spec.name, job.spec.digest
         elif artifact is not None and artifact.image:
@@ -82,11 +85,11 @@ async def _find(request: Request, key: str) -> tuple[Job | None, Artifact | None
         else:
             raise unknown(key)
         try:
-            service.check(name, digest, caller)
+            requests.check_access(name, digest, caller)
         except Denied:
             raise unknown(key) from None
         if artifact is None:
-            job = service.revive(job)
+            job = requests.resend_if_dead(job)
         return job, artifact
 
     return await run_in_threadpool(find)
@@ -102,12 +105,12 @@ async def status(request: Request, key: str = ExportId) -> JSONResponse:
 @router.api_route("/{key}/download", methods=["GET", "HEAD"])
 async def download(request: Request, key: str = ExportId) -> Response:
     """The archive once built (a redirect or the file); 202 while it builds."""
-    service: Service = request.app.state.service
+    requests: Requests = request.app.state.requests
     job, artifact = await _find(request, key)
     if artifact is not None:
         filename = job.spec.filename if job and job.spec else f"{key}.tar"
-        location = await run_in_threadpool(service.hand_out, artifact, request.method, filename)
-        return deliver(request, artifact, location, True)
+        location = await run_in_threadpool(requests.hand_out, artifact, request.method, filename)
+        return deliver(request, artifact, location, hit=True)
     assert job is not None
     if job.state == FAILED:
         return failed(request, job)

@@ -17,10 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.front.pull_counts import pulls_by_upstream
+from service.overview import Overview
 from tasks.board import BUILDING, QUEUED
 from tasks.board.jobs import BUILD_SECONDS_BUCKETS
-from tasks.service import Service
-from web.pull_counts import pulls_by_upstream
 
 log = logging.getLogger("squashd.metrics")
 
@@ -55,7 +55,7 @@ class Metrics:
     (PROMETHEUS_MULTIPROC_DIR set by `python -m web`), each process's counters live in
     files of that directory and every scrape sums them all."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, overview: Overview) -> None:
         self.registry = CollectorRegistry()
         shared = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         own = None if shared else self.registry  # shared: the files are collected instead
@@ -73,9 +73,9 @@ class Metrics:
         )
         if shared:
             MultiProcessCollector(self.registry)
-        self.registry.register(_Deployment(service))
+        self.registry.register(_Deployment(overview))
 
-    def cache(self, hit: bool) -> None:
+    def cache(self, *, hit: bool) -> None:
         self.lookups.labels("hit" if hit else "miss").inc()
 
     async def endpoint(self, request: Request) -> Response:
@@ -121,15 +121,15 @@ def _route(scope: Scope) -> str:
 class _Deployment:
     """A collector of the deployment's state, read at each scrape."""
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, overview: Overview) -> None:
+        self._overview = overview
 
     def collect(self):
-        service = self._service
+        overview = self._overview
         up = GaugeMetricFamily("squashd_board_up", "Whether the board (Redis) answered")
         try:
-            values = service.counters()
-            active = service.active_jobs()
+            values = overview.counters()
+            active = overview.active_jobs()
         except Exception as exc:
             log.warning("metrics: board unavailable: %s", exc)
             up.add_metric([], 0)
@@ -170,7 +170,7 @@ class _Deployment:
         yield size
         depth = GaugeMetricFamily("squashd_queue_depth", "Builds waiting", labels=["queue"])
         try:
-            for queue, count in service.queue_depths().items():
+            for queue, count in overview.queue_depths().items():
                 depth.add_metric([queue], count)
         except Exception as exc:
             log.warning("metrics: broker unavailable: %s", exc)

@@ -42,7 +42,7 @@ def document(key: str, job: Job | None, artifact: Artifact | None) -> dict:
     return out
 
 
-def deliver(request: Request, artifact: Artifact, location: Location, hit: bool) -> Response:
+def deliver(request: Request, artifact: Artifact, location: Location, *, hit: bool) -> Response:
     """The artifact: a redirect to a presigned URL (S3), or the file itself with an exact
     Content-Length, a content ETag and Range support (a local directory)."""
     etag = f'"{artifact.sha256}"'

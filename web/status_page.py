@@ -10,9 +10,9 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from tasks.board import BUILDING, READY, Job
-from tasks.service import Service
-from web.pull_counts import ORIGINAL, SQUASHED, pulls_by_upstream
+from service.front.pull_counts import ORIGINAL, SQUASHED, pulls_by_upstream
+from service.overview import Overview
+from tasks.board import BUILDING, Job
 
 REFRESH = 2  # seconds
 _templates = Environment(loader=PackageLoader("web"), autoescape=select_autoescape())
@@ -54,13 +54,13 @@ def _job_row(job: Job, now: float, lease: float) -> dict:
     }
 
 
-def _page(service: Service) -> str:
+def _page(overview: Overview) -> str:
     now = time.time()
-    settings = service.settings
+    settings = overview.settings
     context: dict = {
         "refresh": REFRESH,
         "upstream": settings.registry,
-        "store": service.describe_store(),
+        "store": overview.store_description(),
         "mode": "embedded (builds in-process)" if settings.embedded else "Celery workers",
         "now": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
         "active": [],
@@ -73,7 +73,7 @@ def _page(service: Service) -> str:
         "board_error": None,
     }
     try:
-        metrics = service.counters()
+        metrics = overview.counters()
         context["artifacts"] = int(metrics.get("artifacts", 0))
         context["artifact_bytes"] = _size(metrics.get("artifact_bytes", 0))
         context["pulls"] = int(metrics.get("registry_pulls", 0))
@@ -82,30 +82,21 @@ def _page(service: Service) -> str:
              "squashed": int(served[SQUASHED])}
             for upstream, served in pulls_by_upstream(metrics).items()
         ]  # fmt: skip
-        active = service.active_jobs(revive=True)  # a look sends dead builds again
+        active = overview.active_jobs(resend_dead=True)  # a look sends dead builds again
         context["active"] = [_job_row(job, now, settings.lease_seconds) for job in active]
         context["failures"] = [
-            {**failure, "ago": _ago(failure["time"], now)} for failure in service.failures()[:20]
+            {**failure, "ago": _ago(failure["time"], now)}
+            for failure in overview.recent_failures()[:20]
         ]
         context["popular"] = [
-            {"name": tag, "count": f"{count:.1f}", "state": _tag_state(service, key)}
-            for tag, count, key in service.popular_tags(now)
+            {"name": tag, "count": f"{count:.1f}", "state": overview.artifact_state(key)}
+            for tag, count, key in overview.popular_tags(now)
         ]
-    except service.state_errors as exc:
+    except overview.board_errors as exc:
         context["board_error"] = str(exc)
     return _templates.get_template("status.html").render(context)
 
 
-def _tag_state(service: Service, key: str | None) -> str:
-    """ready, building, queued, failed, or absent (not built, or never resolved)."""
-    if key is None:
-        return "absent"
-    job = service.job(key)
-    if job is not None and job.state != READY:
-        return job.state
-    return READY if service.lookup(key) is not None else "absent"
-
-
 async def status_page(request: Request) -> HTMLResponse:
-    service: Service = request.app.state.service
-    return HTMLResponse(await run_in_threadpool(_page, service))
+    overview: Overview = request.app.state.overview
+    return HTMLResponse(await run_in_threadpool(_page, overview))

@@ -1,17 +1,16 @@
 """squashd as a read-only registry (distribution API v2) in front of SQUASHD_REGISTRY,
 and the mirror of the registries `?ns=` and SQUASHD_MIRROR_PREFIXES name
-(tasks/upstreams.py): `docker pull SQUASHD_HOST/NS/REPO:TAG` gets the squashed image of
-the upstream's NS/REPO:TAG, built once with the service's defaults (`TAG--keep-N` keeps
-the bottom N layers as they are).
+(service/front/upstreams.py): `docker pull SQUASHD_HOST/NS/REPO:TAG` gets the squashed
+image of the upstream's NS/REPO:TAG, built once with the service's defaults
+(`TAG--keep-N` keeps the bottom N layers as they are).
 
 A manifest GET of a tag resolves it at the upstream with the caller's credentials,
 starts or joins its build and waits up to SQUASHD_WAIT_SECONDS, or with
-SQUASHD_MIRROR_COLD=original hands out the upstream's own manifest until it is built.
-A HEAD starts no build unless SQUASHD_HEAD_BUILDS says so, a mirror asks (containerd
-resolves with HEAD alone) or originals are handed out. Config and manifests come from
-memory, layers by redirect to the store (S3) or as a range of the archive (a local
-directory); what squashd did not hand out is the upstream's, passed through
-(tasks/passthrough.py).
+SQUASHD_MIRROR_COLD=original hands out the upstream's own manifest until it is built
+(service/front/cold_tags.py, which also says when a HEAD starts a build). Config and
+manifests come from memory, layers by redirect to the store (S3) or as a range of the
+archive (a local directory); what squashd did not hand out is the upstream's, passed
+through (service/front/passthrough.py).
 """
 
 import time
@@ -22,20 +21,21 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from squash.image import JSONObject
+from service.access import Caller
+from service.front.artifacts import FrontArtifacts, keep_suffix
+from service.front.cold_tags import original_meanwhile, starts_build
+from service.front.documents import Document
+from service.front.passthrough import PassingBlob, PassThrough
+from service.front.pull_counts import ORIGINAL, SQUASHED, is_pull
+from service.front.upstreams import NotServed, Route, Upstreams, is_reference
+from service.requests import Outcome, Requests
+from squash.oci import JSONObject
 from storage.base import Artifact, Gone, Location
-from tasks.access import Caller
 from tasks.board import FAILED
 from tasks.errors import ServiceError, TooMany
-from tasks.passthrough import PassingBlob, PassThrough
-from tasks.pull_view import Document
-from tasks.pulls import Pulls, keep_suffix
-from tasks.service import Outcome, Service
 from tasks.spec import ExportSpec
-from tasks.upstreams import NotServed, Route, Upstreams, is_reference
 from web.callers import CHALLENGE, caller_of
 from web.namespace import echo_namespace
-from web.pull_counts import ORIGINAL, SQUASHED, count_pull, is_pull
 from web.waiting import wait_for
 
 router = APIRouter(prefix="/v2")
@@ -80,8 +80,8 @@ async def _challenge(
         return dict(CHALLENGE)
 
 
-def _pulls(request: Request) -> Pulls:
-    return request.app.state.pulls
+def _front(request: Request) -> FrontArtifacts:
+    return request.app.state.front
 
 
 def _upstreams(request: Request) -> Upstreams:
@@ -148,8 +148,7 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
     manifest handed out before, by its digest; a digest never handed out here is the
     upstream's own manifest or index, passed through. What can be no tag or digest is
     unknown, as the distribution registry answers."""
-    pulls = _pulls(request)
-    service = pulls.service
+    front = _front(request)
     route = None
     try:
         route = _route(request, name)
@@ -162,33 +161,33 @@ async def manifest(request: Request, name: str, reference: str) -> Response:
             named = route
 
             def by_digest() -> Document:
-                known = _handed_out(pulls, upstream, reference, caller)
+                known = _handed_out(front, upstream, reference, caller)
                 if known is None:  # not ours: the upstream's own, passed through
                     original = passing.manifest(named, reference, caller)
-                    return _pulled(service, original, request.method, named.host, ORIGINAL)
-                return _pulled(service, known, request.method, named.host, SQUASHED)
+                    return _pulled(front, original, request.method, named.host, ORIGINAL)
+                return _pulled(front, known, request.method, named.host, SQUASHED)
 
             return _document(request, await run_in_threadpool(by_digest))
         try:
-            return await _squashed(request, service, pulls, route, reference, caller)
+            return await _squashed(request, front, route, reference, caller)
         except Gone:  # deleted behind the service's back: forgotten, so built again
-            return await _squashed(request, service, pulls, route, reference, caller)
+            return await _squashed(request, front, route, reference, caller)
     except Gone as exc:
         return registry_error(404, "MANIFEST_UNKNOWN", f"{exc}; pull again")
     except ServiceError as exc:
         return await _refused(request, exc, "MANIFEST_UNKNOWN", route)
 
 
-def _handed_out(pulls: Pulls, name: str, digest: str, caller: Caller) -> Document | None:
+def _handed_out(front: FrontArtifacts, name: str, digest: str, caller: Caller) -> Document | None:
     """A manifest or index handed out here before, by its digest."""
-    known = pulls.by_digest(name, digest, caller)
+    known = front.by_digest(name, digest, caller)
     if known is not None:
         return known[1].document(digest)
-    return pulls.index_by_digest(name, digest, caller)
+    return front.index_by_digest(name, digest, caller)
 
 
 async def _squashed(
-    request: Request, service: Service, pulls: Pulls, route: Route, reference: str, caller: Caller
+    request: Request, front: FrontArtifacts, route: Route, reference: str, caller: Caller
 ) -> Response:
     """The squashed image of a tag (or of the source's digest): its manifest, or for a
     multi-platform source an index of every platform's, once all are built. Until then,
@@ -196,36 +195,36 @@ async def _squashed(
     upstream = route.name
     tag, keep = keep_suffix(reference)
     image = f"{upstream}@{tag}" if tag.startswith("sha256:") else f"{upstream}:{tag}"
-    original = service.settings.mirror_cold == "original"
-    # containerd resolves a tag with HEAD alone: a mirror's HEAD builds as a GET does
-    start = request.method == "GET" or service.settings.head_builds or route.mirrored or original
+    requests: Requests = request.app.state.requests
+    settings = requests.settings
+    start = starts_build(settings, request.method, route)
 
     def look() -> tuple[ExportSpec, list[tuple[JSONObject | None, ExportSpec, Outcome]]]:
-        spec, kind = service.resolved(image, caller, keep_base=keep)
-        children = pulls.platforms(spec, kind, caller)
+        spec, kind = requests.resolve_export(image, caller, keep_base=keep)
+        children = front.platforms(spec, kind, caller)
         wanted: list[tuple[JSONObject | None, ExportSpec]] = [*children] or [(None, spec)]
-        service.count(spec)  # one request for the tag, however many platforms it has
+        requests.count_request(spec)  # one request for the tag, however many platforms it has
         return spec, [
-            (platform, each, service.request(each, start, None, caller, count=False))
+            (platform, each, requests.find_or_start(each, start=start, caller=caller, count=False))
             for platform, each in wanted
         ]
 
     spec, looks = await run_in_threadpool(look)
-    if original and any(outcome.artifact is None for _, _, outcome in looks):
+    if original_meanwhile(settings, (outcome for _, _, outcome in looks)):
         passing: PassThrough = request.app.state.passthrough
 
         def upstreams_own() -> Document:
             document = passing.manifest(route, spec.digest, caller)
-            return _pulled(service, document, request.method, route.host, ORIGINAL)
+            return _pulled(front, document, request.method, route.host, ORIGINAL)
 
         return _document(request, await run_in_threadpool(upstreams_own))
-    deadline = time.monotonic() + service.settings.wait_seconds
+    deadline = time.monotonic() + settings.wait_seconds
     done: list[tuple[JSONObject | None, Artifact]] = []
     for platform, each, outcome in looks:
-        request.app.state.metrics.cache(outcome.artifact is not None)
+        request.app.state.metrics.cache(hit=outcome.artifact is not None)
         if outcome.artifact is None and outcome.job is not None:
             left = max(deadline - time.monotonic(), 0)
-            outcome = await wait_for(request, service, each, outcome, left, hand_out=False)
+            outcome = await wait_for(request, requests, each, outcome, left, hand_out=False)
         if outcome.artifact is None:
             return _unfinished(each, outcome)
         done.append((platform, outcome.artifact))
@@ -233,23 +232,23 @@ async def _squashed(
 
     def answer() -> Document:  # published for the requests by digest that follow
         if len(done) == 1 and done[0][0] is None:
-            document = pulls.publish(done[0][1]).manifest(accept)
+            document = front.publish(done[0][1]).manifest(accept)
         else:
             children = [(platform, artifact) for platform, artifact in done if platform]
-            document = pulls.index(upstream, spec.digest, children, accept)
-        return _pulled(service, document, request.method, route.host, SQUASHED)
+            document = front.index(upstream, spec.digest, children, accept)
+        return _pulled(front, document, request.method, route.host, SQUASHED)
 
     return _document(request, await run_in_threadpool(answer))
 
 
 def _pulled(
-    service: Service, document: Document, method: str, upstream: str, served: str
+    front: FrontArtifacts, document: Document, method: str, upstream: str, served: str
 ) -> Document:
     """A GET that hands out an image manifest is one pull from `upstream`, by tag or by
     digest (after containerd's HEAD of the tag, or an index); a HEAD or an index is
-    none (web/pull_counts.py)."""
+    none (service/front/pull_counts.py)."""
     if is_pull(document, method):
-        service.on_board(count_pull, service.board, upstream, served)
+        front.count_pull(upstream, served)
     return document
 
 
@@ -283,7 +282,7 @@ async def blob(request: Request, name: str, digest: str) -> Response:
     """A config (from memory) or a layer (a redirect, or a range of the archive) of a
     manifest handed out here, to a caller the upstream lets read its source; any other
     blob is the upstream's, passed through as the caller may read it."""
-    pulls = _pulls(request)
+    front = _front(request)
     route = None
     try:
         route = _route(request, name)
@@ -294,10 +293,10 @@ async def blob(request: Request, name: str, digest: str) -> Response:
         named = route
 
         def find() -> Document | Location | PassingBlob:
-            known = pulls.by_digest(upstream, digest, caller)
+            known = front.by_digest(upstream, digest, caller)
             if known is None:  # not ours: the upstream's own, passed through
                 return passing.blob(named, digest, caller, request.method)
-            return pulls.blob(*known, digest, request.method)
+            return front.blob(*known, digest, request.method)
 
         found = await run_in_threadpool(find)
     except Gone as exc:  # forgotten: the next pull's manifest builds it again

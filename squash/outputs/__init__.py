@@ -3,8 +3,8 @@ picks one from -o DEST. Each is imported when it is picked, so a tar or a layout
 no HTTP client (the registry's pulls in httpx)."""
 
 from squash.destination import Destination
+from squash.distribution.options import DEFAULT_CHUNK, RegistryOptions
 from squash.reference import DestinationRef, parse_docker_ref
-from squash.registry.options import DEFAULT_CHUNK, RegistryOptions
 
 
 def open_destination(

@@ -11,9 +11,19 @@ import json
 import tarfile
 from typing import Any, Generic
 
-from squash.destination import Blob, Committed, blob_of, copy_stored, descriptor, dumps
+from squash.destination import Committed, copy_stored
 from squash.errors import SquashError
-from squash.image import OCI_INDEX, OCI_LAYOUT, OCI_MANIFEST, REF_NAME, StoredLayer
+from squash.image import StoredLayer
+from squash.oci import (
+    OCI_LAYOUT,
+    OCI_MANIFEST,
+    REF_NAME,
+    Blob,
+    blob_of,
+    descriptor,
+    dumps,
+    index_of,
+)
 from squash.sinks import Sink
 from squash.streams import Chunk
 
@@ -21,7 +31,7 @@ BLOCK = tarfile.BLOCKSIZE
 _USTAR_SIZE_LIMIT = 8**11  # larger sizes need GNU base-256 in the same single block
 
 
-def _member_header(name: str, size: int, directory: bool = False) -> bytes:
+def _member_header(name: str, size: int, *, directory: bool = False) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, 0o755 if directory else 0o644, 0
     if directory:
@@ -78,13 +88,8 @@ class DockerArchive(Generic[Committed]):
             "io.containerd.image.name": full_name,
             REF_NAME: tag,
         }
-        index = {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [descriptor(manifest, annotations)],
-        }
         self._add("oci-layout", dumps(OCI_LAYOUT))
-        self._add("index.json", dumps(index))
+        self._add("index.json", dumps(index_of([descriptor(manifest, annotations)])))
         docker_manifest = [
             {
                 "Config": _blob_path(config),

@@ -13,9 +13,10 @@ import shutil
 import tempfile
 from typing import Any, BinaryIO
 
-from squash.destination import Blob, blob_of, copy_stored, descriptor, dumps
+from squash.destination import copy_stored
 from squash.errors import SquashError
-from squash.image import OCI_INDEX, OCI_LAYOUT, REF_NAME, StoredLayer
+from squash.image import StoredLayer
+from squash.oci import OCI_LAYOUT, REF_NAME, Blob, blob_of, descriptor, dumps, index_of
 from squash.streams import Chunk
 
 
@@ -89,7 +90,7 @@ class OCILayout:
         """The manifest joins the index (an entry of the same tag is replaced)."""
         assert self._entry is not None, "commit before tag"
         path = os.path.join(self.directory, "index.json")
-        index: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        index = index_of([])
         if os.path.exists(path):
             with open(path, "rb") as f:
                 try:

@@ -6,12 +6,13 @@ rest are copied from the source in chunks; then the config, and the manifest las
 its tag (an index's images first, by digest). Until that PUT nothing names the new image,
 so a failure tags nothing."""
 
-from squash.destination import Blob, blob_of, copy_stored
-from squash.image import OCI_CONFIG, StoredLayer
+from squash.destination import copy_stored
+from squash.distribution.client import Registry
+from squash.distribution.options import DEFAULT_CHUNK, RegistryOptions
+from squash.distribution.push import BlobUpload, has_blob, put_manifest
+from squash.image import StoredLayer
+from squash.oci import OCI_CONFIG, Blob, blob_of
 from squash.reference import DockerRef
-from squash.registry.client import Registry
-from squash.registry.options import DEFAULT_CHUNK, RegistryOptions
-from squash.registry.push import BlobUpload, has_blob, put_manifest
 from squash.streams import Chunk
 
 

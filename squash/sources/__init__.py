@@ -4,10 +4,11 @@
 `docker://` (or a bare NAME[:TAG]) an image in a registry.
 """
 
+from squash.distribution.options import RegistryOptions
 from squash.errors import BadReference
-from squash.image import Image, JSONObject
+from squash.image import Image
+from squash.oci import JSONObject
 from squash.reference import Platform, SourceRef, parse_source
-from squash.registry.options import RegistryOptions
 
 
 def open_image(
@@ -18,7 +19,7 @@ def open_image(
     """Resolve SOURCE to one image; `platform` picks from an index (default linux/amd64)."""
     ref = parse_source(source) if isinstance(source, str) else source
     if ref.transport == "docker":
-        from squash.sources.docker import open_registry_image
+        from squash.sources.registry import open_registry_image
 
         return open_registry_image(ref, platform, registry)
     if ref.transport == "oci":
@@ -39,7 +40,7 @@ def list_platforms(
     when SOURCE is a single image."""
     ref = parse_source(source) if isinstance(source, str) else source
     if ref.transport == "docker":
-        from squash.sources.docker import registry_platforms
+        from squash.sources.registry import registry_platforms
 
         return registry_platforms(ref, registry)
     if ref.transport == "oci":

@@ -4,7 +4,7 @@ name a layer."""
 import re
 
 from squash.errors import SquashError, UnsupportedMediaType
-from squash.image import LAYER_TYPES, JSONObject
+from squash.oci import LAYER_COMPRESSION, JSONObject
 
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 MAX_DOCUMENT = 64 << 20  # manifests and configs are read whole; bound them
@@ -18,9 +18,9 @@ def check_digest(digest: object, what: str) -> str:
 
 def layer_compression(descriptor: JSONObject, what: str) -> str:
     kind = descriptor.get("mediaType")
-    if kind not in LAYER_TYPES:
+    if kind not in LAYER_COMPRESSION:
         raise UnsupportedMediaType(f"{what}: unsupported layer media type {kind!r}")
-    return LAYER_TYPES[kind]
+    return LAYER_COMPRESSION[kind]
 
 
 def layer_label(image: str, index: int, count: int, digest: str | None) -> str:

@@ -11,7 +11,8 @@ import re
 import tarfile
 
 from squash.errors import SquashError
-from squash.image import Image, JSONObject, StoredLayer, parse_json, parse_object
+from squash.image import Image, StoredLayer
+from squash.oci import JSONObject, parse_json, parse_object
 from squash.reference import (
     Platform,
     SourceRef,

@@ -4,8 +4,8 @@ import json
 import os
 
 from squash.errors import BadReference, SquashError
-from squash.image import OCI_INDEX, REF_NAME, Image, JSONObject, StoredLayer, parse_object
-from squash.manifest import choose_platform
+from squash.image import Image, StoredLayer
+from squash.oci import OCI_INDEX, REF_NAME, JSONObject, choose_platform, parse_object
 from squash.reference import (
     DEFAULT_PLATFORM,
     Platform,

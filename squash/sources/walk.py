@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from squash.errors import SquashError
-from squash.image import JSONObject, StoredLayer, parse_json, parse_object
-from squash.manifest import (
+from squash.image import StoredLayer
+from squash.oci import (
+    JSONObject,
     check_supported,
     choose_platform,
     is_index,
     media_type,
+    parse_json,
     parse_manifest,
+    parse_object,
     platform_entries,
 )
 from squash.reference import Platform

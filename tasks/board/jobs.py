@@ -74,15 +74,15 @@ _SCALARS = [f for f in fields(Job) if f.name not in ("key", "spec")]
 
 
 def claim_allowed(
-    job: Job | None, locked: bool, now: float, grace: float, ready_missing: bool
+    job: Job | None, now: float, grace: float, *, locked: bool, ready_missing: bool
 ) -> bool:
     """`claimable`, except that a ready job is left alone unless seen without its artifact."""
     if job is not None and job.state == READY and not ready_missing:
         return False
-    return claimable(job, locked, now, grace)
+    return claimable(job, now, grace, locked=locked)
 
 
-def claimable(job: Job | None, locked: bool, now: float, grace: float) -> bool:
+def claimable(job: Job | None, now: float, grace: float, *, locked: bool) -> bool:
     """May a new build of this job be enqueued? (It would be a duplicate otherwise.)"""
     if job is None or job.state == READY:  # ready, yet the artifact was not found: gone
         return True

@@ -71,13 +71,15 @@ class MemoryBoard:
             return dataclasses.replace(job) if job else None
 
     def claim(
-        self, spec: ExportSpec, task_id: str, now: float, ready_missing: bool = False
+        self, spec: ExportSpec, task_id: str, now: float, *, ready_missing: bool = False
     ) -> bool:
         key = spec.key
         with self._mutex:
             job = self._live(self._jobs, key)
             locked = self._live(self._locks, key) is not None
-            if not claim_allowed(job, locked, now, self.life.grace, ready_missing):
+            if not claim_allowed(
+                job, now, self.life.grace, locked=locked, ready_missing=ready_missing
+            ):
                 return False
             self._put(queued_job(job, spec, task_id, now), self.life.job)
             return True

@@ -38,7 +38,7 @@ class Jobs(Reachable, Protocol):
     def job(self, key: str) -> Job | None: ...
 
     def claim(
-        self, spec: ExportSpec, task_id: str, now: float, ready_missing: bool = False
+        self, spec: ExportSpec, task_id: str, now: float, *, ready_missing: bool = False
     ) -> bool:
         """Record a new queued job for `spec` unless one is alive (see `claimable`). A
         ready job is claimed again only with `ready_missing`: the caller saw it ready and

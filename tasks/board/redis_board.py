@@ -95,7 +95,7 @@ class RedisBoard:
     def _artifact_key(key: str) -> str:
         return f"{PREFIX}artifact:{key}"
 
-    def _transaction(self, key: str, decide: Callable, with_job: bool = True) -> bool:
+    def _transaction(self, key: str, decide: Callable, *, with_job: bool = True) -> bool:
         """WATCH the lock (and, `with_job`, the job), let `decide(pipe, job, lock)` read
         and queue writes (or return False), and commit them only if nobody changed what
         was watched meanwhile. Lock operations leave the job out: progress updates to it
@@ -117,12 +117,14 @@ class RedisBoard:
                     continue
 
     def claim(
-        self, spec: ExportSpec, task_id: str, now: float, ready_missing: bool = False
+        self, spec: ExportSpec, task_id: str, now: float, *, ready_missing: bool = False
     ) -> bool:
         key = spec.key
 
         def decide(pipe, job: Job | None, lock: str | None) -> bool:
-            if not claim_allowed(job, lock is not None, now, self.life.grace, ready_missing):
+            if not claim_allowed(
+                job, now, self.life.grace, locked=lock is not None, ready_missing=ready_missing
+            ):
                 return False
             pipe.delete(self._job_key(key))
             pipe.hset(self._job_key(key), mapping=queued_job(job, spec, task_id, now).to_fields())

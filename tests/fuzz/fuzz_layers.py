@@ -20,10 +20,10 @@ import atheris
 
 with atheris.instrument_imports():
     from squash.errors import SquashError
-    from squash.layerpass import Layers
     from squash.limits import Limits
-    from squash.merge import Merger
-    from squash.tarheader import HeaderReader
+    from squash.merge.layerpass import Layers
+    from squash.merge.merger import Merger
+    from squash.merge.tarheader import HeaderReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.layertar import BytesLayer

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from squash.image import OCI_INDEX, OCI_MANIFEST
+from squash.oci import OCI_INDEX, OCI_MANIFEST
 from testbed.daemons import Containerd, Dockerd
 from testbed.registry import Registry
 from testbed.service import Stack, WebServer

@@ -226,9 +226,9 @@ def test_a_resolution_with_its_token_at_hand_is_one_request(
 ) -> None:
     """The first resolution of a session authenticates (a 401, a token, the HEAD again);
     every later one is one manifest HEAD with the token it holds, and no token request."""
-    from squash.registry.client import Registry
-    from squash.registry.credentials import Credentials
-    from squash.registry.options import RegistryOptions
+    from squash.distribution.client import Registry
+    from squash.distribution.credentials import Credentials
+    from squash.distribution.options import RegistryOptions
 
     credentials = Credentials(token_registry.user, token_registry.password)
     session = Registry(token_proxy.host, token_proxy.host, RegistryOptions(credentials=credentials))

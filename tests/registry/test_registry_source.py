@@ -219,13 +219,13 @@ def test_tls_registry_with_the_wrong_ca_fails(
 
 
 def test_tls_registry_access_check_head(tls_registry, tls_pushed, token_registry) -> None:
-    """The access check's HEAD pool (squash/registry/heads.py) over TLS: the digest the
+    """The access check's HEAD pool (squash/distribution/heads.py) over TLS: the digest the
     registry serves, a kept connection, and no answer through a CA not the registry's."""
     import ssl
 
-    from squash.registry.client import ACCEPT, Registry
-    from squash.registry.heads import HeadPool
-    from squash.registry.options import RegistryOptions
+    from squash.distribution.client import ACCEPT, Registry
+    from squash.distribution.heads import HeadPool
+    from squash.distribution.options import RegistryOptions
 
     reg, ca = tls_registry
     _, _, digest = Registry(reg.host, reg.host, RegistryOptions(ca_file=str(ca))).manifest(

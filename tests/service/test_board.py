@@ -166,7 +166,7 @@ def test_unclaim_withdraws_only_its_own_claim(board) -> None:
 )
 def test_claimable(state, locked, age, expected) -> None:
     job = None if state is None else Job("k", state, due=100.0)
-    assert claimable(job, locked, 100.0 + age, 30) is expected
+    assert claimable(job, 100.0 + age, 30, locked=locked) is expected
 
 
 def test_may_take() -> None:

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from squash.image import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from squash.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from tasks.spec import ExportSpec, default_tag
 from testbed.process import HOST
 from testbed.registry import Registry

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from squash.image import DOCKER_MANIFEST, OCI_MANIFEST
+from squash.oci import DOCKER_MANIFEST, OCI_MANIFEST
 from testbed.registry import Registry
 from testbed.service import WebServer
 from tests.integration.helpers import digest_of

@@ -1,4 +1,4 @@
-"""The manifest HEAD pool (squash/registry/heads.py) against a scripted TCP server:
+"""The manifest HEAD pool (squash/distribution/heads.py) against a scripted TCP server:
 answers in one-byte pieces, kept and replaced connections, and every answer that must
 give None (so that the full client asks again) rather than a wrong reading."""
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from squash.registry.heads import MAX_HEADER, HeadPool
+from squash.distribution.heads import MAX_HEADER, HeadPool
 
 OK = (
     b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n"

@@ -1,13 +1,16 @@
 """The import graph of the shipped code: layering between the top-level packages, no
-import cycles, and which parts of the engine may reach its source and registry layers.
+import cycles, and which areas of the engine (its base, the merge, sources, outputs, the
+registry client in squash.distribution) may import which.
 
-The shipped code is the packages `squash` (with `squash.sources`, `squash.registry`),
-`storage`, `tasks` (with `tasks.board`), `web`, `worker` and the module
-`celeryconfig.py`. Nothing is imported: Python files are parsed with `ast`; the Cython
-sources (`*.pyx`, `*.pxd`) are not Python syntax, so their `import`, `cimport` and
-`from X cimport` lines are read with a small regex, and a compiled module is one node
-whichever of its `.pyx` / `.pxd` files an edge comes from. The `.pyi` stubs are not
-read: they describe the compiled modules, whose real dependencies are in the `.pyx`.
+The shipped code is the packages `squash` (with `squash.sources`, `squash.merge`,
+`squash.outputs`, `squash.distribution`), `storage`, `tasks` (with `tasks.board`),
+`service` (with `service.front`), `web`,
+`worker` and the module `celeryconfig.py`. Nothing is imported: Python files are parsed
+with `ast`; the Cython sources (`*.pyx`, `*.pxd`) are not Python syntax, so their
+`import`, `cimport` and `from X cimport` lines are read with a small regex, and a
+compiled module is one node whichever of its `.pyx` / `.pxd` files an edge comes from.
+The `.pyi` stubs are not read: they describe the compiled modules, whose real
+dependencies are in the `.pyx`.
 
 What counts as an import:
 
@@ -47,13 +50,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "squash": frozenset({"squash"}),
     "storage": frozenset({"storage", "squash"}),
     "tasks": frozenset({"tasks", "storage", "squash"}),
-    "web": frozenset({"web", "tasks", "storage", "squash"}),
+    "service": frozenset({"service", "tasks", "storage", "squash"}),
+    "web": frozenset({"web", "service", "tasks", "storage", "squash"}),
     "worker": frozenset({"worker", "tasks", "storage", "squash"}),
     "celeryconfig": frozenset({"tasks"}),
 }
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("squash", "storage", "tasks", "web", "worker")
+PACKAGES = ("squash", "storage", "tasks", "service", "web", "worker")
 MODULES = ("celeryconfig",)
 
 _SOURCE_SUFFIXES = (".py", ".pyx", ".pxd")
@@ -298,41 +302,55 @@ def cycles(nodes: Iterable[str], edges: list[Edge]) -> list[str]:
     return found
 
 
+# Which areas of the engine each area may import: the merge and the registry client stand
+# on the base modules alone; sources and outputs on the base and the registry client, but
+# not on each other. An area is a subpackage of squash; "base" is the modules directly in
+# squash/ (squash/__init__ included).
+SQUASH_AREAS: dict[str, frozenset[str]] = {
+    "base": frozenset({"base"}),
+    "merge": frozenset({"merge", "base"}),
+    "distribution": frozenset({"distribution", "base"}),
+    "sources": frozenset({"sources", "distribution", "base"}),
+    "outputs": frozenset({"outputs", "distribution", "base"}),
+}
+
+# The base modules that reach further than their area: the façades (the package and the
+# command line) pick implementations from every area; the export drives the merge.
+SQUASH_FACADES: dict[str, frozenset[str]] = {
+    "squash": frozenset(SQUASH_AREAS),
+    "squash.cli": frozenset(SQUASH_AREAS),
+    "squash.export": frozenset({"base", "merge"}),
+}
+
+
 def _squash_area(module: str) -> str | None:
-    """Which part of the engine a module is in: "sources", "outputs", "registry", "base"
-    (directly in squash/, including squash/__init__), or None outside squash."""
+    """Which area of the engine a module is in (a key of `SQUASH_AREAS`), or None
+    outside squash."""
     parts = module.split(".")
     if parts[0] != "squash":
         return None
-    if len(parts) > 1 and parts[1] in ("sources", "outputs", "registry"):
+    if len(parts) > 1 and parts[1] in SQUASH_AREAS and parts[1] != "base":
         return parts[1]
     return "base"
 
 
-# The modules directly in squash/ that may reach the source and registry layers: the
-# command line, and the package façade.
-SQUASH_FACADES = frozenset({"squash", "squash.cli"})
+def _area_name(area: str) -> str:
+    return "squash's base modules" if area == "base" else f"squash.{area}"
 
 
 def squash_internal_violations(edges: Iterable[Edge]) -> list[str]:
-    """squash.sources and squash.outputs may import the base modules and squash.registry
-    but not each other; squash.registry may import squash but not squash.sources or
-    squash.outputs; the modules directly in squash/ may import none of the three, except
-    the façades in `SQUASH_FACADES`."""
+    """Each import inside squash that its area's row of `SQUASH_AREAS` (or the importer's
+    own row of `SQUASH_FACADES`) does not allow."""
     violations: list[str] = []
     for edge in edges:
         importer, imported = _squash_area(edge.importer), _squash_area(edge.imported)
-        if importer is None or imported is None or importer == imported:
+        if importer is None or imported is None:
             continue
-        if importer == "registry" and imported in ("sources", "outputs"):
-            violations.append(f"{edge}  (squash.registry may not import squash.{imported})")
-        elif {importer, imported} == {"sources", "outputs"}:
-            violations.append(f"{edge}  (squash.sources and squash.outputs are apart)")
-        elif importer == "base" and imported != "base" and edge.importer not in SQUASH_FACADES:
-            violations.append(
-                f"{edge}  (only {', '.join(sorted(SQUASH_FACADES))} in squash/ may import "
-                f"squash.{imported})"
-            )
+        allowed = SQUASH_FACADES.get(edge.importer, SQUASH_AREAS[importer])
+        if imported not in allowed:
+            who = edge.importer if edge.importer in SQUASH_FACADES else _area_name(importer)
+            reach = ", ".join(_area_name(area) for area in sorted(allowed))
+            violations.append(f"{edge}  ({who} may import only {reach})")
     return violations
 
 
@@ -362,11 +380,27 @@ def test_the_table_covers_every_shipped_top_level_package() -> None:
 def test_the_scan_sees_the_whole_tree(modules: dict[str, Module], edges: list[Edge]) -> None:
     """Guards against a scan that silently finds nothing: the compiled modules and the
     subpackages are nodes, and the Cython `cimport` edges are read."""
-    for name in ("squash.sources", "squash.registry", "tasks.board", "celeryconfig"):
+    for name in (
+        "squash.sources",
+        "squash.merge",
+        "squash.distribution",
+        "tasks.board",
+        "service.front",
+        "celeryconfig",
+    ):
         assert name in modules
-    compiled = {"squash.layerindex", "squash.layerpass", "squash.output", "squash.pathtable"}
+    compiled = {
+        "squash.merge.tarheader",
+        "squash.merge.pathtable",
+        "squash.merge.layerindex",
+        "squash.merge.layerpass",
+        "squash.merge.ordered",
+    }
     assert compiled <= set(modules)
-    assert any(e.importer == "squash.layerpass" and e.imported == "squash.output" for e in edges)
+    assert any(
+        e.importer == "squash.merge.layerpass" and e.imported == "squash.merge.ordered"
+        for e in edges
+    )
 
 
 def test_layering(edges: list[Edge]) -> None:
@@ -379,7 +413,7 @@ def test_no_import_cycles(modules: dict[str, Module], edges: list[Edge]) -> None
     assert not found, "import cycles between modules:\n" + "\n".join(found)
 
 
-def test_engine_base_does_not_reach_up_into_sources_or_registry(edges: list[Edge]) -> None:
+def test_the_engine_areas_import_only_what_their_row_allows(edges: list[Edge]) -> None:
     violations = squash_internal_violations(edges)
     assert not violations, "imports inside squash against its layering:\n" + "\n".join(violations)
 
@@ -406,69 +440,90 @@ def test_the_checker_finds_violations(tmp_path: Path) -> None:
             "squash/selfish.py": "from squash import selfish\n",
             # An upward import, hidden behind TYPE_CHECKING.
             "squash/sources/__init__.py": "",
-            "squash/sources/docker.py": "from ..registry import client\n",
-            "squash/registry/__init__.py": "",
-            "squash/registry/client.py": (
+            "squash/sources/registry.py": "from ..distribution import client\n",
+            "squash/distribution/__init__.py": "",
+            "squash/distribution/client.py": (
                 "from typing import TYPE_CHECKING\n"
-                "if TYPE_CHECKING:\n    from squash.sources.docker import Image\n"
+                "if TYPE_CHECKING:\n    from squash.sources.registry import Image\n"
             ),
-            "squash/merge.py": "import os\nfrom squash.sources import docker\n",
-            "squash/outputs/__init__.py": "from squash.registry import client\n",  # allowed
-            "squash/outputs/oci.py": "from squash.sources import docker\n",
+            "squash/layers.py": "import os\nfrom squash.sources import registry\n",
+            "squash/image.py": "from squash.merge.merger import Merger\n",
+            "squash/export.py": "from squash.merge import merger\n",  # allowed: it drives it
+            "squash/merge/__init__.py": "",
+            "squash/merge/merger.py": (
+                "from squash.distribution import client\nfrom squash import a\n"
+            ),
+            "squash/outputs/__init__.py": "from squash.distribution import client\n",  # allowed
+            "squash/outputs/oci.py": "from squash.sources import registry\n",
             # A compiled module: Cython syntax, cimport of a module, multi-line import.
-            "squash/fast.pxd": "from libc.stdint cimport uint32_t\n",
-            "squash/fast.pyx": (
+            "squash/merge/fast.pxd": "from libc.stdint cimport uint32_t\n",
+            "squash/merge/fast.pyx": (
                 "from libc.stdlib cimport free\n"
-                "cimport squash.slow\n"
-                "from squash cimport (\n    slow,\n    fast2  # comment\n)\n"
+                "cimport squash.merge.slow\n"
+                "from squash.merge cimport (\n    slow,\n    fast2  # comment\n)\n"
                 "cdef class Fast:\n    pass\n"
             ),
-            "squash/slow.pyx": "from squash.fast cimport Fast\n",
-            "squash/fast2.pxd": "",
-            "squash/cli.py": "from squash.sources.docker import x\n",  # allowed: façade
+            "squash/merge/slow.pyx": "from squash.merge.fast cimport Fast\n",
+            "squash/merge/fast2.pxd": "",
+            "squash/cli.py": (  # allowed: the façade
+                "from squash.sources.registry import x\nfrom squash.merge import fast\n"
+            ),
             "storage/__init__.py": "import web\nimport celery\n",
             "web/__init__.py": "",
-            "web/app.py": "from storage import thing\nfrom tasks import t\n",
+            "web/app.py": "from storage import thing\nfrom tasks import t\nfrom service import s\n",
             "tasks/__init__.py": "",
             "tasks/t.py": "",
+            # The worker's side may not reach the web's service, not even for a type.
+            "tasks/u.py": (
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n    from service.s import Service\n"
+            ),
+            "service/__init__.py": "",
+            "service/s.py": "from tasks import t\nfrom storage import thing\n",
             "worker/__init__.py": "",
             "celeryconfig.py": "from storage import x\nimport tasks.t\n",
         },
     )
     modules = discover(tmp_path)
-    assert {"squash.fast", "squash.slow", "squash.fast2"} <= set(modules)
-    assert modules["squash.fast"].files == (
-        tmp_path / "squash/fast.pxd",
-        tmp_path / "squash/fast.pyx",
+    assert {"squash.merge.fast", "squash.merge.slow", "squash.merge.fast2"} <= set(modules)
+    assert modules["squash.merge.fast"].files == (
+        tmp_path / "squash/merge/fast.pxd",
+        tmp_path / "squash/merge/fast.pyx",
     )
     edges = import_edges(tmp_path, modules)
 
     assert Edge("squash.a", "squash.b", "squash/a.py", 1) in edges
     assert Edge("squash.b", "squash.c", "squash/b.py", 2) in edges
-    assert Edge("squash.fast", "squash.slow", "squash/fast.pyx", 2) in edges
-    assert Edge("squash.fast", "squash.fast2", "squash/fast.pyx", 3) in edges
+    assert Edge("squash.merge.fast", "squash.merge.slow", "squash/merge/fast.pyx", 2) in edges
+    assert Edge("squash.merge.fast", "squash.merge.fast2", "squash/merge/fast.pyx", 3) in edges
     assert not any(e.importer == "storage" and "celery" in e.imported for e in edges)
 
     layering = layering_violations(edges)
     assert layering == [
         "celeryconfig.py:1: celeryconfig → storage  (celeryconfig may import only tasks)",
         "storage/__init__.py:1: storage → web  (storage may import only squash, storage)",
+        "tasks/u.py:3: tasks.u → service.s  (tasks may import only squash, storage, tasks)",
     ]
 
     found = cycles(modules, edges)
     assert any("['squash.a', 'squash.b', 'squash.c']" in c for c in found), found
-    assert any("['squash.fast', 'squash.slow']" in c for c in found), found
+    assert any("['squash.merge.fast', 'squash.merge.slow']" in c for c in found), found
     assert any("['squash.selfish']" in c for c in found), found
-    assert any("['squash.registry.client', 'squash.sources.docker']" in c for c in found)
+    assert any("['squash.distribution.client', 'squash.sources.registry']" in c for c in found)
     assert any("squash/c.py:1: squash.c → squash.a" in c for c in found), found
     assert not any("storage" in c for c in found)  # storage → web, web.app → storage: no cycle
 
     internal = squash_internal_violations(edges)
     assert internal == [
-        "squash/merge.py:2: squash.merge → squash.sources.docker  "
-        "(only squash, squash.cli in squash/ may import squash.sources)",
-        "squash/outputs/oci.py:1: squash.outputs.oci → squash.sources.docker  "
-        "(squash.sources and squash.outputs are apart)",
-        "squash/registry/client.py:3: squash.registry.client → squash.sources.docker  "
-        "(squash.registry may not import squash.sources)",
+        "squash/distribution/client.py:3: squash.distribution.client → squash.sources.registry"
+        "  (squash.distribution may import only squash's base modules, squash.distribution)",
+        "squash/image.py:1: squash.image → squash.merge.merger  "
+        "(squash's base modules may import only squash's base modules)",
+        "squash/layers.py:2: squash.layers → squash.sources.registry  "
+        "(squash's base modules may import only squash's base modules)",
+        "squash/merge/merger.py:1: squash.merge.merger → squash.distribution.client  "
+        "(squash.merge may import only squash's base modules, squash.merge)",
+        "squash/outputs/oci.py:1: squash.outputs.oci → squash.sources.registry  "
+        "(squash.outputs may import only squash's base modules, squash.distribution, "
+        "squash.outputs)",
     ]

@@ -14,7 +14,7 @@ import pytest
 
 from squash.archive_index import MAX_MEMBERS, members
 from squash.errors import SquashError
-from squash.image import DOCKER_MANIFEST, OCI_MANIFEST
+from squash.oci import DOCKER_MANIFEST, OCI_MANIFEST
 from storage.base import Artifact
 from storage.local import LocalStore
 from tests.integration.helpers import LayerBuilder, digest_of, squashd_export, write_oci_layout
@@ -44,7 +44,7 @@ def archive(tmp_path_factory) -> bytes:
 
 
 def _view(root: Path, data: bytes, store_type: type[LocalStore] = LocalStore):
-    from tasks.pull_view import read_view
+    from service.front.documents import read_view
 
     store = store_type(root)
     store.path(KEY).write_bytes(data)
@@ -172,7 +172,7 @@ def test_ranges(header: str, expected) -> None:
 
 
 def test_a_keep_suffix_asks_for_a_partial_squash() -> None:
-    from tasks.pulls import keep_suffix
+    from service.front.artifacts import keep_suffix
 
     assert keep_suffix("v1--keep-2") == ("v1", 2)
     assert keep_suffix("v1--keep-") == ("v1--keep-", 0)

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
+from squash.distribution.client import is_loopback, parse_challenge
+from squash.distribution.credentials import Credentials, lookup
 from squash.errors import BadReference, SquashError
 from squash.reference import Platform, check_repo_tag, parse_docker_ref, parse_source
-from squash.registry.client import is_loopback, parse_challenge
-from squash.registry.credentials import Credentials, lookup
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The resolve cache (tasks.access): granted answers only, per caller, for its time.
+"""The resolve cache (service.access): granted answers only, per caller, for its time.
 
 The registry here is a stub that counts what it is asked; the real registry judges the
 same behaviour in tests/service/test_service_access.py."""
@@ -7,11 +7,12 @@ import time
 
 import pytest
 
+from service.access import Access, Caller
+from squash.distribution.credentials import Credentials
 from squash.errors import RegistryError
 from squash.reference import parse_docker_ref
-from squash.registry.credentials import Credentials
-from tasks.access import Caller, Sessions
 from tasks.errors import Denied
+from tasks.resolver import Resolver
 
 REF = parse_docker_ref("127.0.0.1:5000/team/app:v1")
 ALICE = Caller(credentials=Credentials("alice", "secret"))
@@ -33,47 +34,47 @@ class StubRegistry:
 
 
 @pytest.fixture
-def stubbed(monkeypatch: pytest.MonkeyPatch) -> tuple[Sessions, StubRegistry]:
-    sessions, stub = Sessions((), resolve_seconds=0.3), StubRegistry()
+def stubbed(monkeypatch: pytest.MonkeyPatch) -> tuple[Access, StubRegistry]:
+    access, stub = Access(Resolver(), resolve_seconds=0.3), StubRegistry()
 
     def session(ref: object, caller: Caller) -> StubRegistry:
         stub.who = caller.credentials.username if caller.credentials else "anonymous"
         return stub
 
-    monkeypatch.setattr(sessions, "_session", session)
-    return sessions, stub
+    monkeypatch.setattr(access.resolver, "_session", session)
+    return access, stub
 
 
 def test_a_grant_is_reused_for_its_caller_only_until_it_runs_out(stubbed) -> None:
-    sessions, stub = stubbed
-    assert sessions.resolve(REF, ALICE)[0] == stub.digest
-    assert sessions.resolve(REF, ALICE)[0] == stub.digest
+    access, stub = stubbed
+    assert access.resolve(REF, ALICE)[0] == stub.digest
+    assert access.resolve(REF, ALICE)[0] == stub.digest
     assert len(stub.asked) == 1
     stub.refuse.add("bob")
     with pytest.raises(Denied):
-        sessions.resolve(REF, BOB)  # another caller: asked, and refused
+        access.resolve(REF, BOB)  # another caller: asked, and refused
     assert len(stub.asked) == 2
     stub.digest = "sha256:" + "b" * 64  # the tag moves
-    assert sessions.resolve(REF, ALICE)[0] == "sha256:" + "a" * 64  # within the time
+    assert access.resolve(REF, ALICE)[0] == "sha256:" + "a" * 64  # within the time
     time.sleep(0.35)
-    assert sessions.resolve(REF, ALICE)[0] == stub.digest
+    assert access.resolve(REF, ALICE)[0] == stub.digest
     assert len(stub.asked) == 3
 
 
 def test_a_refusal_is_never_remembered(stubbed) -> None:
-    sessions, stub = stubbed
+    access, stub = stubbed
     stub.refuse.add("bob")
     with pytest.raises(Denied):
-        sessions.resolve(REF, BOB)
+        access.resolve(REF, BOB)
     stub.refuse.clear()  # bob is granted access
-    assert sessions.resolve(REF, BOB)[0] == stub.digest
+    assert access.resolve(REF, BOB)[0] == stub.digest
     assert len(stub.asked) == 2
 
 
 def test_zero_seconds_remembers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    sessions, stub = Sessions((), resolve_seconds=0), StubRegistry()
+    access, stub = Access(Resolver(), resolve_seconds=0), StubRegistry()
     stub.who = "alice"
-    monkeypatch.setattr(sessions, "_session", lambda ref, caller: stub)
+    monkeypatch.setattr(access.resolver, "_session", lambda ref, caller: stub)
     for _ in range(3):
-        sessions.resolve(REF, ALICE)
+        access.resolve(REF, ALICE)
     assert len(stub.asked) == 3

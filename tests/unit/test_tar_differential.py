@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from squash.errors import InvalidLayer
-from squash.layerpass import Layers
-from squash.tarheader import HeaderReader
+from squash.merge.layerpass import Layers
+from squash.merge.tarheader import HeaderReader
 from tests.hostile import header, padded, pax, tar
 from tests.integration.helpers import require_tool
 from tests.layertar import squash

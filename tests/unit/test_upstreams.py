@@ -1,13 +1,13 @@
-"""Which upstream a registry-front request is for (tasks.upstreams) and the settings that
+"""Which upstream a registry-front request is for (service.front.upstreams) and the settings that
 say which are mirrored: no request leaves here (the token relay's challenge is a stub);
 tests/service/test_mirror_api.py asks real registries."""
 
 import pytest
 
+from service.front.auth import Challenge
+from service.front.upstreams import NotServed, Upstreams, is_reference
 from tasks.errors import BadRequest
-from tasks.front_auth import Challenge
 from tasks.settings import Settings, SettingsError
-from tasks.upstreams import NotServed, Upstreams, is_reference
 
 ENV = {
     "SQUASHD_REGISTRY": "registry.example:5000",

@@ -1,8 +1,8 @@
-"""Request counts and downloads reach the board in batches (tasks.usage)."""
+"""Request counts and downloads reach the board in batches (service.usage)."""
 
 import time
 
-from tasks.usage import BatchedUsage
+from service.usage import BatchedUsage
 
 
 class Recording:

@@ -1,5 +1,0 @@
-"""Types of the compiled ordered output (output.pyx), for the type checker."""
-
-class Output:
-    bytes_written: int
-    members_written: int
