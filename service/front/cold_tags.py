@@ -11,7 +11,7 @@ from service.requests import Outcome
 from tasks.settings import Settings
 
 
-def hands_out_originals(settings: Settings) -> bool:
+def _hands_out_originals(settings: Settings) -> bool:
     """Does a tag not squashed yet get the upstream's own manifest (while it builds)?"""
     return settings.mirror_cold == "original"
 
@@ -20,12 +20,13 @@ def starts_build(settings: Settings, method: str, route: Route) -> bool:
     """Does a manifest request of a tag start its build? A GET does; a HEAD when
     SQUASHD_HEAD_BUILDS says so, when a mirror asks (containerd resolves a tag with HEAD
     alone) or when originals are handed out meanwhile."""
-    mirrored = route.mirrored or hands_out_originals(settings)
-    return method == "GET" or settings.head_builds or mirrored
+    if method == "GET" or settings.head_builds or route.mirrored:
+        return True
+    return _hands_out_originals(settings)
 
 
 def original_meanwhile(settings: Settings, outcomes: Iterable[Outcome]) -> bool:
     """Does this request get the upstream's own manifest? Under `original`, while any
     platform of the tag is not built (the squashed index only once every one is)."""
     unbuilt = any(outcome.artifact is None for outcome in outcomes)
-    return hands_out_originals(settings) and unbuilt
+    return _hands_out_originals(settings) and unbuilt
