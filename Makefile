@@ -16,7 +16,7 @@ install: $(STAMP)
 test-install: $(TESTED)
 
 # The merger's core is compiled (Cython) by pip with the machine's own compiler.
-CORE := setup.py $(wildcard squash/*.pyx squash/*.pxd)
+CORE := setup.py $(shell find squash -name '*.pyx' -o -name '*.pxd')
 
 $(STAMP): pyproject.toml $(CORE)
 	test -x $(PY) || python3 -m venv $(VENV)
