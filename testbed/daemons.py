@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from testbed.process import StartFailed, log_tail, spawn, terminate
 from testbed.tools import require_tool, run
@@ -223,3 +224,20 @@ class Containerd(Daemon):
 def remove_tree(root: Path) -> None:
     _unmount_under(root)
     shutil.rmtree(root, ignore_errors=True)
+
+
+D = TypeVar("D", bound=Daemon)
+
+
+@contextlib.contextmanager
+def started(prefix: str, make: Callable[[Path], D]) -> Iterator[D]:
+    """A daemon started in a short directory of its own (its sockets' paths must be
+    short), stopped and the directory removed afterwards."""
+    root = short_dir(prefix)
+    daemon = make(root)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        remove_tree(root)
