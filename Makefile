@@ -13,7 +13,7 @@ BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time doc
 # `make image` builds on a Debian root of its own, in a private dockerd.
 IMAGE_DEBS := debootstrap docker.io
 
-.PHONY: install test-install run test lint typecheck image bench profile fuzz soak debs clean
+.PHONY: install test-install run test lint typecheck image image-test bench profile fuzz soak debs clean
 
 install: $(STAMP)
 test-install: $(TESTED)
@@ -62,7 +62,7 @@ typecheck: test-install
 
 test: lint typecheck
 	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --ignore=tests/image
 
 # squashd's image, tagged squashd:VERSION and squashd:latest, as a `docker load` archive:
 # dist/squashd-image.tar. Built offline (deploy/build_image.py): the Dockerfile on a
@@ -70,6 +70,12 @@ test: lint typecheck
 image: $(PACKAGED)
 	$(MAKE) --no-print-directory debs DEBS="$(IMAGE_DEBS)"
 	$(PY) deploy/build_image.py
+
+# The image built (`make image`) and run by a private dockerd: a few minutes, so apart
+# from `make test` (.ci/run runs both).
+image-test: test-install
+	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS) $(IMAGE_DEBS)"
+	$(PY) -m pytest -q -p no:cacheprovider tests/image
 
 bench: test-install
 	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"

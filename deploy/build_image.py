@@ -122,7 +122,7 @@ def main() -> int:
     start = time.monotonic()
 
     def log(message: str) -> None:
-        print(f"make image: {message}", flush=True)
+        print(f"make image: [{time.monotonic() - start:3.0f} s] {message}", flush=True)
 
     dist = ROOT / "dist"  # the Dockerfile's build context holds dist/wheels
     out = dist / "squashd-image.tar"
@@ -130,15 +130,16 @@ def main() -> int:
         base = base_tar(dist / "image-base", log)
         with started("sqd-image-", Dockerd) as dockerd:
             changes = [arg for change in CONFIG for arg in ("--change", change)]
+            log(f"docker import {base.name} {BASE_TAG}, in a private dockerd")
             dockerd.docker("import", *changes, base, BASE_TAG, timeout=600)
             wheels(dockerd, dist, base, log)
-            log(f"docker build (BASE={BASE_TAG}) in a private dockerd")
+            log(f"docker build --build-arg BASE={BASE_TAG}, docker save")
             build(dockerd, out)
     except (MissingTool, StartFailed, AssertionError, RuntimeError) as exc:
         print(f"make image: {exc}", file=sys.stderr)
         return 1
     size = out.stat().st_size / 2**20
-    log(f"{out}: {', '.join(tags())}, {size:.0f} MiB, in {time.monotonic() - start:.0f} s")
+    log(f"{out}: {', '.join(tags())}, {size:.0f} MiB")
     return 0
 
 

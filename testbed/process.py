@@ -61,6 +61,14 @@ def http_get(
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
+def answers(url: str) -> bool:
+    """A GET of `url` answers 200 (False too while nothing listens there yet)."""
+    try:
+        return http_get(url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(
         self,

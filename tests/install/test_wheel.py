@@ -18,30 +18,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from testbed.service import WebServer
 from testbed.tools import run
-from tests.install.wheels import ISOLATED, Venv, Wheel, build, copy_checkout, module_name
+from tests.install.wheels import (
+    IMPORT_ALL,
+    ISOLATED,
+    Venv,
+    Wheel,
+    build,
+    copy_checkout,
+    import_problems,
+    module_name,
+)
 from tests.integration.helpers import SQUASHD, LayerBuilder, SquashedArchive, write_oci_layout
 from tests.layertar import listing
 from tests.shipped import REPO, shipped_modules, shipped_packages
 
 pytestmark = pytest.mark.integration
-
-#: Imports each module named on the command line; prints {module: its file or the error}.
-IMPORT_ALL = """
-import importlib, json, sys
-found = {}
-for name in sys.argv[1:]:
-    try:
-        found[name] = importlib.import_module(name).__file__
-    except Exception as exc:
-        found[name] = f"ERROR {exc!r}"
-print(json.dumps(found))
-"""
 
 
 @dataclass(frozen=True)
@@ -118,12 +115,9 @@ def test_every_module_of_the_wheel_imports_from_the_venv(
 ) -> None:
     modules = builds.from_tree.modules()
     argv: list[str | Path] = [venv.bin("python"), "-I", "-c", IMPORT_ALL, *modules]
-    found: dict[str, str] = json.loads(run(argv, cwd=outside, env=ISOLATED).stdout)
-    failed = {name: where for name, where in found.items() if where.startswith("ERROR")}
-    assert not failed, f"do not import from the installed wheel: {failed}"
-    site = venv.site_packages()
-    elsewhere = {n: f for n, f in found.items() if not Path(f).is_relative_to(site)}
-    assert not elsewhere, f"imported from outside the venv's site-packages: {elsewhere}"
+    found = run(argv, cwd=outside, env=ISOLATED).stdout
+    problems = import_problems(found, PurePosixPath(venv.site_packages()))
+    assert not problems, f"not imported from the venv's site-packages: {problems}"
 
 
 def _layout(where: Path) -> str:

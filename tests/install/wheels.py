@@ -4,11 +4,12 @@ modules), and a fresh venv with a wheel installed from PyPI's dependencies."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from testbed.tools import require_tool, run
 
@@ -17,6 +18,29 @@ SLOW = 900
 #: The environment of the installed programs adds this: nothing of the checkout's (or
 #: the user's) on their path, whatever the tests' environment says.
 ISOLATED = {"PYTHONPATH": "", "PYTHONNOUSERSITE": "1"}
+
+#: Imports each module named on the command line; prints {module: its file or the error}.
+IMPORT_ALL = """
+import importlib, json, sys
+found = {}
+for name in sys.argv[1:]:
+    try:
+        found[name] = importlib.import_module(name).__file__
+    except Exception as exc:
+        found[name] = f"ERROR {exc!r}"
+print(json.dumps(found))
+"""
+
+
+def import_problems(output: bytes, home: PurePosixPath) -> dict[str, str]:
+    """Of IMPORT_ALL's output: each module that did not import, or not from under `home`
+    (a site-packages), and why."""
+    found: dict[str, str] = json.loads(output)
+    return {
+        name: where
+        for name, where in found.items()
+        if where.startswith("ERROR") or not PurePosixPath(where).is_relative_to(home)
+    }
 
 
 def checkout_files(repo: Path) -> list[Path]:

@@ -12,20 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from testbed.process import HOST, free_port, http_get
+from testbed.process import HOST, answers, free_port, http_get
 from testbed.service import fetch, service_env
 from tests.integration.helpers import SquashedArchive
 from tests.service.test_export_service import push_image, wait_until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return http_get(url, timeout=2)[0] == 200
-    except OSError:  # not listening yet
-        return False
 
 
 def test_honcho_starts_every_process_of_the_procfile(
@@ -50,7 +43,7 @@ def test_honcho_starts_every_process_of_the_procfile(
         )  # fmt: skip
     try:
         output = lambda: log.read_text("utf-8", "replace")  # noqa: E731
-        wait_until("web", lambda: _answers(f"http://{HOST}:{port}/healthz"), explain=output)
+        wait_until("web", lambda: answers(f"http://{HOST}:{port}/healthz"), explain=output)
         for name, ready in (("worker", " ready."), ("scheduled", " ready."),
                             ("beat", "beat: Starting")):  # fmt: skip
             wait_until(f"{name} to start", lambda n=name, r=ready: any(
