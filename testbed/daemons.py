@@ -145,6 +145,11 @@ class Dockerd(Daemon):
     def text(self, *args: str | os.PathLike) -> str:
         return self.docker(*args).stdout.decode().strip()
 
+    def logs(self, container: str) -> str:
+        """`docker logs CONTAINER`: what it wrote to stdout and stderr, as text."""
+        proc = self.docker("logs", container, check=False)
+        return (proc.stdout + proc.stderr).decode(errors="replace")
+
     def load(self, archive: Path) -> list[str]:
         """`docker load -i ARCHIVE`: the names it reports ('Loaded image: X')."""
         out = self.text("load", "-i", archive)

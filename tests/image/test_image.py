@@ -14,7 +14,6 @@ the tests' private dockerd:
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -37,10 +36,6 @@ VENV = PurePosixPath("/opt/squashd")
 def _run(dockerd: Dockerd, image: BuiltImage, *args: str) -> bytes:
     """`docker run --rm --network none` of the image: its standard output."""
     return dockerd.docker("run", "--rm", "--network", "none", image.tag, *args).stdout
-
-
-def _output(proc: subprocess.CompletedProcess[bytes]) -> str:
-    return (proc.stdout + proc.stderr).decode(errors="replace")
 
 
 def test_it_runs_as_a_user_not_root(dockerd: Dockerd, squashd_image: BuiltImage) -> None:
@@ -91,7 +86,7 @@ def test_its_default_command_serves_the_web(dockerd: Dockerd, squashd_image: Bui
     port = free_port()
     env = ["--env", f"PORT={port}", "--env", f"SQUASHD_HOST={HOST}"]
     container = dockerd.text("run", "--detach", "--network", "host", *env, squashd_image.tag)
-    logs = lambda: _output(dockerd.docker("logs", container))  # noqa: E731
+    logs = lambda: dockerd.logs(container)  # noqa: E731
     try:
         wait_until("the web", lambda: answers(f"http://{HOST}:{port}/healthz"), explain=logs)
         status, _, body = http_get(f"http://{HOST}:{port}/readyz")
