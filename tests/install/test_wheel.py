@@ -17,6 +17,7 @@ dependencies, and that venv's programs run from a folder outside the checkout.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -55,8 +56,10 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     source = work / "checkout"
     files = copy_checkout(REPO, source)
     sdist = build(source, work / "sdist", "sdist")
-    from_tree = Wheel(build(source, work / "from-tree", "wheel"))
-    return Builds(source, files, from_tree, Wheel(build(sdist, work / "from-sdist", "wheel")))
+    with ThreadPoolExecutor(2) as pool:  # two compilers at once: one core each
+        from_tree = pool.submit(build, source, work / "from-tree", "wheel")
+        from_sdist = pool.submit(build, sdist, work / "from-sdist", "wheel")
+        return Builds(source, files, Wheel(from_tree.result()), Wheel(from_sdist.result()))
 
 
 @pytest.fixture(scope="module")
