@@ -4,13 +4,16 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
 TESTED  := $(VENV)/.test-installed
+PACKAGED := $(VENV)/.package-installed
 # Debian packages the tests judge the output with: docker.io brings dockerd, containerd,
 # ctr and runc (the tests start private daemons of their own); busybox-static is the root
 # of the image the tests build with Docker.
 TEST_DEBS := skopeo umoci podman docker-registry redis-server chromium docker.io busybox-static
 BENCH_DEBS := debootstrap umoci skopeo docker-registry redis-server wrk time docker.io
+# `make image` builds on a Debian root of its own, in a private dockerd.
+IMAGE_DEBS := debootstrap docker.io
 
-.PHONY: install test-install run test lint typecheck bench profile fuzz soak debs clean
+.PHONY: install test-install run test lint typecheck image image-test bench profile fuzz soak debs clean
 
 install: $(STAMP)
 test-install: $(TESTED)
@@ -29,6 +32,11 @@ $(STAMP): pyproject.toml $(CORE)
 $(TESTED): $(STAMP)
 	$(PIP) install --quiet --group test
 	touch $(TESTED)
+
+# `python -m build`, for `make image`'s wheels: the `package` dependency group.
+$(PACKAGED): $(STAMP)
+	$(PIP) install --quiet --group package
+	touch $(PACKAGED)
 
 # Installs the Debian packages named in $(DEBS) that are missing (needs root).
 debs:
@@ -55,7 +63,20 @@ typecheck: test-install
 
 test: lint typecheck
 	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS)"
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --ignore=tests/image
+
+# squashd's image, tagged squashd:VERSION and squashd:latest, as a `docker load` archive:
+# dist/squashd-image.tar. Built offline (deploy/build_image.py): the Dockerfile on a
+# Debian root made by debootstrap, kept in dist/image-base, from wheels in dist/wheels.
+image: $(PACKAGED)
+	$(MAKE) --no-print-directory debs DEBS="$(IMAGE_DEBS)"
+	$(PY) deploy/build_image.py
+
+# The image built (`make image`) and run by a private dockerd: a few minutes, so apart
+# from `make test` (.ci/run runs both).
+image-test: test-install
+	$(MAKE) --no-print-directory debs DEBS="$(TEST_DEBS) $(IMAGE_DEBS)"
+	$(PY) -m pytest -q -p no:cacheprovider tests/image
 
 bench: test-install
 	$(MAKE) --no-print-directory debs DEBS="$(BENCH_DEBS)"
@@ -87,4 +108,4 @@ fuzz: test-install
 	tests/fuzz/run
 
 clean:
-	rm -rf $(VENV) bench/work .pytest_cache .hypothesis
+	rm -rf $(VENV) bench/work dist .pytest_cache .hypothesis

@@ -1,7 +1,8 @@
 """The compiled core of the merger, built by `pip install` with the machine's own compiler.
 
 Everything else is declared in pyproject.toml; only the extension modules need code.
-Every `.pyx` under squash/ is one extension module, named by its path.
+Every `.pyx` under squash/ is one, named by its path (squash/a/b.pyx is squash.a.b),
+so a module added or moved there is built without a word here.
 """
 
 from pathlib import Path
@@ -9,14 +10,12 @@ from pathlib import Path
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CORE = sorted(Path("squash").glob("**/*.pyx"))
 
-setup(
-    ext_modules=cythonize(
-        [
-            Extension(".".join(path.with_suffix("").parts), [str(path)], extra_compile_args=["-O3"])
-            for path in CORE
-        ],
-        compiler_directives={"language_level": "3"},
-    )
-)
+def core() -> list[Extension]:
+    return [
+        Extension(".".join(pyx.with_suffix("").parts), [pyx.as_posix()], extra_compile_args=["-O3"])
+        for pyx in sorted(Path("squash").rglob("*.pyx"))
+    ]
+
+
+setup(ext_modules=cythonize(core(), compiler_directives={"language_level": "3"}))

@@ -14,7 +14,7 @@ import json
 import os
 import random
 import shutil
-import subprocess
+import sys
 import tarfile
 import time
 import zlib
@@ -23,10 +23,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# The repo root, for testbed/ (not an installed package, so not on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from testbed import debian
+
 # Bump when the recipe changes, so a cached layout is rebuilt.
 RECIPE_VERSION = "3"
 TAG = "bench"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
 GZIP_LEVEL = 6
 MTIME = 1_730_000_000  # mtime of generated entries
 
@@ -382,10 +386,8 @@ def debootstrap(work: Path, log: Callable[[str], None]) -> Path:
     tmp = work / "rootfs.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
-    log(f"debootstrap --variant=minbase bookworm {tmp} {DEBIAN_MIRROR}  (takes a few minutes)")
-    cmd = ["debootstrap", "--variant=minbase", "bookworm", str(tmp), DEBIAN_MIRROR]
-    with open(work / "debootstrap.log", "wb") as out:
-        subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT)
+    log(f"debootstrap --variant=minbase {debian.SUITE} {tmp}  (takes a few minutes)")
+    debian.debootstrap(tmp, work / "debootstrap.log")
     tmp.rename(root)
     (work / "rootfs.done").write_text("ok\n")
     return root

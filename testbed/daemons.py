@@ -18,8 +18,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from testbed.process import StartFailed, log_tail, spawn, terminate
 from testbed.tools import require_tool, run
@@ -154,6 +155,11 @@ class Dockerd(Daemon):
     def text(self, *args: str | os.PathLike) -> str:
         return self.docker(*args).stdout.decode().strip()
 
+    def logs(self, container: str) -> str:
+        """`docker logs CONTAINER`: what it wrote to stdout and stderr, as text."""
+        proc = self.docker("logs", container, check=False)
+        return (proc.stdout + proc.stderr).decode(errors="replace")
+
     def load(self, archive: Path) -> list[str]:
         """`docker load -i ARCHIVE`: the names it reports ('Loaded image: X')."""
         out = self.text("load", "-i", archive)
@@ -233,3 +239,20 @@ class Containerd(Daemon):
 def remove_tree(root: Path) -> None:
     _unmount_under(root)
     shutil.rmtree(root, ignore_errors=True)
+
+
+D = TypeVar("D", bound=Daemon)
+
+
+@contextlib.contextmanager
+def started(prefix: str, make: Callable[[Path], D]) -> Iterator[D]:
+    """A daemon started in a short directory of its own (its sockets' paths must be
+    short), stopped and the directory removed afterwards."""
+    root = short_dir(prefix)
+    daemon = make(root)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        remove_tree(root)

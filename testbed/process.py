@@ -61,6 +61,14 @@ def http_get(
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
+def answers(url: str) -> bool:
+    """A GET of `url` answers 200 (False too while nothing listens there yet)."""
+    try:
+        return http_get(url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(
         self,
@@ -83,10 +91,11 @@ def log_tail(path: Path, limit: int = 4000) -> str:
 
 
 def spawn(
-    argv: list[str], log_path: Path, env: dict[str, str] | None = None
+    argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """`argv` in a session of its own (a signal to the group reaches all of it), stdin
-    closed, stdout and stderr appended to `log_path`; `env` None: this process's own."""
+    closed, stdout and stderr appended to `log_path`; `env` None: this process's own,
+    `cwd` None: this process's working directory."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             argv,
@@ -95,6 +104,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=env,
+            cwd=cwd,
         )
 
 
@@ -133,6 +143,9 @@ class ServerProcess:
     def _env(self) -> dict[str, str] | None:
         return None  # the starting process's own
 
+    def _cwd(self) -> Path | None:
+        return None  # the starting process's own
+
     def _ready(self) -> bool:
         raise NotImplementedError
 
@@ -154,7 +167,7 @@ class ServerProcess:
         for _attempt in range(1 if fixed else 3):  # a free port may be taken before bind
             if not fixed:
                 self.port = free_port()
-            self.proc = spawn(self._argv(), self.log_path, self._env())
+            self.proc = spawn(self._argv(), self.log_path, self._env(), self._cwd())
             if self._wait_ready(timeout):
                 return self
             if fixed or "address already in use" not in self.log().lower():

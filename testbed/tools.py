@@ -53,6 +53,7 @@ def run(
     timeout: float = 120,
     stdout: int | IO[Any] | None = subprocess.PIPE,
     env: dict[str, str] | None = None,
+    cwd: os.PathLike[str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a command; with `check`, a non-zero exit fails with the command and its output.
 
@@ -67,6 +68,7 @@ def run(
         timeout=timeout,
         check=False,
         env={**os.environ, **env} if env else None,
+        cwd=cwd,
     )
     if check and proc.returncode != 0:
         out = proc.stdout if isinstance(proc.stdout, bytes) else b""

@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.registry.fixtures",
     "tests.service.fixtures",
     "tests.loaders.fixtures",
+    "tests.image.fixtures",
 ]
 
 

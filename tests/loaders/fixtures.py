@@ -3,22 +3,18 @@ image built by Docker itself once per run (legacy builder, from a busybox-static
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import struct
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-from testbed.daemons import Containerd, Daemon, Dockerd, remove_tree, short_dir
+from testbed.daemons import Containerd, Dockerd, started
 from testbed.registry import Registry
 from tests.integration.helpers import require_tool
-
-D = TypeVar("D", bound=Daemon)
 
 LONG = "n" * 200  # a name component near the filesystem's limit; paths past 255 bytes
 #: security.capability of cap_net_bind_service (permitted + effective), VFS revision 2
@@ -147,29 +143,15 @@ class DockerImage:
     root: bytes  # `docker export` of a container of it
 
 
-@contextlib.contextmanager
-def _daemon(prefix: str, make: Callable[[Path], D]) -> Iterator[D]:
-    """A daemon started in a short directory of its own (its sockets' paths must be
-    short), stopped and the directory removed afterwards."""
-    root = short_dir(prefix)
-    daemon = make(root)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
-        remove_tree(root)
-
-
 @pytest.fixture(scope="session")
 def dockerd(registry: Registry) -> Iterator[Dockerd]:
-    with _daemon("sqd-docker-", lambda root: Dockerd(root, [registry.host])) as daemon:
+    with started("sqd-docker-", lambda root: Dockerd(root, [registry.host])) as daemon:
         yield daemon
 
 
 @pytest.fixture(scope="session")
 def containerd() -> Iterator[Containerd]:
-    with _daemon("sqd-ctrd-", Containerd) as daemon:
+    with started("sqd-ctrd-", Containerd) as daemon:
         yield daemon
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.process import http_get
 from testbed.registry import Registry, push
 from testbed.service import Stack, fetch
 from testbed.tools import run
@@ -51,6 +52,17 @@ def push_image(registry: Registry, work: Path, name: str, seed: int, size: int =
                               image_layers(seed, size))  # fmt: skip
     rootfs = umoci_unpack(ref, work / f"{name}-{seed}.bundle")
     return digest, rootfs
+
+
+def export_by_c1(web_url: str, registry: Registry, work: Path, name: str, seed: int, explain):
+    """A fresh image pushed as svc/NAME:v1, GET /c1 of it from the web at `web_url` and
+    its redirect followed: the archive's RepoTags (on failure, `explain()`: the logs)."""
+    push_image(registry, work, name, seed)
+    status, headers, body = http_get(f"{web_url}/c1/squash/svc/{name}/v1", timeout=120)
+    assert status == 302, f"{body!r}\n{explain()[-4000:]}"
+    fetch(headers["location"], work / f"{name}.tar")
+    tags: list[str] = SquashedArchive.open(work / f"{name}.tar").manifest_json[0]["RepoTags"]
+    return tags
 
 
 def layer_digest(registry: Registry, name: str, index: int = 0) -> str:

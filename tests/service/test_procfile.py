@@ -12,20 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from testbed.process import HOST, free_port, http_get
-from testbed.service import fetch, service_env
-from tests.integration.helpers import SquashedArchive
-from tests.service.test_export_service import push_image, wait_until
+from testbed.process import HOST, answers, free_port
+from testbed.service import service_env
+from tests.service.test_export_service import export_by_c1, wait_until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return http_get(url, timeout=2)[0] == 200
-    except OSError:  # not listening yet
-        return False
 
 
 def test_honcho_starts_every_process_of_the_procfile(
@@ -50,18 +42,13 @@ def test_honcho_starts_every_process_of_the_procfile(
         )  # fmt: skip
     try:
         output = lambda: log.read_text("utf-8", "replace")  # noqa: E731
-        wait_until("web", lambda: _answers(f"http://{HOST}:{port}/healthz"), explain=output)
+        wait_until("web", lambda: answers(f"http://{HOST}:{port}/healthz"), explain=output)
         for name, ready in (("worker", " ready."), ("scheduled", " ready."),
                             ("beat", "beat: Starting")):  # fmt: skip
             wait_until(f"{name} to start", lambda n=name, r=ready: any(
                 f"{n}.1" in line.split("|")[0].split() and r in line
                 for line in output().splitlines()), explain=output)  # fmt: skip
-        push_image(registry, tmp_path, "procfile", seed=901)
-        status, headers, body = http_get(f"http://{HOST}:{port}/c1/squash/svc/procfile/v1",
-                                         timeout=120)  # fmt: skip
-        assert status == 302, f"{body!r}\n{output()[-4000:]}"
-        fetch(headers["location"], tmp_path / "procfile.tar")
-        tags = SquashedArchive.open(tmp_path / "procfile.tar").manifest_json[0]["RepoTags"]
+        tags = export_by_c1(f"http://{HOST}:{port}", registry, tmp_path, "procfile", 901, output)
         assert tags == [f"{registry.host}/svc/procfile:v1.squash"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # honcho and what it started

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
 from tests.docs import REPO, Markdown, markdown_files
+from tests.shipped import shipped_modules, shipped_tops
 
 CONFIGURATION = REPO / "docs" / "configuration.md"
 _SQUASHD = re.compile(r"\bSQUASHD_[A-Z0-9_]+")
@@ -26,10 +26,9 @@ _SOURCE_SUFFIXES = (".py", ".pyx", ".pxd")
 
 def shipped_sources(root: Path = REPO) -> list[Path]:
     """The files `pip install .` ships code from, and the Procfile."""
-    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-    tops = {package.split(".")[0] for package in setuptools["packages"]}
-    files = [root / f"{module}.py" for module in setuptools.get("py-modules", [])]
-    for top in sorted(tops):
+    modules = set(shipped_modules(root))
+    files = [root / f"{module}.py" for module in sorted(modules)]
+    for top in sorted(shipped_tops(root) - modules):
         files += sorted(
             path
             for path in (root / top).rglob("*")
