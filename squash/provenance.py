@@ -15,6 +15,7 @@ import functools
 from dataclasses import dataclass
 from importlib import metadata
 
+from squash.errors import SquashError
 from squash.oci import (
     BASE_DIGEST,
     BASE_NAME,
@@ -149,14 +150,16 @@ def attestation(data: bytes, subject: Blob) -> Referrer:
     two alone (its annotations are read out of the statement), so the service makes the
     same one from a stored statement every time."""
     found = parse_object(data, "the provenance statement")
-    run = found["predicate"]["runDetails"]
-    annotations = {
-        CREATED: run["metadata"]["finishedOn"],
-        BUILDER_ANNOTATION: run["builder"]["id"],
-    }
-    return referrer(
-        subject, IN_TOTO, data, annotations, {PREDICATE_ANNOTATION: found["predicateType"]}
-    )
+    try:
+        run = found["predicate"]["runDetails"]
+        annotations = {
+            CREATED: str(run["metadata"]["finishedOn"]),
+            BUILDER_ANNOTATION: str(run["builder"]["id"]),
+        }
+        predicate = {PREDICATE_ANNOTATION: str(found["predicateType"])}
+    except (KeyError, TypeError):
+        raise SquashError("the provenance statement is not one squashd wrote") from None
+    return referrer(subject, IN_TOTO, data, annotations, predicate)
 
 
 def is_ours(entry: JSONObject) -> bool:

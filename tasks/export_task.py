@@ -42,6 +42,7 @@ def export(self, spec: dict) -> dict:
                 options=registry_options(wanted, parts.plain_http_registry),
                 tmpdir=settings.tmpdir,
                 limits=settings.limits,
+                builder=settings.builder_id,
             )
         except Busy:
             log.info("another build of this artifact is running; leaving it to that one")

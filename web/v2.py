@@ -21,6 +21,7 @@ from service.access import Caller
 from service.front.artifacts import FrontArtifacts, keep_suffix
 from service.front.auth import FrontAuth
 from service.front.documents import Document
+from service.front.referrers import FILTERS_APPLIED, referrers_index
 from service.requests import Outcome, Requests
 from squash.oci import JSONObject, is_index
 from storage.base import Artifact, Gone, Location
@@ -187,8 +188,8 @@ async def _squashed(
 
 def _pulled(front: FrontArtifacts, document: Document, method: str) -> Document:
     """A GET that hands out an image manifest is one pull, by tag or by digest (after
-    containerd's HEAD of the tag, or an index); a HEAD or an index is none."""
-    if method == "GET" and not is_index(document.media_type):
+    containerd's HEAD of the tag, or an index); a HEAD, an index or a referrer is none."""
+    if method == "GET" and not is_index(document.media_type) and not document.attached:
         front.count_pull()
     return document
 
@@ -216,6 +217,31 @@ def _document(request: Request, document: Document, media_type: str | None = Non
     }
     body = b"" if request.method == "HEAD" else document.data
     return Response(body, media_type=media_type or document.media_type, headers=headers)
+
+
+@router.get("/{name:path}/referrers/{digest}")
+async def referrers(request: Request, name: str, digest: str) -> Response:
+    """The referrers of a manifest handed out here (its provenance), as an index; the
+    `artifactType` query filters them (service/front/referrers.py)."""
+    front = _front(request)
+    artifact_type = request.query_params.get("artifactType")
+    try:
+        upstream = front.upstream(name)
+        caller = caller_of(request)
+
+        def find() -> Document:
+            known = front.by_digest(upstream, digest, caller)
+            return referrers_index(None if known is None else known[1], digest, artifact_type)
+
+        found = await run_in_threadpool(find)
+    except Gone as exc:
+        return registry_error(404, "MANIFEST_UNKNOWN", f"{exc}; pull again")
+    except ServiceError as exc:
+        return await _refused(request, exc, "MANIFEST_UNKNOWN", name)
+    response = _document(request, found)
+    if artifact_type is not None:
+        response.headers[FILTERS_APPLIED] = "artifactType"
+    return response
 
 
 @router.api_route("/{name:path}/blobs/{digest}", methods=["GET", "HEAD"])
