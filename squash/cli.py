@@ -273,10 +273,10 @@ def _shared(image: Image, args: argparse.Namespace, options: RegistryOptions) ->
         with contextlib.closing(base):
             what = f"image {image.reference}"
             shared = shared_layers(image.config, base.config, what, f"base {args.base}")
-        name = str(parse_docker_ref(ref.text.removeprefix("docker://")))
-        recorded = Base(
-            args.base, base.manifest_digest, name if ref.transport == "docker" else None
-        )
+        name = None  # a layout path or a `docker save` archive is no name to pull by
+        if ref.transport == "docker":
+            name = str(parse_docker_ref(ref.text.removeprefix("docker://")))
+        recorded = Base(args.base, base.manifest_digest, name)
     if not shared:
         raise SquashError(f"{what} shares no layers with {args.base}")
     if shared == len(image.layers):

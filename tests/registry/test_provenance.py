@@ -52,6 +52,7 @@ class Sources:
     base_digest: str
     layout: str  # oci:DIR:TAG
     app_tree: Path  # umoci unpack of it
+    base_layout: str  # the base as an OCI layout, oci:DIR:TAG
 
 
 def _layers() -> list[bytes]:
@@ -71,7 +72,7 @@ def sources(tools, registry: Registry, module_work: Path) -> Sources:
     base_digest = push(base, registry.ref("prov/base", "v1"))
     assert app_digest == app.manifest_digest, "skopeo pushed another manifest"
     tree = umoci_unpack(app.ref, module_work / "app.bundle")
-    return Sources(app_digest, base_digest, app.source, tree)
+    return Sources(app_digest, base_digest, app.source, tree, base.source)
 
 
 def ok(source: str, dest: str, *args: str) -> subprocess.CompletedProcess:
@@ -305,3 +306,27 @@ def test_a_tar_has_its_statement_beside_it_and_is_the_same_without(
     (entry,) = json.loads((out / "index.json").read_text())["manifests"]
     check_statement(statement, entry["digest"], sources.app_digest)
     assert statement["subject"][0]["name"] == "docker.io/library/app:v1.squash"
+
+
+@pytest.mark.parametrize("partial", ["--keep-base", "--base oci:"])
+def test_a_partial_squash_without_a_registry_base_has_no_annotations(
+    sources: Sources, work: Path, partial: str
+) -> None:
+    """`--keep-base N` names no base image: the manifest has no annotations (its kept
+    layers' digests are in it already) and the statement says N. A `--base` in a layout
+    is no name to pull by: no annotations either, but the statement names it."""
+    args = ("--keep-base", "2") if partial == "--keep-base" else ("--base", sources.base_layout)
+    ok(sources.layout, f"oci:{work}/kept:t", *args, "--provenance", str(work / "kept.json"))
+    (entry,) = [m for m in json.loads((work / "kept/index.json").read_text())["manifests"]
+                if m.get("artifactType") is None]  # fmt: skip
+    manifest = json.loads((work / "kept/blobs/sha256" / entry["digest"][7:]).read_bytes())
+    assert "annotations" not in manifest
+    build = json.loads((work / "kept.json").read_text())["predicate"]["buildDefinition"]
+    dependencies = build["resolvedDependencies"]
+    if partial == "--keep-base":
+        assert len(manifest["layers"]) == 3 and build["externalParameters"]["keepBase"] == 2
+        assert "base" not in build["externalParameters"] and len(dependencies) == 1
+    else:
+        assert len(manifest["layers"]) == 2 and build["externalParameters"]["keepBase"] == 1
+        digest = {"sha256": sources.base_digest[7:]}
+        assert dependencies[1] == {"uri": sources.base_layout, "digest": digest}
