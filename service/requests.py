@@ -133,6 +133,11 @@ class Requests:
             self._recent.put(artifact.key, artifact)  # for `answer_from_memory`, a while
         return artifact
 
+    def statement(self, artifact: Artifact) -> bytes | None:
+        """The provenance statement stored beside `artifact` (None: built before
+        statements were kept)."""
+        return self.parts.on_store(self.parts.store.read_statement, artifact.key)
+
     def forget_gone(self, key: str) -> None:
         """The archive of `key` was found missing from the store although its record
         said it was there: forget the record, so the next request builds it again."""

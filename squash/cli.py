@@ -22,7 +22,15 @@ from squash.image_config import shared_layers
 from squash.limits import Limits, parse_size
 from squash.oci import JSONObject
 from squash.outputs import open_destination
-from squash.reference import DestinationRef, Platform, SourceRef, parse_destination, parse_source
+from squash.provenance import Base, Provenance
+from squash.reference import (
+    DestinationRef,
+    Platform,
+    SourceRef,
+    parse_destination,
+    parse_docker_ref,
+    parse_source,
+)
 from squash.sources import list_platforms, open_image
 
 if TYPE_CHECKING:
@@ -126,6 +134,17 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.free_space,
         help="fail before the spool directory has less free space (default 512M)",
     )
+    export.add_argument(
+        "--provenance",
+        metavar="FILE",
+        help="also write the provenance statement (in-toto, SLSA v1) to FILE; one line per "
+        "squashed image",
+    )
+    export.add_argument(
+        "--no-referrer",
+        action="store_true",
+        help="do not attach the provenance to the image as a referrer (oci: and docker://)",
+    )
     export.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     registry = export.add_argument_group("registry sources")
     registry.add_argument(
@@ -220,9 +239,11 @@ def _export(args: argparse.Namespace) -> None:
             return
         image = open_image(source, args.platform, options)
         with contextlib.closing(image):
-            keep = args.keep_base if args.base is None else _shared(image, args, options)
+            keep, base = args.keep_base, None
+            if args.base is not None:
+                keep, base = _shared(image, args, options)
             output = open_destination(destination, pushing, args.tmpdir, args.push_chunk_size)
-            _write(args, image, keep, output, where)
+            _write(args, image, keep, base, output, where)
 
 
 def _all_platforms(
@@ -244,18 +265,23 @@ def _all_platforms(
     return list_platforms(source, options)
 
 
-def _shared(image: Image, args: argparse.Namespace, options: RegistryOptions) -> int:
-    """How many bottom layers `image` shares with the --base image (at least one)."""
+def _shared(image: Image, args: argparse.Namespace, options: RegistryOptions) -> tuple[int, Base]:
+    """How many bottom layers `image` shares with the --base image (at least one), and
+    that image as the squashed one records it."""
     with _source_file(args.base, args.tmpdir) as ref:
         base = open_image(ref, args.platform, options)
         with contextlib.closing(base):
             what = f"image {image.reference}"
             shared = shared_layers(image.config, base.config, what, f"base {args.base}")
+        name = None  # a layout path or a `docker save` archive is no name to pull by
+        if ref.transport == "docker":
+            name = str(parse_docker_ref(ref.text.removeprefix("docker://")))
+        recorded = Base(args.base, base.manifest_digest, name)
     if not shared:
         raise SquashError(f"{what} shares no layers with {args.base}")
     if shared == len(image.layers):
         raise SquashError(f"{what} has no layers above {args.base}: nothing to squash")
-    return shared
+    return shared, recorded
 
 
 @contextlib.contextmanager
@@ -292,8 +318,12 @@ def _write_index(
             platform = Platform(entry["os"], entry["architecture"], entry.get("variant"))
             yield open_image(source, platform, options), entry
 
-    squash = Options(args.tag, args.layer_compression, args.keep_base, args.tmpdir, _limits(args))
+    squash = Options(
+        args.tag, args.layer_compression, args.keep_base, args.tmpdir, _limits(args),
+        provenance=_provenance(args, None),
+    )  # fmt: skip
     digest, results = export_index(images(), output, squash)
+    _write_statements(args, results)
     if not args.quiet:
         for entry, result in zip(platforms, results, strict=True):
             platform = "/".join(entry[k] for k in ("os", "architecture", "variant") if k in entry)
@@ -309,8 +339,25 @@ def _summary(result: ExportResult[None]) -> str:
     )
 
 
+def _provenance(args: argparse.Namespace, base: Base | None) -> Provenance:
+    return Provenance(base=base, referrer=not args.no_referrer)
+
+
+def _write_statements(args: argparse.Namespace, results: list[ExportResult[None]]) -> None:
+    """--provenance FILE: the statements, one JSON line each (a tar has no place for
+    them; beside the other destinations they are a copy)."""
+    if args.provenance is not None:
+        with open(args.provenance, "wb") as out:
+            out.writelines(result.statement + b"\n" for result in results)
+
+
 def _write(
-    args: argparse.Namespace, image: Image, keep: int, output: Destination[None], where: str
+    args: argparse.Namespace,
+    image: Image,
+    keep: int,
+    base: Base | None,
+    output: Destination[None],
+    where: str,
 ) -> None:
     show = not args.quiet and sys.stderr.isatty()
     with _progress_bar(image.total_size) if show else contextlib.nullcontext() as bar:
@@ -324,7 +371,9 @@ def _write(
             tmpdir=args.tmpdir,
             limits=limits,
             progress=None if bar is None else bar.update,
+            provenance=_provenance(args, base),
         )
+    _write_statements(args, [result])
     if not args.quiet:
         print(f"{where}: {_summary(result)}", file=sys.stderr)
 

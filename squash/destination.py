@@ -1,13 +1,13 @@
 """What an export writes its image into: a `docker load` archive, an OCI layout, or a
 registry. The exporter streams the squashed layer once, places the kept layers, adds the
-config and manifest, then tags the manifest; nothing is visible under the tag before
-`commit`, and `abort` leaves nothing that names a partial image."""
+config and manifest, tags the manifest, then attaches its provenance; nothing is visible
+under the tag before `commit`, and `abort` leaves nothing that names a partial image."""
 
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from squash.image import StoredLayer
-from squash.oci import Blob
+from squash.oci import Blob, Referrer
 from squash.streams import Chunk
 from squash.verify import VerifyingReader
 
@@ -48,10 +48,15 @@ class Destination(Protocol[Committed]):
         """A config, manifest or index blob."""
         ...
 
-    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
+    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> str:
         """Name `manifest` (an image manifest or an index, written with `document`):
         `repo_tag` is the output's NAME:TAG in its familiar form, `full_name` with its
-        registry."""
+        registry. Returns the name it has there (what a provenance statement calls it)."""
+        ...
+
+    def attach(self, referrer: Referrer) -> None:
+        """An artifact that refers to an image manifest written here (its provenance),
+        kept where this destination has a place for referrers, after the image."""
         ...
 
     def commit(self) -> Committed:

@@ -3,9 +3,10 @@ archive, an OCI layout, a registry)."""
 
 import contextlib
 import hashlib
+import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from squash.codec import compression_of
@@ -26,10 +27,15 @@ from squash.oci import (
     image_index,
     image_manifest,
 )
+from squash.provenance import Asked, Provenance, attestation, statement
 from squash.reference import check_repo_tag, full_name, squash_tag
 from squash.streams import Stream, read_up_to
 
 T = TypeVar("T")
+
+#: Bump when the writer's output changes for the same input (the service's artifact keys
+#: hash it; a provenance statement records it).
+FORMAT_VERSION = 2  # 2: every member header written anew from the fields read
 
 
 @dataclass
@@ -42,6 +48,8 @@ class ExportResult(Generic[Committed]):
     stats: MergeStats
     committed: Committed  # what the sink's commit returned (an artifact store's record)
     kept: int = 0  # bottom layers kept as they are (a partial squash)
+    # its provenance, an in-toto statement (squash.provenance): not what makes two equal
+    statement: bytes = field(default=b"", compare=False)
 
 
 def output_tag(image: Image, tag: str | None) -> tuple[str, str]:
@@ -112,6 +120,7 @@ class Options:
     tmpdir: str | None = None
     limits: Limits = DEFAULT_LIMITS
     progress: Progress | None = None  # told of each stored layer byte read
+    provenance: Provenance = field(default_factory=Provenance)  # the builder, a --base
 
 
 @dataclass
@@ -125,19 +134,37 @@ class Squashed:
     layer: Blob
     stats: MergeStats
     kept: int
+    asked: Asked  # what its provenance says was asked
+    started: float  # when its squash started (unix time)
+    statement: bytes = b""  # made once it is tagged (`attest`)
 
     def result(self, committed: T) -> ExportResult[T]:
         return ExportResult(
             self.repo_tag, self.manifest.digest, self.diff_id, self.layer.digest,
-            self.layer.size, self.stats, committed, self.kept,
+            self.layer.size, self.stats, committed, self.kept, self.statement,
         )  # fmt: skip
+
+    def attest(self, name: str, destination: Destination[object], recorded: Provenance) -> None:
+        """Its provenance statement, attached in `destination` to its manifest (known
+        there as `name`) as a referrer (unless `recorded` says not to)."""
+        self.statement = statement(
+            name, self.manifest, self.asked, recorded, self.started, time.time()
+        )
+        if recorded.referrer:
+            destination.attach(attestation(self.statement, self.manifest))
+
+
+def _platform(config: JSONObject) -> str:
+    """OS/ARCH[/VARIANT] of an image config."""
+    parts = (config.get("os"), config.get("architecture"), config.get("variant"))
+    return "/".join(str(part) for part in parts if part)
 
 
 def squash_into(image: Image, destination: Destination[object], options: Options) -> Squashed:
     """Squash `image` into `destination`: the layer, the kept layers, config and manifest.
     With `options.keep`, the bottom layers stay as they are and the rest become one
     layer on top of them."""
-    keep, progress = options.keep, options.progress
+    keep, progress, started = options.keep, options.progress, time.time()
     check_keep(image, keep)
     repo_tag, full = output_tag(image, options.tag)
     upload = destination.layer()
@@ -160,8 +187,16 @@ def squash_into(image: Image, destination: Destination[object], options: Options
         destination.kept(stored, kept[-1])
     comment = f"squashed by squashd from {image.manifest_digest}"
     config = destination.document(squashed_config(image.config, keep, diff_id, comment), OCI_CONFIG)
-    manifest = destination.document(image_manifest(config, [*kept, blob]), OCI_MANIFEST)
-    return Squashed(repo_tag, full, manifest, diff_id, blob, stats, keep)
+    base = options.provenance.base
+    annotations = base.annotations() if base is not None else None
+    manifest = destination.document(
+        image_manifest(config, [*kept, blob], annotations), OCI_MANIFEST
+    )
+    asked = Asked(
+        options.provenance.source or image.reference, image.manifest_digest,
+        _platform(image.config), repo_tag, options.compression, keep, FORMAT_VERSION,
+    )  # fmt: skip
+    return Squashed(repo_tag, full, manifest, diff_id, blob, stats, keep, asked, started)
 
 
 def export_image(
@@ -174,13 +209,16 @@ def export_image(
     tmpdir: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
+    provenance: Provenance | None = None,
 ) -> ExportResult[Committed]:
-    """Squash `image` into `destination` and tag it (see `Options`); the destination is
-    committed on success, aborted on failure."""
-    options = Options(tag, compression, keep, tmpdir, limits, progress)
+    """Squash `image` into `destination`, tag it and attach its provenance (see
+    `Options`); the destination is committed on success, aborted on failure."""
+    recorded = provenance or Provenance()
+    options = Options(tag, compression, keep, tmpdir, limits, progress, recorded)
     try:
         squashed = squash_into(image, destination, options)
-        destination.tag(squashed.manifest, squashed.repo_tag, squashed.full_name)
+        name = destination.tag(squashed.manifest, squashed.repo_tag, squashed.full_name)
+        squashed.attest(name, destination, recorded)
         committed = destination.commit()
     except BaseException:
         destination.abort()
@@ -194,7 +232,8 @@ def export_index(
     options: Options | None = None,
 ) -> tuple[str, list[ExportResult[Committed]]]:
     """Squash each platform's image (with its index entry's `platform`) into
-    `destination` and tag an index of them; returns the index digest and each result."""
+    `destination`, tag an index of them and attach each image's provenance; returns the
+    index digest and each result."""
     options = options or Options()
     try:
         done: list[tuple[Squashed, JSONObject]] = []
@@ -206,7 +245,9 @@ def export_index(
         index = image_index([(s.manifest, p) for s, p in done])
         blob = destination.document(index, OCI_INDEX)
         first = done[0][0]
-        destination.tag(blob, first.repo_tag, first.full_name)
+        name = destination.tag(blob, first.repo_tag, first.full_name)
+        for squashed, _ in done:
+            squashed.attest(name, destination, options.provenance)
         committed = destination.commit()
     except BaseException:
         destination.abort()

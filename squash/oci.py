@@ -51,6 +51,18 @@ _DOCKER_PREFIX = "application/vnd.docker."
 REF_NAME = "org.opencontainers.image.ref.name"  # an OCI index entry's tag annotation
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}  # an OCI image layout's `oci-layout` file
 
+# Annotations of an image manifest (image-spec annotations.md): the image whose layers a
+# partial squash kept, and when an artifact was made.
+BASE_NAME = "org.opencontainers.image.base.name"
+BASE_DIGEST = "org.opencontainers.image.base.digest"
+CREATED = "org.opencontainers.image.created"
+
+# OCI 1.1 artifacts: a manifest with an `artifactType`, the empty config and a `subject`,
+# found through the referrers API or its tag fallback (distribution-spec 1.1).
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"  # the empty descriptor's content
+IN_TOTO = "application/vnd.in-toto+json"  # an in-toto statement (a layer, an artifactType)
+
 
 # --- Documents ----------------------------------------------------------------------
 
@@ -105,16 +117,20 @@ def descriptor(blob: Blob, annotations: dict[str, str] | None = None) -> dict[st
 # --- Building manifests and indexes -------------------------------------------------
 
 
-def image_manifest(config: Blob, layers: list[Blob]) -> bytes:
-    """The OCI image manifest of `config` and `layers` (bottom first)."""
-    return dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(config),
-            "layers": [descriptor(layer) for layer in layers],
-        }
-    )
+def image_manifest(
+    config: Blob, layers: list[Blob], annotations: dict[str, str] | None = None
+) -> bytes:
+    """The OCI image manifest of `config` and `layers` (bottom first); without
+    `annotations` it has no `annotations` field at all."""
+    manifest: JSONObject = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(config),
+        "layers": [descriptor(layer) for layer in layers],
+    }
+    if annotations:
+        manifest["annotations"] = annotations
+    return dumps(manifest)
 
 
 def index_of(entries: list[dict[str, Any]], media_type: str = OCI_INDEX) -> JSONObject:
@@ -126,6 +142,68 @@ def image_index(images: list[tuple[Blob, dict[str, Any]]], media_type: str = OCI
     """An index (OCI, or Docker's manifest list) of image manifests and their platforms."""
     entries = [{**descriptor(manifest), "platform": platform} for manifest, platform in images]
     return dumps(index_of(entries, media_type))
+
+
+@dataclass(frozen=True)
+class Referrer:
+    """An OCI 1.1 artifact that refers to the image manifest `subject`: its manifest, and
+    the blobs that manifest names (the empty config, then the one layer, its payload)."""
+
+    subject: Blob
+    artifact_type: str
+    manifest: bytes
+    annotations: dict[str, str]
+    blobs: tuple[tuple[Blob, bytes], ...]
+
+    @property
+    def blob(self) -> Blob:
+        return blob_of(self.manifest, OCI_MANIFEST)
+
+    @property
+    def payload(self) -> bytes:
+        return self.blobs[-1][1]
+
+    def entry(self) -> dict[str, Any]:
+        """Its descriptor as an index of referrers lists it: with its `artifactType` and
+        its manifest's annotations."""
+        return {
+            **descriptor(self.blob),
+            "artifactType": self.artifact_type,
+            "annotations": self.annotations,
+        }
+
+
+def referrer(
+    subject: Blob,
+    artifact_type: str,
+    payload: bytes,
+    annotations: dict[str, str],
+    payload_annotations: dict[str, str] | None = None,
+) -> Referrer:
+    """The artifact of `payload` (of media type `artifact_type`) referring to `subject`:
+    an image manifest with the empty config and `payload` as its one layer."""
+    config = blob_of(EMPTY_JSON, OCI_EMPTY)
+    layer = blob_of(payload, artifact_type)
+    manifest = dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": descriptor(config),
+            "layers": [descriptor(layer, payload_annotations)],
+            "subject": descriptor(subject),
+            "annotations": annotations,
+        }
+    )
+    blobs = ((config, EMPTY_JSON), (layer, payload))
+    return Referrer(subject, artifact_type, manifest, annotations, blobs)
+
+
+def fallback_tag(subject: str) -> str:
+    """The tag of the index of `subject`'s referrers where a registry has no referrers
+    API (distribution-spec 1.1's tag schema): `sha256-HEX`."""
+    algorithm, _, encoded = subject.partition(":")
+    return f"{algorithm}-{encoded}"
 
 
 def docker_manifest(config: Blob, layers: list[Blob]) -> bytes | None:

@@ -93,7 +93,20 @@ class ArtifactStore(Protocol):
 
     def stat(self, key: str) -> Artifact | None: ...
 
-    def delete(self, key: str) -> None: ...
+    def write_statement(self, key: str, data: bytes) -> None:
+        """The provenance statement of the artifact `key`, kept beside its archive: a
+        build writes it before the archive's commit, so an archive is never visible
+        without it; a later build of `key` writes it again."""
+        ...
+
+    def read_statement(self, key: str) -> bytes | None:
+        """The statement of `key`; None when there is none (an artifact built before
+        statements were kept)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """The archive and everything kept beside it (its record, its statement)."""
+        ...
 
     def entries(self) -> Iterator[Entry]:
         """Every stored artifact, from a listing (no per-artifact requests)."""

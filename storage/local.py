@@ -2,7 +2,8 @@
 
 `KEY.tar` is the archive and `KEY.json` its record (size, sha256, source digest,
 created); the record is written first, so an archive is never visible without it.
-Unfinished archives are `.KEY.tar.*.part` files beside them.
+`KEY.intoto.json` is its provenance statement. Unfinished archives are
+`.KEY.tar.*.part` files beside them.
 """
 
 from __future__ import annotations
@@ -70,11 +71,20 @@ class LocalStore:
                 self.abort_upload(upload)
         return LocalSink(self, key, source_digest, image)
 
+    def _statement_path(self, key: str) -> Path:
+        return self.root / f"{check_key(key)}.intoto.json"
+
     def write_metadata(self, artifact: Artifact) -> None:
-        target = self._metadata_path(artifact.key)
-        temp = target.with_suffix(".json.part")
-        temp.write_text(json.dumps(artifact.__dict__))
-        os.replace(temp, target)
+        _place(self._metadata_path(artifact.key), json.dumps(artifact.__dict__).encode())
+
+    def write_statement(self, key: str, data: bytes) -> None:
+        _place(self._statement_path(key), data)
+
+    def read_statement(self, key: str) -> bytes | None:
+        try:
+            return self._statement_path(key).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def stat(self, key: str) -> Artifact | None:
         if not self.path(key).is_file():
@@ -85,7 +95,7 @@ class LocalStore:
             return None  # an archive without its record is not an artifact
 
     def delete(self, key: str) -> None:
-        for path in (self.path(key), self._metadata_path(key)):
+        for path in (self.path(key), self._metadata_path(key), self._statement_path(key)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -124,3 +134,10 @@ class LocalStore:
     def ping(self) -> None:
         with tempfile.TemporaryFile(dir=self.root):
             pass
+
+
+def _place(target: Path, data: bytes) -> None:
+    """A small file written whole under a temporary name, then renamed."""
+    temp = target.with_name(target.name + _PART)
+    temp.write_bytes(data)
+    os.replace(temp, target)

@@ -29,6 +29,7 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 
+from squash.oci import IN_TOTO
 from squash.streams import Chunk
 from storage.base import (
     Artifact,
@@ -50,6 +51,7 @@ PART = 8 << 20
 IN_FLIGHT = 2  # parts being uploaded at once (memory: FIRST_PART + (IN_FLIGHT + 1) * PART)
 _SUFFIX = ".tar"
 _MEMBERS = ".blobs/"  # KEY.blobs/HEX: a blob of archive KEY copied out as an object of its own
+_STATEMENT = ".intoto.json"  # KEY.intoto.json: the provenance statement of archive KEY
 COPY_PART = 1 << 30  # a member is copied in parts of this size (S3 allows 5 MiB to 5 GiB)
 _SIGNED_URLS = 4096  # presigned URLs kept for reuse
 _TRANSIENT_CODES = ("SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable")
@@ -214,6 +216,9 @@ class S3Store:
     def member_key(self, key: str, digest: str) -> str:
         return f"{self._head}{check_key(key)}{_MEMBERS}{digest.removeprefix('sha256:')}"
 
+    def statement_key(self, key: str) -> str:
+        return f"{self._head}{check_key(key)}{_STATEMENT}"
+
     def _artifact_key(self, object_key: str) -> str | None:
         """The artifact key an object key names, or None for someone else's object."""
         if not object_key.startswith(self._head) or not object_key.endswith(_SUFFIX):
@@ -253,10 +258,26 @@ class S3Store:
             metadata.get("image", ""),
         )
 
+    def write_statement(self, key: str, data: bytes) -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=self.statement_key(key), Body=data, ContentType=IN_TOTO
+        )
+
+    def read_statement(self, key: str) -> bytes | None:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.statement_key(key))
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        with contextlib.closing(body["Body"]) as stream:
+            return stream.read()
+
     def delete(self, key: str) -> None:
-        """The archive, then the members copied out of it (a pull finds none of them
-        once the archive is gone)."""
+        """The archive, then its statement and the members copied out of it (a pull
+        finds none of them once the archive is gone)."""
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        self.client.delete_object(Bucket=self.bucket, Key=self.statement_key(key))
         paginator = self.client.get_paginator("list_objects_v2")
         prefix = self.member_key(key, "")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):

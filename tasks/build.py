@@ -15,7 +15,9 @@ from typing import Protocol
 from squash.distribution.options import RegistryOptions
 from squash.export import export_image
 from squash.limits import DEFAULT_LIMITS, Limits
+from squash.oci import Referrer
 from squash.outputs.docker_archive import DockerArchive
+from squash.provenance import SERVICE_BUILDER, Provenance
 from squash.reference import Platform
 from squash.sources import open_image
 from storage.base import Artifact, ArtifactStore
@@ -103,8 +105,10 @@ def build(
     options: RegistryOptions,
     tmpdir: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    builder: str = SERVICE_BUILDER,
 ) -> Artifact:
-    """Build `spec` into `store` unless it is there; raises Busy if another build runs."""
+    """Build `spec` into `store` unless it is there; raises Busy if another build runs.
+    Its provenance statement (`builder` named as the builder) is stored beside it."""
     key = spec.key
     artifact = store.stat(key)
     if artifact is not None:
@@ -116,7 +120,9 @@ def build(
     with Heartbeat(board, key, owner, lease_seconds) as heartbeat:
         artifact = store.stat(key)  # finished by another build a moment ago?
         if artifact is None:
-            artifact = _squash(spec, task_id, board, store, heartbeat, options, tmpdir, limits)
+            recorded = Provenance(builder=builder, source=spec.image, invocation=key)
+            artifact = _squash(spec, task_id, board, store, heartbeat, options, tmpdir, limits,
+                               recorded)  # fmt: skip
         board.finished(key, artifact, time.time())
     return artifact
 
@@ -130,6 +136,7 @@ def _squash(
     options: RegistryOptions,
     tmpdir: str | None,
     limits: Limits,
+    recorded: Provenance,
 ) -> Artifact:
     started = time.monotonic()
     image = open_image(spec.source, Platform.parse(spec.platform), options)
@@ -137,15 +144,20 @@ def _squash(
         board.started(spec, task_id, image.total_size, time.time())
         log.info("build started: %d layers, %d bytes", len(image.layers), image.total_size)
         sink = store.create(spec.key, spec.digest, spec.name)
+
+        def beside(referrer: Referrer) -> None:  # before the archive is committed
+            store.write_statement(spec.key, referrer.payload)
+
         result = export_image(
             image,
-            DockerArchive(sink),
+            DockerArchive(sink, beside),
             tag=spec.tag,
             compression=spec.compression,
             keep=spec.keep_base,
             tmpdir=tmpdir,
             limits=limits,
             progress=heartbeat.advance,
+            provenance=recorded,
         )
     artifact: Artifact = result.committed
     seconds = time.monotonic() - started

@@ -42,6 +42,7 @@ def export(self, spec: dict) -> dict:
                 options=registry_options(wanted, settings.plain_http_hosts),
                 tmpdir=settings.tmpdir,
                 limits=settings.limits,
+                builder=settings.builder_id,
             )
         except Busy:
             log.info("another build of this artifact is running; leaving it to that one")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from squash.codec import COMPRESSIONS
 from squash.errors import BadReference
 from squash.limits import Limits, parse_size
+from squash.provenance import SERVICE_BUILDER
 from squash.reference import Platform
 
 
@@ -134,6 +135,7 @@ class Settings:
     caller_window: float = 3600.0
     sweep_interval: float = 15.0  # seconds between sweeps for builds whose lease ran out
     operator_token: str | None = None  # if set, `/` and `/metrics` want it as a Bearer token
+    builder_id: str = SERVICE_BUILDER  # who its provenance statements say built them
 
     @property
     def embedded(self) -> bool:
@@ -229,6 +231,7 @@ class Settings:
             caller_window=_number(env, "SQUASHD_CALLER_WINDOW", 3600, 1),
             sweep_interval=_number(env, "SQUASHD_SWEEP_INTERVAL", 15, 1),
             operator_token=env.get("SQUASHD_OPERATOR_TOKEN") or None,
+            builder_id=env.get("SQUASHD_BUILDER_ID") or SERVICE_BUILDER,
         )
 
 

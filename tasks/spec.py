@@ -11,10 +11,8 @@ import json
 import re
 from dataclasses import dataclass, fields
 
+from squash.export import FORMAT_VERSION
 from squash.reference import check_repo_tag, familiar_name, source_tag, squash_tag
-
-#: Bump when the archive writer's output changes for the same input.
-FORMAT_VERSION = 2  # 2: every member header written anew from the fields read
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.access import Caller
 from service.requests import Requests
+from squash.oci import IN_TOTO
 from storage.base import Artifact
 from tasks.board import FAILED, Job
 from tasks.errors import Denied, NotFound
@@ -100,6 +101,20 @@ async def status(request: Request, key: str = ExportId) -> JSONResponse:
     """State (queued, building, ready, failed), progress, size, sha256, error."""
     job, artifact = await _find(request, key)
     return JSONResponse(document(key, job, artifact))
+
+
+@router.get("/{key}/provenance")
+async def provenance(request: Request, key: str = ExportId) -> Response:
+    """The provenance statement of the built export (in-toto, SLSA provenance v1)."""
+    requests: Requests = request.app.state.requests
+    _, artifact = await _find(request, key)
+    statement = None
+    if artifact is not None:
+        statement = await run_in_threadpool(requests.statement, artifact)
+    if statement is None:
+        raise NotFound(f"export {key} has no provenance statement (not built, or built before "
+                       "squashd kept them)")  # fmt: skip
+    return Response(statement, media_type=IN_TOTO)
 
 
 @router.api_route("/{key}/download", methods=["GET", "HEAD"])

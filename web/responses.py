@@ -36,9 +36,10 @@ def document(key: str, job: Job | None, artifact: Artifact | None) -> dict:
         done = job.total if state == READY and job.total else job.done
         out["progress"] = {"done": min(done, job.total) if job.total else done, "total": job.total}
         out.update(builds=job.builds, error=job.error or None, updated=job.updated)
+    out["links"] = links(key)
     if artifact is not None:
         out.update(size=artifact.size, sha256=artifact.sha256, created=artifact.created)
-    out["links"] = links(key)
+        out["links"]["provenance"] = f"/v1/exports/{key}/provenance"
     return out
 
 

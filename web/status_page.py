@@ -89,7 +89,12 @@ def _page(overview: Overview) -> str:
             for failure in overview.recent_failures()[:20]
         ]
         context["popular"] = [
-            {"name": tag, "count": f"{count:.1f}", "state": overview.artifact_state(key)}
+            {
+                "name": tag,
+                "count": f"{count:.1f}",
+                "state": overview.artifact_state(key),
+                "key": key,
+            }
             for tag, count, key in overview.popular_tags(now)
         ]
     except overview.board_errors as exc:

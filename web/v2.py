@@ -27,6 +27,7 @@ from service.front.cold_tags import original_meanwhile, starts_build
 from service.front.documents import Document
 from service.front.passthrough import PassingBlob, PassThrough
 from service.front.pull_counts import ORIGINAL, SQUASHED, is_pull
+from service.front.referrers import FILTERS_APPLIED, referrers_index
 from service.front.upstreams import NotServed, Route, Upstreams, is_reference
 from service.requests import Outcome, Requests
 from squash.oci import JSONObject
@@ -245,8 +246,8 @@ def _pulled(
     front: FrontArtifacts, document: Document, method: str, upstream: str, served: str
 ) -> Document:
     """A GET that hands out an image manifest is one pull from `upstream`, by tag or by
-    digest (after containerd's HEAD of the tag, or an index); a HEAD or an index is
-    none (service/front/pull_counts.py)."""
+    digest (after containerd's HEAD of the tag, or an index); a HEAD, an index or a
+    referrer is none (service/front/pull_counts.py)."""
     if is_pull(document, method):
         front.count_pull(upstream, served)
     return document
@@ -275,6 +276,32 @@ def _document(request: Request, document: Document, media_type: str | None = Non
     }
     body = b"" if request.method == "HEAD" else document.data
     return Response(body, media_type=media_type or document.media_type, headers=headers)
+
+
+@router.get("/{name:path}/referrers/{digest}")
+async def referrers(request: Request, name: str, digest: str) -> Response:
+    """The referrers of a manifest handed out here (its provenance), as an index; the
+    `artifactType` query filters them (service/front/referrers.py)."""
+    front = _front(request)
+    artifact_type = request.query_params.get("artifactType")
+    route = None
+    try:
+        route = _route(request, name)
+        caller = caller_of(request)
+
+        def find() -> Document:
+            known = front.by_digest(route.name, digest, caller)
+            return referrers_index(None if known is None else known[1], digest, artifact_type)
+
+        found = await run_in_threadpool(find)
+    except Gone as exc:
+        return registry_error(404, "MANIFEST_UNKNOWN", f"{exc}; pull again")
+    except ServiceError as exc:
+        return await _refused(request, exc, "MANIFEST_UNKNOWN", route)
+    response = _document(request, found)
+    if artifact_type is not None:
+        response.headers[FILTERS_APPLIED] = "artifactType"
+    return response
 
 
 @router.api_route("/{name:path}/blobs/{digest}", methods=["GET", "HEAD"])

@@ -16,6 +16,7 @@ from typing import TypeVar
 from service.access import Caller
 from service.front.documents import Document, PullView, accepts, read_view
 from service.front.pull_counts import count_pull
+from service.front.referrers import with_provenance
 from service.requests import Requests
 from squash.errors import SquashError
 from squash.oci import (
@@ -55,14 +56,16 @@ class FrontArtifacts:
         )
 
     def view(self, artifact: Artifact) -> PullView:
-        """The artifact's manifests, config and layer ranges (read once per process);
-        Gone if its archive is no longer stored (then forgotten, to be built again)."""
+        """The artifact's manifests, config and layer ranges, and its provenance referrer
+        (read once per process); Gone if its archive is no longer stored (then forgotten,
+        to be built again)."""
         view = self._views.get(artifact.key)
         if view is None:
             try:
                 view = self._archive(artifact, read_view, self.parts.store, artifact)
             except SquashError as exc:
                 raise ServiceError(f"the stored artifact cannot be served: {exc}", 502) from None
+            view = with_provenance(view, self.requests.statement(artifact))
             self._views.put(artifact.key, view)
         return view
 

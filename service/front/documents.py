@@ -9,6 +9,7 @@ can be pulled; finding the members costs a few ranged reads, once per process.
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from squash.archive_index import Span, members
 from squash.errors import SquashError
@@ -38,6 +39,7 @@ class Document:
 
     data: bytes
     media_type: str
+    attached: bool = False  # part of a referrer (the provenance), not of the image
 
     @property
     def digest(self) -> str:
@@ -50,6 +52,10 @@ class PullView:
     manifests: dict[str, Document]  # by media type: the OCI one, the Docker one if it has one
     config: Document
     layers: dict[str, Member]  # by digest: ranges of the archive
+    # the provenance referrer (service/front/referrers.py): its manifest and blobs, and
+    # its descriptor as the referrers API lists it
+    attached: tuple[Document, ...] = ()
+    referrers: tuple[dict[str, Any], ...] = ()
 
     def manifest(self, accept: str) -> Document:
         """The manifest in the form the client accepts: OCI, unless it names only Docker's."""
@@ -59,12 +65,12 @@ class PullView:
         return self.manifests[OCI_MANIFEST]
 
     def document(self, digest: str) -> Document | None:
-        """The config or a manifest by its digest."""
+        """A manifest, the config, or a piece of its referrer, by its digest."""
         return next((d for d in self.documents if d.digest == digest), None)
 
     @property
     def documents(self) -> list[Document]:
-        return [*self.manifests.values(), self.config]
+        return [*self.manifests.values(), self.config, *self.attached]
 
     @property
     def digests(self) -> list[str]:

@@ -16,7 +16,7 @@ SQUASHED, ORIGINAL = "squashed", "original"
 
 
 def is_pull(document: Document, method: str) -> bool:
-    return method == "GET" and not is_index(document.media_type)
+    return method == "GET" and not is_index(document.media_type) and not document.attached
 
 
 def count_pull(board: Counters, upstream: str, served: str) -> None:

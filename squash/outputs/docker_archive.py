@@ -5,10 +5,15 @@ plus Docker's `manifest.json` and legacy `repositories`, all pointing at the sam
 The squashed layer goes first, under a reserved header patched once its size and digest
 are known; a partial squash's kept layers follow it as they are stored, then the small
 files that depend on the digests.
+
+A `docker load` tar has no place a loader reads a referrer (the provenance) from: it is
+handed to `beside`, if given (an artifact store keeps the statement beside the
+archive), and the archive's bytes never depend on it.
 """
 
 import json
 import tarfile
+from collections.abc import Callable
 from typing import Any, Generic
 
 from squash.destination import Committed, copy_stored
@@ -19,6 +24,7 @@ from squash.oci import (
     OCI_MANIFEST,
     REF_NAME,
     Blob,
+    Referrer,
     blob_of,
     descriptor,
     dumps,
@@ -46,8 +52,10 @@ class DockerArchive(Generic[Committed]):
     """A `docker load` archive written into `sink`: the layer first (its header reserved
     and patched once its size and digest are known), then the kept layers and documents."""
 
-    def __init__(self, sink: Sink[Committed]) -> None:
-        self._sink = sink
+    def __init__(
+        self, sink: Sink[Committed], beside: Callable[[Referrer], object] | None = None
+    ) -> None:
+        self._sink, self._beside = sink, beside
         self._manifests: dict[str, dict[str, Any]] = {}
         self._write(_member_header("blobs", 0, directory=True))
         self._write(_member_header("blobs/sha256", 0, directory=True))
@@ -76,7 +84,7 @@ class DockerArchive(Generic[Committed]):
             self._manifests[blob.digest] = json.loads(data)
         return blob
 
-    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
+    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> str:
         """The index files of both layouts, then the end of the archive."""
         if manifest.digest not in self._manifests:
             raise SquashError("a docker load archive holds one image, not an index")
@@ -100,6 +108,11 @@ class DockerArchive(Generic[Committed]):
         self._add("manifest.json", dumps(docker_manifest))
         self._add("repositories", dumps({repository: {tag: layers[-1].removeprefix("sha256:")}}))
         self._write(bytes(2 * BLOCK))
+        return full_name
+
+    def attach(self, referrer: Referrer) -> None:
+        if self._beside is not None:
+            self._beside(referrer)
 
     def commit(self) -> Committed:
         return self._sink.commit()

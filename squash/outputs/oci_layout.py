@@ -4,7 +4,11 @@ Blobs are written under a temporary name in `blobs/sha256/` and renamed to their
 once complete (one already there is kept); the manifest joins `index.json` at commit,
 replacing an entry of the same tag, by an atomic rename of the new index. A failed export
 leaves no index entry and no partial blob, and no layout at all if it made the
-directory."""
+directory.
+
+A referrer (the image's provenance) joins the index too, without a ref name, so tools
+that list a layout's tags see the image alone; it replaces a statement squashd attached
+to the same image before."""
 
 import contextlib
 import json
@@ -16,7 +20,19 @@ from typing import Any, BinaryIO
 from squash.destination import copy_stored
 from squash.errors import SquashError
 from squash.image import StoredLayer
-from squash.oci import OCI_LAYOUT, REF_NAME, Blob, blob_of, descriptor, dumps, index_of
+from squash.oci import (
+    OCI_LAYOUT,
+    OCI_MANIFEST,
+    REF_NAME,
+    Blob,
+    JSONObject,
+    Referrer,
+    blob_of,
+    descriptor,
+    dumps,
+    index_of,
+)
+from squash.provenance import is_ours
 from squash.streams import Chunk
 
 
@@ -38,6 +54,7 @@ class OCILayout:
             self._place(marker, dumps(OCI_LAYOUT))
         self._temps: set[str] = set()
         self._entry: dict[str, Any] | None = None
+        self._referrers: list[Referrer] = []
 
     def _path(self, digest: str) -> str:
         return os.path.join(self._blobs, digest.removeprefix("sha256:"))
@@ -83,11 +100,31 @@ class OCILayout:
             self._place(self._path(blob.digest), data)
         return blob
 
-    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
-        self._entry = descriptor(manifest, {REF_NAME: self.tag_name or repo_tag.rpartition(":")[2]})
+    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> str:
+        name = self.tag_name or repo_tag.rpartition(":")[2]
+        self._entry = descriptor(manifest, {REF_NAME: name})
+        return name
+
+    def attach(self, referrer: Referrer) -> None:
+        for blob, data in referrer.blobs:
+            self.document(data, blob.media_type)
+        self.document(referrer.manifest, OCI_MANIFEST)
+        self._referrers.append(referrer)
+
+    def _replaced(self, entry: JSONObject) -> bool:
+        """Is `entry` a statement of ours about an image this export attaches one to?"""
+        if not is_ours(entry):
+            return False
+        try:
+            with open(self._path(entry["digest"]), "rb") as f:
+                subject = json.load(f)["subject"]["digest"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # not ours to judge: left as it is
+        return any(referrer.subject.digest == subject for referrer in self._referrers)
 
     def commit(self) -> None:
-        """The manifest joins the index (an entry of the same tag is replaced)."""
+        """The manifest joins the index (an entry of the same tag is replaced), and its
+        referrers after it (replacing our earlier statements of the same image)."""
         assert self._entry is not None, "commit before tag"
         path = os.path.join(self.directory, "index.json")
         index = index_of([])
@@ -103,8 +140,8 @@ class OCILayout:
         index["manifests"] = [
             m
             for m in index.get("manifests") or []
-            if (m.get("annotations") or {}).get(REF_NAME) != name
-        ] + [self._entry]
+            if (m.get("annotations") or {}).get(REF_NAME) != name and not self._replaced(m)
+        ] + [self._entry, *(referrer.entry() for referrer in self._referrers)]
         self._place(path, dumps(index))
 
     def abort(self) -> None:

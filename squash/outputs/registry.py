@@ -4,14 +4,17 @@ The squashed layer goes up as it is made, in chunks; kept layers the repository 
 holds are skipped, those in another repository of the same registry are mounted, the
 rest are copied from the source in chunks; then the config, and the manifest last, under
 its tag (an index's images first, by digest). Until that PUT nothing names the new image,
-so a failure tags nothing."""
+so a failure tags nothing. The provenance referrers follow the tagged image
+(squash/distribution/referrers.py)."""
 
 from squash.destination import copy_stored
 from squash.distribution.client import Registry
 from squash.distribution.options import DEFAULT_CHUNK, RegistryOptions
 from squash.distribution.push import BlobUpload, has_blob, put_manifest
+from squash.distribution.referrers import push_referrer
+from squash.errors import RegistryError
 from squash.image import StoredLayer
-from squash.oci import OCI_CONFIG, Blob, blob_of
+from squash.oci import OCI_CONFIG, Blob, Referrer, blob_of
 from squash.reference import DockerRef
 from squash.streams import Chunk
 
@@ -26,6 +29,7 @@ class RegistryOutput:
         self._open: list[BlobUpload] = []
         self._documents: dict[str, tuple[bytes, str]] = {}  # manifests: digest -> (, type)
         self._manifest: tuple[Blob, str] | None = None
+        self._referrers: list[Referrer] = []
 
     def _upload(self, mount: tuple[str, str] | None = None) -> BlobUpload:
         upload = BlobUpload(
@@ -59,14 +63,26 @@ class RegistryOutput:
         blob = blob_of(data, media_type)
         if media_type != OCI_CONFIG:  # a manifest or index: put by tag, or by digest
             self._documents[blob.digest] = data, media_type
-        elif not has_blob(self.session, self.ref.repository, blob.digest, self.what):
+        else:
+            self._put_blob(blob, data)
+        return blob
+
+    def _put_blob(self, blob: Blob, data: bytes) -> None:
+        """A small blob held whole, unless the repository has it."""
+        if not has_blob(self.session, self.ref.repository, blob.digest, self.what):
             upload = self._upload()
             upload.write(data)
             self._finish(upload, blob.digest)
-        return blob
 
-    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> None:
+    def tag(self, manifest: Blob, repo_tag: str, full_name: str) -> str:
         self._manifest = (manifest, self.ref.tag or repo_tag.rpartition(":")[2])
+        return f"{self.ref.registry}/{self.ref.repository}:{self._manifest[1]}"
+
+    def attach(self, referrer: Referrer) -> None:
+        """Its blobs go up now, its manifest after the image's."""
+        for blob, data in referrer.blobs:
+            self._put_blob(blob, data)
+        self._referrers.append(referrer)
 
     def commit(self) -> None:
         """An index's images by digest first, then the tagged manifest or index."""
@@ -78,6 +94,15 @@ class RegistryOutput:
                 put_manifest(self.session, repository, digest, data, media_type, self.what)
         data, media_type = self._documents[manifest.digest]
         put_manifest(self.session, repository, tag, data, media_type, self.what)
+        try:
+            for referrer in self._referrers:
+                push_referrer(self.session, repository, referrer, self.what)
+        except RegistryError as exc:
+            raise RegistryError(
+                f"the image is pushed as {tag}, but its provenance could not be attached: "
+                f"{exc} (--no-referrer leaves it out)",
+                exc.status,
+            ) from None
         self.session.close()
 
     def abort(self) -> None:

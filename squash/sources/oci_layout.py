@@ -63,8 +63,16 @@ class _Layout:
         return FileLayer(label, path, size=descriptor_size(descriptor), digest=digest)
 
 
+def _entries(index: JSONObject) -> list[JSONObject]:
+    """The index's images: not the artifacts that refer to them (a provenance statement
+    squashd attached, listed with its `artifactType`)."""
+    return [
+        m for m in index.get("manifests") or [] if isinstance(m, dict) and "artifactType" not in m
+    ]
+
+
 def _select(index: JSONObject, tag: str | None, platform: Platform, what: str) -> JSONObject:
-    entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+    entries = _entries(index)
     if tag is not None:
         names = {(m.get("annotations") or {}).get(REF_NAME) for m in entries}
         entries = [m for m in entries if (m.get("annotations") or {}).get(REF_NAME) == tag]
@@ -112,7 +120,7 @@ def layout_platforms(ref: SourceRef) -> list[JSONObject]:
     """The platforms of the tag's index (none for a single image)."""
     what = f"image {ref.text}"
     layout, index = _index(ref, what)
-    entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+    entries = _entries(index)
     if ref.ref is not None:
         entries = [m for m in entries if (m.get("annotations") or {}).get(REF_NAME) == ref.ref]
     if len(entries) > 1:  # the layout's own index lists the platforms

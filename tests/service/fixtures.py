@@ -155,11 +155,16 @@ def embedded_web(registry: Registry, root: Path) -> Iterator[WebServer]:
 
 
 def private_deployment(
-    make: Callable[..., Stack], registry: Registry, work: Path, repository: str, seed: int
+    make: Callable[..., Stack],
+    registry: Registry,
+    work: Path,
+    repository: str,
+    seed: int,
+    **env: str,
 ) -> Stack:
     """A deployment in front of the private registry (tests.registry.fixtures) that pulls
     with the `robot` account, once alice pushed REPOSITORY:v1 there (which only she, and
-    robot, may read)."""
+    robot, may read); `env` adds to its environment."""
     from tests.registry.fixtures import USERS
     from tests.service.harness import push_layers
     from tests.service.test_export_service import image_layers
@@ -167,5 +172,8 @@ def private_deployment(
     creds = f"alice:{USERS['alice']}"
     push_layers(work, registry.ref(repository, "v1"), image_layers(seed=seed), creds=creds)
     return make(
-        registry.host, SQUASHD_REGISTRY_USERNAME="robot", SQUASHD_REGISTRY_PASSWORD=USERS["robot"]
+        registry.host,
+        SQUASHD_REGISTRY_USERNAME="robot",
+        SQUASHD_REGISTRY_PASSWORD=USERS["robot"],
+        **env,
     )

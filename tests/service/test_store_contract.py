@@ -10,6 +10,7 @@ through the store, so a store cannot hide what it left behind.
   visible; what is unfinished is listed by `uploads()` under its own key and cleared by
   `abort_upload()` or by the next `create()` of that key (and of no other key);
 - listings, locations (presigned URLs / local paths), delete, missing and non-plain keys;
+- the provenance statement beside an archive: read back, replaced, deleted with it;
 - `errors`: the exceptions the store raises while its backend is down (moto stopped, the
   directory gone), judged by `retryable` as the store says; the same store object works
   again when the backend is back; `retryable` passes no refusal and no foreign error.
@@ -394,6 +395,27 @@ def test_delete_removes_only_that_artifact(backend: Backend) -> None:
     assert backend.leftovers() == []
 
 
+def test_a_statement_is_kept_beside_its_archive_and_deleted_with_it(backend: Backend) -> None:
+    """The provenance statement a build writes before its archive's commit: read back as
+    written, replaced by the next build's, never listed as an artifact of its own, and
+    gone with its archive (the janitor deletes by key)."""
+    store = backend.store
+    assert store.read_statement("attested") is None
+    store.write_statement("attested", b'{"first":1}')
+    store.write_statement("attested", b'{"built":"again"}')
+    _commit(store, "attested", seed=50)
+    _commit(store, "plain", seed=51)
+    assert store.read_statement("attested") == b'{"built":"again"}'
+    assert store.read_statement("plain") is None
+    assert _keys(store.entries()) == ["attested", "plain"]
+    assert [name for name in backend.leftovers() if "intoto" in name], "no statement stored"
+    store.delete("attested")
+    assert store.read_statement("attested") is None
+    assert not [name for name in backend.leftovers() if "attested" in name]
+    store.delete("plain")
+    assert backend.leftovers() == []
+
+
 def test_missing_keys(backend: Backend) -> None:
     store = backend.store
     assert store.stat("never-stored") is None
@@ -417,6 +439,8 @@ def test_keys_that_are_not_plain_are_refused(backend: Backend, key: str) -> None
         lambda: store.stat(key),
         lambda: store.delete(key),
         lambda: store.locate(key),
+        lambda: store.write_statement(key, b"{}"),
+        lambda: store.read_statement(key),
     ):
         with pytest.raises(ValueError, match="artifact key"):
             call()
