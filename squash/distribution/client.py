@@ -198,9 +198,16 @@ class Registry:
         headers: dict[str, str],
         content: bytes | list[bytes] | None = None,
     ) -> httpx.Response:
-        """Send, following redirects; Authorization never goes to another host."""
+        """Send, following redirects; Authorization never goes to another host.
+
+        Pieces go as an iterator of their own per request: once sent, an exhausted
+        iterator lets go of them. httpx keeps the request in a reference cycle with its
+        response (the response's stream points back at it), freed only when the cyclic
+        collector runs; with the list itself, every chunk a push sent stayed in memory
+        until then (pushes peaked 120 MiB above a file's)."""
         for _ in range(8):
-            request = self._http.build_request(method, url, headers=headers, content=content)
+            body = iter(content) if isinstance(content, list) else content
+            request = self._http.build_request(method, url, headers=headers, content=body)
             response = self._http.send(request, stream=True)
             if response.status_code not in _REDIRECTS or "location" not in response.headers:
                 return response
