@@ -27,6 +27,7 @@ from squash.oci import (
     image_manifest,
 )
 from squash.reference import check_repo_tag, full_name, squash_tag
+from squash.retained import RetainedLayer
 from squash.streams import Stream, read_up_to
 
 T = TypeVar("T")
@@ -140,24 +141,31 @@ def squash_into(image: Image, destination: Destination[object], options: Options
     keep, progress = options.keep, options.progress
     check_keep(image, keep)
     repo_tag, full = output_tag(image, options.tag)
-    upload = destination.layer()
-    writer = LayerWriter(upload, options.compression)
-    try:
-        layers = (
-            image.layers
-            if progress is None
-            else [_Reporting(stored, progress) for stored in image.layers]
-        )
-        stats = Merger(writer.write, options.tmpdir, options.limits).run(layers, keep)
-    except BaseException:
-        writer.abort()
-        raise
-    diff_id, blob = writer.close()
-    upload.done(blob)
-    kept = []
-    for stored in image.layers[:keep]:
-        kept.append(_kept_blob(stored))
-        destination.kept(stored, kept[-1])
+    with contextlib.ExitStack() as retained:
+        stored_layers = [
+            retained.enter_context(contextlib.closing(RetainedLayer(stored, options.tmpdir)))
+            if n < keep and stored.location() is None  # read once from far away
+            else stored
+            for n, stored in enumerate(image.layers)
+        ]
+        upload = destination.layer()
+        writer = LayerWriter(upload, options.compression)
+        try:
+            layers = (
+                stored_layers
+                if progress is None
+                else [_Reporting(stored, progress) for stored in stored_layers]
+            )
+            stats = Merger(writer.write, options.tmpdir, options.limits).run(layers, keep)
+        except BaseException:
+            writer.abort()
+            raise
+        diff_id, blob = writer.close()
+        upload.done(blob)
+        kept = []
+        for stored in stored_layers[:keep]:
+            kept.append(_kept_blob(stored))
+            destination.kept(stored, kept[-1])
     comment = f"squashed by squashd from {image.manifest_digest}"
     config = destination.document(squashed_config(image.config, keep, diff_id, comment), OCI_CONFIG)
     manifest = destination.document(image_manifest(config, [*kept, blob]), OCI_MANIFEST)
