@@ -113,6 +113,7 @@ class Options:
     tmpdir: str | None = None
     limits: Limits = DEFAULT_LIMITS
     progress: Progress | None = None  # told of each stored layer byte read
+    level: int | None = None  # of the compression (None: its default)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def squash_into(image: Image, destination: Destination[object], options: Options
             for n, stored in enumerate(image.layers)
         ]
         upload = destination.layer()
-        writer = LayerWriter(upload, options.compression)
+        writer = LayerWriter(upload, options.compression, options.level)
         try:
             layers = (
                 stored_layers
@@ -178,6 +179,7 @@ def export_image(
     *,
     tag: str | None = None,
     compression: str = "none",
+    level: int | None = None,
     keep: int = 0,
     tmpdir: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
@@ -185,7 +187,7 @@ def export_image(
 ) -> ExportResult[Committed]:
     """Squash `image` into `destination` and tag it (see `Options`); the destination is
     committed on success, aborted on failure."""
-    options = Options(tag, compression, keep, tmpdir, limits, progress)
+    options = Options(tag, compression, keep, tmpdir, limits, progress, level)
     try:
         squashed = squash_into(image, destination, options)
         destination.tag(squashed.manifest, squashed.repo_tag, squashed.full_name)

@@ -26,7 +26,7 @@ class LayerWriter:
     caller may reuse them.
     """
 
-    def __init__(self, sink: Writable, compression: str) -> None:
+    def __init__(self, sink: Writable, compression: str, level: int | None = None) -> None:
         self._sink = sink
         self._plain = compression == "none"
         self._diff = hashlib.sha256()
@@ -36,7 +36,7 @@ class LayerWriter:
         self._error: BaseException | None = None
         self.size = 0
         self.media_type = OCI_LAYER[compression]
-        self._compressor = Compressor(compression, self._emit)  # may emit a header at once
+        self._compressor = Compressor(compression, self._emit, level)  # may emit a header
         self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
         self._thread.start()
 

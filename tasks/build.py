@@ -141,6 +141,7 @@ def _squash(
             DockerArchive(sink),
             tag=spec.tag,
             compression=spec.compression,
+            level=spec.level,
             keep=spec.keep_base,
             tmpdir=tmpdir,
             limits=limits,
