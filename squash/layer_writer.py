@@ -11,7 +11,7 @@ from squash.oci import OCI_LAYER, Blob
 from squash.streams import Chunk
 
 _BATCH = 1 << 20
-_QUEUE_DEPTH = 8  # chunks of about 1 MiB in flight to the writer thread
+_QUEUE_DEPTH = 4  # chunks of about 1 MiB in flight to the writer thread
 
 
 class Writable(Protocol):
