@@ -31,7 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_image import ImageStats
-from squash_bench import LocalImage, Run, log, oci_ref, process_usage, run_child, squashd_bin
+from squash_bench import (
+    LocalImage,
+    Run,
+    log,
+    oci_ref,
+    print_head,
+    process_usage,
+    run_child,
+    squashd_bin,
+)
 
 COMPRESSIONS = ("none", "gzip", "zstd")
 KEEPS = (0, 2)
@@ -195,7 +204,7 @@ def _goals(
         checks.append((f"{ratio:.2f}x file <= {TARGET_PUSH_RATIO}", ratio <= TARGET_PUSH_RATIO))
         above, file_above = m.rss_mib - floor, reference.rss_mib - file_floor
         checks.append(
-            (f"+{above - file_above:.0f} MiB <= chunk {CHUNK_MIB}", above <= file_above + CHUNK_MIB)
+            (f"{above - file_above:+.0f} MiB <= chunk {CHUNK_MIB}", above <= file_above + CHUNK_MIB)
         )
     if mode.source == "registry":
         layout = measured[Mode("layout", mode.dest, mode.compression, mode.keep)]
@@ -215,19 +224,14 @@ def print_table(
 ) -> list[str]:
     """The table; returns the modes that missed a goal."""
     file_floor, registry_floor = floors_mib
-    print()
-    print(
+    titles = [
         "== every way in and out, beside the squash from the OCI layout to a file; "
-        f"best of {repeat} interleaved rounds =="
-    )
-    print(
+        f"best of {repeat} interleaved rounds ==",
         f"floor: the interpreter with squashd's imports (squashd --help) {file_floor:.0f} MiB; "
-        f"with the registry client's (httpx, ssl) {registry_floor:.0f} MiB"
-    )
+        f"with the registry client's (httpx, ssl) {registry_floor:.0f} MiB",
+    ]
     cols = ("wall s", "x file", "CPU s", "reg CPU", "RSS MiB", "> floor")
-    head = f"{'mode':32} " + " ".join(f"{c:>7}" for c in cols) + "  goals"
-    print(head)
-    print("-" * (len(head) + 60))
+    print_head(titles, f"{'mode':32}", cols, "goals", 60)
     missed = []
     for mode, m in measured.items():
         reference = measured[Mode("layout", "file", mode.compression, mode.keep)]

@@ -888,21 +888,29 @@ def many_files_bench(work: Path, repeat: int, comps: list[str]) -> list[str]:
     return failures + ([] if ok else ["memory per path"])
 
 
+def print_head(titles: list[str], first: str, cols: tuple[str, ...], last: str, rule: int) -> None:
+    """A table's title lines, its column heads (`first`, then `cols` right-aligned in 7,
+    then `last`) and a rule under them, `rule` longer than the heads."""
+    print()
+    for line in titles:
+        print(line)
+    head = f"{first} " + " ".join(f"{c:>7}" for c in cols) + f"  {last}"
+    print(head)
+    print("-" * (len(head) + rule))
+
+
 def print_summary(
     image: ImageStats, rows: list[Row], repeat: int, targets: dict[str, float] = TARGETS
 ) -> None:
     """The final table; ratios are against the first row (the floor)."""
     floor, floor_cpu = rows[0].seconds or 1.0, rows[0].cpu or 1.0
-    print()
-    print(
+    title = (
         f"== summary: {len(image.layers)} layers, {mib(image.tar_bytes)} tar / "
         f"{mib(image.blob_bytes)} gzip, {image.entries:,} entries; "
         f"best of {repeat} interleaved rounds, warm page cache =="
     )
     cols = ("wall s", "x floor", "CPU s", "x floor", "MB/s", "RSS MiB")
-    head = f"{'step':44} " + " ".join(f"{c:>7}" for c in cols) + "  target"
-    print(head)
-    print("-" * (len(head) + 30))
+    print_head([title], f"{'step':44}", cols, "target", 30)
     for r in rows:
         if r.seconds is None:
             print(f"{r.label:44} " + " ".join(f"{'-':>7}" for _ in cols) + f"  {r.note}")

@@ -13,9 +13,10 @@ from __future__ import annotations
 import http.client
 import io
 import ssl
-import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from squash.distribution.kept import Kept
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -31,20 +32,19 @@ class BodyPool:
         self._tls = tls if parts.scheme == "https" else None
         self._host, self._port = parts.hostname or "", parts.port
         self._timeout = timeout
-        self._idle: list[http.client.HTTPConnection] = []
-        self._mutex = threading.Lock()
+        self._idle: Kept[http.client.HTTPConnection] = Kept(MAX_IDLE)
 
     def get(self, path: str, headers: dict[str, str]) -> tuple[int, Body] | None:
         """(status, body) of `GET path`; None if no answer came. A kept connection the
         server closed meanwhile is replaced once."""
-        conn = self._take()
+        conn = self._idle.take()
         response = self._ask(conn, path, headers) if conn is not None else None
         if conn is None or response is None:
             conn = self._connect()
             response = self._ask(conn, path, headers)
             if response is None:
                 return None
-        return response.status, Body(self, conn, response)
+        return response.status, Body(self._idle, conn, response)
 
     @staticmethod
     def _ask(
@@ -64,22 +64,8 @@ class BodyPool:
             )
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
-    def _take(self) -> http.client.HTTPConnection | None:
-        with self._mutex:
-            return self._idle.pop() if self._idle else None
-
-    def give(self, conn: http.client.HTTPConnection) -> None:
-        with self._mutex:
-            if len(self._idle) < MAX_IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
-
     def close(self) -> None:
-        with self._mutex:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._idle.close()
 
 
 class Body(io.RawIOBase):
@@ -87,9 +73,12 @@ class Body(io.RawIOBase):
     that ends early raises `http.client.IncompleteRead`; a lost connection an OSError."""
 
     def __init__(
-        self, pool: BodyPool, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
+        self,
+        kept: Kept[http.client.HTTPConnection],
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
     ) -> None:
-        self._pool, self._conn, self._response = pool, conn, response
+        self._kept, self._conn, self._response = kept, conn, response
 
     def readable(self) -> bool:
         return True
@@ -108,7 +97,7 @@ class Body(io.RawIOBase):
         if self.closed:
             return
         if self._response.isclosed() and not self._response.will_close:
-            self._pool.give(self._conn)  # read to its end on a connection kept alive
+            self._kept.give(self._conn)  # read to its end on a connection kept alive
         else:
             self._response.close()
             self._conn.close()

@@ -80,7 +80,7 @@ def test_what_cannot_be_read_as_an_answer_is_none(
     server = serve(lambda n, request: answer if n == 1 else None)
     pool = HeadPool(server.base, None, 5.0)
     assert pool.head("/x", []) is None
-    assert pool._idle == [], "a connection with an unreadable answer was kept"
+    assert not len(pool._idle), "a connection with an unreadable answer was kept"
 
 
 def test_a_field_that_would_break_the_request_is_not_sent(serve: Callable[..., Server]) -> None:
