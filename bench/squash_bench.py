@@ -61,7 +61,8 @@ MiB = 1 << 20
 # squash / floor, by layer compression: the Debian image, then the many-files image
 TARGETS = {"none": 1.1, "gzip": 1.25}
 MANY_FILES_TARGETS = {"none": 2.0, "gzip": 2.0}
-TARGET_RSS_MIB = 100
+TARGET_RSS_MIB = 100  # the Debian image
+MANY_FILES_RSS_MIB = 150  # the many-files image: 400,000 paths
 TARGET_MEMBERS_RSS_MIB = 400  # a 2-million-member image
 TARGET_PATH_BYTES = 100  # of memory per path, above a fixed base
 REGISTRY_REPO = "bench/image"
@@ -868,7 +869,7 @@ def many_files_bench(work: Path, repeat: int, comps: list[str]) -> list[str]:
     rows = [best_row("floor: read+sha256 blob, inflate, sha256 tar", floor_runs, "= 1.00",
                      rss=False)]  # fmt: skip
     rows += [best_row(f"squashd --layer-compression {c}", runs[c]) for c in comps]
-    print_summary(image, rows, repeat, MANY_FILES_TARGETS)
+    print_summary(image, rows, repeat, MANY_FILES_TARGETS, MANY_FILES_RSS_MIB)
     failures = [r.label for r in rows[1:] if (r.seconds or 0) / (rows[0].seconds or 1) >
                 MANY_FILES_TARGETS[r.label.rsplit(" ", 1)[-1]]]  # fmt: skip
 
@@ -900,7 +901,11 @@ def print_head(titles: list[str], first: str, cols: tuple[str, ...], last: str, 
 
 
 def print_summary(
-    image: ImageStats, rows: list[Row], repeat: int, targets: dict[str, float] = TARGETS
+    image: ImageStats,
+    rows: list[Row],
+    repeat: int,
+    targets: dict[str, float] = TARGETS,
+    rss_target: int = TARGET_RSS_MIB,
 ) -> None:
     """The final table; ratios are against the first row (the floor)."""
     floor, floor_cpu = rows[0].seconds or 1.0, rows[0].cpu or 1.0
@@ -930,10 +935,10 @@ def print_summary(
         elif r.label.startswith("squashd"):
             goal = targets[r.label.rsplit(" ", 1)[-1]]
             ok_t = "ok" if ratio <= goal else "OVER"
-            ok_m = "ok" if (r.rss_mib or 0) <= TARGET_RSS_MIB else "OVER"
+            ok_m = "ok" if (r.rss_mib or 0) <= rss_target else "OVER"
             target = (
                 f"{ratio:.3f}x vs <= {goal}x {ok_t}, "
-                f"{r.rss_mib or 0:.0f} vs <= {TARGET_RSS_MIB} MiB {ok_m}; {r.note}"
+                f"{r.rss_mib or 0:.0f} vs <= {rss_target} MiB {ok_m}; {r.note}"
             )
         print(f"{r.label:44} " + " ".join(f"{c:>7}" for c in cells) + f"  {target}")
     print(
