@@ -8,17 +8,19 @@ layers on top, then measures in one run:
 2. `squashd export ... --layer-compression none` (wall time, CPU time and the child's own peak
    RSS, which GNU time reports: see run_child);
 3. the same with `--layer-compression gzip`;
-4. the ratios squash / floor against the targets (<= 1.5x, <= 150 MiB);
+4. the ratios squash / floor against the targets (<= 1.1x none, <= 1.25x gzip, <= 100 MiB);
 5. for comparison, a squash with umoci (unpack, then repack the whole root as one layer);
-6. the same image from a registry: a fresh `docker-registry` on 127.0.0.1 (testbed/, the
-   tests' too) gets the layout pushed with skopeo (the gzip blobs as they are), and
-   `squashd export docker://... --layer-compression none` is timed against step 2 (the same
-   squash from the `oci:` layout), target <= 1.2x; the registry and its storage are removed at
-   the end, even on failure. --no-registry skips it.
+6. every way in and out (bench/modes.py): a fresh `docker-registry` on 127.0.0.1 (testbed/,
+   the tests' too) gets the layout pushed with skopeo (the gzip blobs as they are), then the
+   squash from the layout to a file, into an OCI layout and pushed to that registry, and the
+   same from the registry, for none, gzip and zstd, full and --keep-base 2, each beside the
+   squash to a file; the registry and its storage are removed at the end, even on failure.
+   --no-registry skips it.
 
 Steps 1-3 and 6 run in --repeat interleaved rounds; the best (min) wall time of each, the CPU
 time of that run and the highest peak RSS are reported. umoci runs once. All files are warm in
-the page cache: nothing is dropped between runs. The CPU time other processes took is reported.
+the page cache: nothing is dropped between runs. Each output is removed before its run (ext4
+flushes a file renamed over an old one). The CPU time other processes took is reported.
 """
 
 from __future__ import annotations
@@ -59,13 +61,11 @@ MiB = 1 << 20
 # squash / floor, by layer compression: the Debian image, then the many-files image
 TARGETS = {"none": 1.1, "gzip": 1.25}
 MANY_FILES_TARGETS = {"none": 2.0, "gzip": 2.0}
-TARGET_RSS_MIB = 150
+TARGET_RSS_MIB = 100  # the Debian image
+MANY_FILES_RSS_MIB = 150  # the many-files image: 400,000 paths
 TARGET_MEMBERS_RSS_MIB = 400  # a 2-million-member image
 TARGET_PATH_BYTES = 100  # of memory per path, above a fixed base
-TARGET_REGISTRY_RATIO = 1.2  # squash from the local registry / squash from the oci: layout
 REGISTRY_REPO = "bench/image"
-REGISTRY_LABEL = "squashd none from docker:// (local registry)"
-PUSH_LABEL = "squashd none -o docker:// (a push)"
 GNU_TIME = "/usr/bin/time"  # Debian package `time`
 
 
@@ -628,77 +628,6 @@ def process_usage(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
-def layer_digest(out: Path) -> str:
-    """The digest manifest.json names the archive's one layer by (validate() checks it)."""
-    with tarfile.open(out, "r:") as arc:
-        manifest = json.load(arc.extractfile("manifest.json"))  # type: ignore[arg-type]
-    return "sha256:" + os.path.basename(manifest[0]["Layers"][0])
-
-
-class StepFailed(Exception):
-    """The registry step failed; the other steps still make the table (exit status 1)."""
-
-
-def registry_once(
-    local: LocalImage, work: Path, check: bool, expected: dict[str, list] | None
-) -> tuple[Run, float]:
-    """One timed `squashd export docker://... --layer-compression none`, right after the oci:
-    one: its layer must be the very layer of the oci: export (validated in full with `check`).
-
-    Returns the run and the CPU seconds the registry server spent meanwhile; raises StepFailed.
-    """
-    out = work / "out" / "squash-registry-none.tar"
-    out.unlink(missing_ok=True)
-    cmd = squash_cmd(local.ref, out, "none")
-    logf = work / "out" / "squash-registry-none.log"
-    assert local.registry.proc is not None
-    pid = local.registry.proc.pid
-    cpu0, _ = process_usage(pid)
-    run = run_child(cmd, logf)
-    server_cpu = process_usage(pid)[0] - cpu0
-    if run.rc != 0:
-        lines = logf.read_text(errors="replace").strip().splitlines() or ["(no output)"]
-        raise StepFailed(f"exit {run.rc}: {lines[-1]}")
-    log(
-        f"  squashd none from the registry: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU, "
-        f"peak RSS {run.maxrss_kib / 1024:.0f} MiB; registry server {server_cpu:.2f} s CPU"
-    )
-    if check:
-        try:
-            sq = validate(out, "none", expected)
-        except SystemExit as exc:
-            raise StepFailed(str(exc)) from None
-        run.note = f"out {mib(sq.archive_bytes)}"
-    got, want = layer_digest(out), layer_digest(squash_out(work, "none"))
-    if got != want:
-        raise StepFailed(f"layer {got[:19]}, not the oci: squash's {want[:19]}")
-    if check:
-        log(f"  same layer as the oci: squash ({got[:19]}), valid")
-    return run, server_cpu
-
-
-def push_once(local: LocalImage, image: ImageStats, work: Path) -> Run:
-    """One timed `squashd export oci:... -o docker://.../bench/pushed:N` (none), right
-    after the oci: squash to a file: the same layer, in chunked PATCHes instead of a file.
-    The pushed manifest must name the very layer of the squash to a file."""
-    dest = local.registry.ref("bench/pushed", "n")
-    logf = work / "out" / "push-none.log"
-    run = run_child(squash_cmd(oci_ref(image), dest, "none"), logf)
-    if run.rc != 0:
-        lines = logf.read_text(errors="replace").strip().splitlines() or ["(no output)"]
-        raise StepFailed(f"exit {run.rc}: {lines[-1]}")
-    try:
-        manifest = local.registry.manifest("bench/pushed", "n")
-    except AssertionError as exc:
-        raise StepFailed(str(exc)) from None
-    pushed = manifest["layers"][-1]["digest"] if manifest else "nothing"
-    want = layer_digest(squash_out(work, "none"))
-    if pushed != want:
-        raise StepFailed(f"pushed layer {pushed[:19]}, not the file squash's {want[:19]}")
-    log(f"  squashd none pushed: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU (same layer)")
-    return run
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -822,20 +751,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_registry
         else ("squashd is not usable" if why else registry_missing())
     )
-    if skip_registry is None and "none" not in comps:
-        log("the registry squash is compared with the oci: one with --layer-compression none")
-        comps.insert(0, "none")
 
     log("warm-up pass over the blobs (page cache)")
     measure_floor(image, False)
     floor_runs: list[Run] = []
     inflate_runs: list[Run] = []
     squash_runs: dict[str, list[Run]] = {c: [] for c in comps}
-    registry_runs: list[Run] = []
-    push_runs: list[Run] = []
-    server_cpu: list[float] = []
-    server_rss_kib = 0
-    registry_failed = ""
+    missed: list[str] = []
     with contextlib.ExitStack() as stack:  # stops the registry and deletes it, even on failure
         local = None
         if skip_registry is None:
@@ -853,41 +775,22 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  floor {wall:.2f} s (without sha256 of the tar {wall2:.2f} s)")
             for comp in comps:
                 squash_runs[comp].append(squash_once(image, work, comp, n == 0, expected))
-                if comp == "none" and local is not None and not registry_failed:
-                    try:  # right after the oci: squash
-                        run, cpu = registry_once(local, work, n == 0, expected)
-                    except StepFailed as exc:
-                        registry_failed = str(exc)
-                        log(f"  squashd from the registry FAILED: {exc} (not run again)")
-                        continue
-                    registry_runs.append(run)
-                    server_cpu.append(cpu)
-                    try:
-                        push_runs.append(push_once(local, image, work))
-                    except StepFailed as exc:
-                        registry_failed = f"push: {exc}"
-                        log(f"  squashd push FAILED: {exc} (not run again)")
-        if local is not None and local.registry.proc is not None:
-            server_rss_kib = process_usage(local.registry.proc.pid)[1]
-    rows = [
-        best_row("floor: read+sha256 blob, inflate, sha256 tar", floor_runs, "= 1.00", rss=False),
-        best_row("read+sha256 blob, inflate (no tar sha256)", inflate_runs, rss=False),
-    ]
-    rows += [best_row(f"squashd --layer-compression {c}", squash_runs[c]) for c in comps]
-    status = 1 if why or registry_failed else 0
-    if registry_failed:
-        rows.append(Row(REGISTRY_LABEL, None, note=f"FAILED: {registry_failed}"))
-    elif registry_runs:
-        rows.append(registry_row(registry_runs, squash_runs["none"], server_cpu, server_rss_kib))
-        if push_runs:
-            row = best_row(PUSH_LABEL, push_runs)
-            assert row.seconds is not None
-            ratio = row.seconds / min(r.wall for r in squash_runs["none"])
-            row.target = f"{ratio:.3f}x the squash to a file (none); measured, no target"
-            rows.append(row)
-    elif not args.no_registry:
-        log(f"registry step: {skip_registry}")
-        rows.append(Row(REGISTRY_LABEL, None, note=str(skip_registry)))
+        rows = [
+            best_row(
+                "floor: read+sha256 blob, inflate, sha256 tar", floor_runs, "= 1.00", rss=False
+            ),
+            best_row("read+sha256 blob, inflate (no tar sha256)", inflate_runs, rss=False),
+        ]
+        rows += [best_row(f"squashd --layer-compression {c}", squash_runs[c]) for c in comps]
+        if local is not None:
+            import modes  # it builds on this module's helpers: imported once this one is
+
+            missed = modes.report(image, local, work, repeat)
+        elif not args.no_registry:
+            log(f"every way in and out: skipped, {skip_registry}")
+    status = 1 if why or any(m.startswith("modes:") for m in missed) else 0
+    if missed:
+        log(f"over a goal: {', '.join(missed)}")
 
     if not args.no_umoci:
         limit = f"once, limit {args.umoci_timeout:.0f} s"
@@ -966,7 +869,7 @@ def many_files_bench(work: Path, repeat: int, comps: list[str]) -> list[str]:
     rows = [best_row("floor: read+sha256 blob, inflate, sha256 tar", floor_runs, "= 1.00",
                      rss=False)]  # fmt: skip
     rows += [best_row(f"squashd --layer-compression {c}", runs[c]) for c in comps]
-    print_summary(image, rows, repeat, MANY_FILES_TARGETS)
+    print_summary(image, rows, repeat, MANY_FILES_TARGETS, MANY_FILES_RSS_MIB)
     failures = [r.label for r in rows[1:] if (r.seconds or 0) / (rows[0].seconds or 1) >
                 MANY_FILES_TARGETS[r.label.rsplit(" ", 1)[-1]]]  # fmt: skip
 
@@ -986,39 +889,33 @@ def many_files_bench(work: Path, repeat: int, comps: list[str]) -> list[str]:
     return failures + ([] if ok else ["memory per path"])
 
 
-def registry_row(
-    runs: list[Run], oci_runs: list[Run], server_cpu: list[float], server_rss_kib: int
-) -> Row:
-    """The registry squash: its best wall time against the best oci: squash (none)."""
-    row = best_row(REGISTRY_LABEL, runs)
-    assert row.seconds is not None
-    best = min(range(len(runs)), key=lambda i: runs[i].wall)
-    ratio = row.seconds / min(r.wall for r in oci_runs)
-    ok_t = "ok" if ratio <= TARGET_REGISTRY_RATIO else "OVER"
-    ok_m = "ok" if (row.rss_mib or 0) <= TARGET_RSS_MIB else "OVER"
-    row.target = (
-        f"{ratio:.3f}x oci: vs <= {TARGET_REGISTRY_RATIO}x {ok_t}, "
-        f"{row.rss_mib or 0:.0f} vs <= {TARGET_RSS_MIB} MiB {ok_m}; registry server "
-        f"{server_cpu[best]:.2f} CPU-s, peak RSS {server_rss_kib / 1024:.0f} MiB"
-    )
-    return row
+def print_head(titles: list[str], first: str, cols: tuple[str, ...], last: str, rule: int) -> None:
+    """A table's title lines, its column heads (`first`, then `cols` right-aligned in 7,
+    then `last`) and a rule under them, `rule` longer than the heads."""
+    print()
+    for line in titles:
+        print(line)
+    head = f"{first} " + " ".join(f"{c:>7}" for c in cols) + f"  {last}"
+    print(head)
+    print("-" * (len(head) + rule))
 
 
 def print_summary(
-    image: ImageStats, rows: list[Row], repeat: int, targets: dict[str, float] = TARGETS
+    image: ImageStats,
+    rows: list[Row],
+    repeat: int,
+    targets: dict[str, float] = TARGETS,
+    rss_target: int = TARGET_RSS_MIB,
 ) -> None:
     """The final table; ratios are against the first row (the floor)."""
     floor, floor_cpu = rows[0].seconds or 1.0, rows[0].cpu or 1.0
-    print()
-    print(
+    title = (
         f"== summary: {len(image.layers)} layers, {mib(image.tar_bytes)} tar / "
         f"{mib(image.blob_bytes)} gzip, {image.entries:,} entries; "
         f"best of {repeat} interleaved rounds, warm page cache =="
     )
     cols = ("wall s", "x floor", "CPU s", "x floor", "MB/s", "RSS MiB")
-    head = f"{'step':44} " + " ".join(f"{c:>7}" for c in cols) + "  target"
-    print(head)
-    print("-" * (len(head) + 30))
+    print_head([title], f"{'step':44}", cols, "target", 30)
     for r in rows:
         if r.seconds is None:
             print(f"{r.label:44} " + " ".join(f"{'-':>7}" for _ in cols) + f"  {r.note}")
@@ -1038,10 +935,10 @@ def print_summary(
         elif r.label.startswith("squashd"):
             goal = targets[r.label.rsplit(" ", 1)[-1]]
             ok_t = "ok" if ratio <= goal else "OVER"
-            ok_m = "ok" if (r.rss_mib or 0) <= TARGET_RSS_MIB else "OVER"
+            ok_m = "ok" if (r.rss_mib or 0) <= rss_target else "OVER"
             target = (
                 f"{ratio:.3f}x vs <= {goal}x {ok_t}, "
-                f"{r.rss_mib or 0:.0f} vs <= {TARGET_RSS_MIB} MiB {ok_m}; {r.note}"
+                f"{r.rss_mib or 0:.0f} vs <= {rss_target} MiB {ok_m}; {r.note}"
             )
         print(f"{r.label:44} " + " ".join(f"{c:>7}" for c in cells) + f"  {target}")
     print(

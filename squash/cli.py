@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from squash.codec import COMPRESSIONS
+from squash.codec import COMPRESSIONS, check_level
 from squash.destination import Destination
 from squash.distribution.credentials import Credentials
 from squash.distribution.options import DEFAULT_CHUNK, RegistryOptions
@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=COMPRESSIONS,
         default="none",
         help="compression of the squashed layer (default none, as docker save)",
+    )
+    export.add_argument(
+        "--compression-level",
+        type=int,
+        metavar="N",
+        help="gzip 0-9 (default 1; 0-3 are isal's, fast; 4-9 zlib's, smaller and many "
+        "times slower), zstd 1-19 (default 3); see docs/cli.md for what each costs",
     )
     partial = export.add_mutually_exclusive_group()
     partial.add_argument(
@@ -217,6 +224,7 @@ def _progress_bar(total: int) -> "tqdm[NoReturn]":
 
 
 def _export(args: argparse.Namespace) -> None:
+    check_level(args.layer_compression, args.compression_level)
     destination = parse_destination(args.output)
     to_stdout = destination.transport == "docker-archive" and destination.path == "-"
     if to_stdout and sys.stdout.isatty():
@@ -320,7 +328,7 @@ def _write_index(
 
     squash = Options(
         args.tag, args.layer_compression, args.keep_base, args.tmpdir, _limits(args),
-        provenance=_provenance(args, None),
+        provenance=_provenance(args, None), level=args.compression_level,
     )  # fmt: skip
     digest, results = export_index(images(), output, squash)
     _write_statements(args, results)
@@ -367,6 +375,7 @@ def _write(
             output,
             tag=args.tag,
             compression=args.layer_compression,
+            level=args.compression_level,
             keep=keep,
             tmpdir=args.tmpdir,
             limits=limits,

@@ -8,7 +8,11 @@ worker thread so it overlaps with hashing and merging.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,9 +27,19 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
 CHUNK = 1 << 20
+# Blocks of isal's threaded gzip reader: it keeps 8 of them of compressed input and
+# queues 2 inflated. At 1 MiB that was 11 MiB a layer, two layers read at once, and the
+# largest part of an export's memory; a quarter of it inflates as fast.
+_INFLATE_BLOCK = 256 << 10
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 COMPRESSIONS = ("none", "gzip", "zstd")
+LEVELS = {"gzip": range(10), "zstd": range(1, 20)}  # what a compression level may be
+DEFAULT_LEVELS = {"gzip": 1, "zstd": 3}
+_ISAL_LEVELS = 4  # gzip levels 0-3 are isal's; 4-9 zlib's, as gzip -4 ... -9 compress
+_THREADS = 2  # gzip blocks compressed at once
+_BLOCK = 1 << 20  # of input, for each gzip block (isal's threaded writer's default too)
+_WINDOW = 32 << 10  # deflate's window: the dictionary a block is given of the one before
 
 
 class _Decoder(Readable, Protocol):
@@ -74,7 +88,7 @@ def open_decompressed(stored: VerifyingReader, label: str) -> Iterator[Stream]:
     codec = compression_of(head)
     inner: _Decoder
     if codec == "gzip":
-        inner = _gzip_open(buffered, "rb", threads=1, block_size=CHUNK)
+        inner = _gzip_open(buffered, "rb", threads=1, block_size=_INFLATE_BLOCK)
     elif codec == "zstd":
         inner = zstandard.ZstdDecompressor().stream_reader(
             buffered, read_size=CHUNK, read_across_frames=True, closefd=False
@@ -117,11 +131,84 @@ class _Output(io.RawIOBase):
         return len(block)
 
 
+def check_level(kind: str, level: int | None) -> None:
+    """A compression level `kind` takes (None: its default)."""
+    if level is None:
+        return
+    if kind not in LEVELS:
+        raise SquashError(f"{kind} layers are not compressed: they take no compression level")
+    levels = LEVELS[kind]
+    if level not in levels:
+        raise SquashError(f"a {kind} compression level is {levels[0]} to {levels[-1]}, not {level}")
+
+
+class _Gzip(Protocol):
+    def write(self, data: Chunk, /) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class _ZlibGzip:
+    """gzip at zlib's levels (isal's stop at 3), deflated on two threads the way isal's
+    threaded writer (and pigz) does: blocks of 1 MiB, each given the 32 KiB before it
+    as its dictionary and ended by a sync flush, so the bytes depend neither on the
+    threads nor on how the data was handed in."""
+
+    def __init__(self, out: Callable[[Chunk], None], level: int) -> None:
+        self._out, self._level = out, level
+        self._pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="deflate")
+        self._deflating: deque[Future[bytes]] = deque()
+        self._block = bytearray()
+        self._previous = b""
+        self._crc = self._size = 0
+        # magic, deflate, no flags, no mtime, XFL (2: the slowest, smallest), OS unknown
+        out(struct.pack("<BBBBIBB", 0x1F, 0x8B, 8, 0, 0, 2 if level == 9 else 0, 0xFF))
+
+    def write(self, data: Chunk) -> None:
+        with memoryview(data) as view:
+            while len(view):
+                take = min(len(view), _BLOCK - len(self._block))
+                self._block += view[:take]
+                view = view[take:]
+                if len(self._block) == _BLOCK:
+                    self._deflate()
+
+    def _deflate(self) -> None:
+        block, self._block = bytes(self._block), bytearray()
+        self._crc = zlib.crc32(block, self._crc)
+        self._size += len(block)
+        dictionary, self._previous = self._previous[-_WINDOW:], block
+        self._deflating.append(self._pool.submit(_deflate_block, block, dictionary, self._level))
+        while len(self._deflating) > _THREADS:  # in order, a few blocks in flight
+            self._out(self._deflating.popleft().result())
+
+    def close(self) -> None:
+        try:
+            if self._block:
+                self._deflate()
+            while self._deflating:
+                self._out(self._deflating.popleft().result())
+            self._out(b"\x03\x00")  # an empty final block
+            self._out(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        finally:
+            self._pool.shutdown(cancel_futures=True)
+
+
+def _deflate_block(block: bytes, dictionary: bytes, level: int) -> bytes:
+    if dictionary:
+        deflate = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=dictionary)
+    else:
+        deflate = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return deflate.compress(block) + deflate.flush(zlib.Z_SYNC_FLUSH)
+
+
 class Compressor:
-    """Streaming compressor for the squashed layer: none, gzip (isal) or zstd.
+    """Streaming compressor for the squashed layer: none, gzip or zstd, at `level`
+    (None: the kind's default, `DEFAULT_LEVELS`).
 
     Compressed bytes go to `out`, in order. gzip compresses blocks on two threads the
-    way pigz does (deterministic output: it does not depend on the thread count).
+    way pigz does (deterministic output: it does not depend on the thread count), with
+    isal at levels 0-3 and zlib at 4-9.
     """
 
     def __init__(
@@ -132,13 +219,16 @@ class Compressor:
     ) -> None:
         if kind not in COMPRESSIONS:
             raise SquashError(f"unknown layer compression {kind!r} (use none, gzip or zstd)")
+        check_level(kind, level)
         self.kind, self._out = kind, out
-        if kind == "gzip":
-            self._gzip = _gzip_open(
-                _Output(out), "wb", compresslevel=1 if level is None else level, threads=2
-            )
+        level = DEFAULT_LEVELS.get(kind, 0) if level is None else level
+        self._gzip: _Gzip
+        if kind == "gzip" and level < _ISAL_LEVELS:
+            self._gzip = _gzip_open(_Output(out), "wb", compresslevel=level, threads=_THREADS)
+        elif kind == "gzip":
+            self._gzip = _ZlibGzip(out, level)
         elif kind == "zstd":
-            self._zstd = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
+            self._zstd = zstandard.ZstdCompressor(level=level).compressobj()
 
     def write(self, data: Chunk) -> None:
         if self.kind == "gzip":

@@ -29,6 +29,7 @@ from squash.oci import (
 )
 from squash.provenance import Asked, Provenance, attestation, statement
 from squash.reference import check_repo_tag, full_name, squash_tag
+from squash.retained import RetainedLayer
 from squash.streams import Stream, read_up_to
 
 T = TypeVar("T")
@@ -121,6 +122,7 @@ class Options:
     limits: Limits = DEFAULT_LIMITS
     progress: Progress | None = None  # told of each stored layer byte read
     provenance: Provenance = field(default_factory=Provenance)  # the builder, a --base
+    level: int | None = None  # of the compression (None: its default)
 
 
 @dataclass
@@ -167,24 +169,31 @@ def squash_into(image: Image, destination: Destination[object], options: Options
     keep, progress, started = options.keep, options.progress, time.time()
     check_keep(image, keep)
     repo_tag, full = output_tag(image, options.tag)
-    upload = destination.layer()
-    writer = LayerWriter(upload, options.compression)
-    try:
-        layers = (
-            image.layers
-            if progress is None
-            else [_Reporting(stored, progress) for stored in image.layers]
-        )
-        stats = Merger(writer.write, options.tmpdir, options.limits).run(layers, keep)
-    except BaseException:
-        writer.abort()
-        raise
-    diff_id, blob = writer.close()
-    upload.done(blob)
-    kept = []
-    for stored in image.layers[:keep]:
-        kept.append(_kept_blob(stored))
-        destination.kept(stored, kept[-1])
+    with contextlib.ExitStack() as retained:
+        stored_layers = [
+            retained.enter_context(contextlib.closing(RetainedLayer(stored, options.tmpdir)))
+            if n < keep and stored.location() is None  # read once from far away
+            else stored
+            for n, stored in enumerate(image.layers)
+        ]
+        upload = destination.layer()
+        writer = LayerWriter(upload, options.compression, options.level)
+        try:
+            layers = (
+                stored_layers
+                if progress is None
+                else [_Reporting(stored, progress) for stored in stored_layers]
+            )
+            stats = Merger(writer.write, options.tmpdir, options.limits).run(layers, keep)
+        except BaseException:
+            writer.abort()
+            raise
+        diff_id, blob = writer.close()
+        upload.done(blob)
+        kept = []
+        for stored in stored_layers[:keep]:
+            kept.append(_kept_blob(stored))
+            destination.kept(stored, kept[-1])
     comment = f"squashed by squashd from {image.manifest_digest}"
     config = destination.document(squashed_config(image.config, keep, diff_id, comment), OCI_CONFIG)
     base = options.provenance.base
@@ -205,6 +214,7 @@ def export_image(
     *,
     tag: str | None = None,
     compression: str = "none",
+    level: int | None = None,
     keep: int = 0,
     tmpdir: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
@@ -214,7 +224,7 @@ def export_image(
     """Squash `image` into `destination`, tag it and attach its provenance (see
     `Options`); the destination is committed on success, aborted on failure."""
     recorded = provenance or Provenance()
-    options = Options(tag, compression, keep, tmpdir, limits, progress, recorded)
+    options = Options(tag, compression, keep, tmpdir, limits, progress, recorded, level)
     try:
         squashed = squash_into(image, destination, options)
         name = destination.tag(squashed.manifest, squashed.repo_tag, squashed.full_name)

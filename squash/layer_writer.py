@@ -11,7 +11,7 @@ from squash.oci import OCI_LAYER, Blob
 from squash.streams import Chunk
 
 _BATCH = 1 << 20
-_QUEUE_DEPTH = 8  # chunks of about 1 MiB in flight to the writer thread
+_QUEUE_DEPTH = 4  # chunks of about 1 MiB in flight to the writer thread
 
 
 class Writable(Protocol):
@@ -26,7 +26,7 @@ class LayerWriter:
     caller may reuse them.
     """
 
-    def __init__(self, sink: Writable, compression: str) -> None:
+    def __init__(self, sink: Writable, compression: str, level: int | None = None) -> None:
         self._sink = sink
         self._plain = compression == "none"
         self._diff = hashlib.sha256()
@@ -36,7 +36,7 @@ class LayerWriter:
         self._error: BaseException | None = None
         self.size = 0
         self.media_type = OCI_LAYER[compression]
-        self._compressor = Compressor(compression, self._emit)  # may emit a header at once
+        self._compressor = Compressor(compression, self._emit, level)  # may emit a header
         self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
         self._thread.start()
 

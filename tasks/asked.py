@@ -1,7 +1,7 @@
 """What is asked to be built, checked before any registry is asked: an image reference
 and the export's options, each one not given defaulting to the service's
-(SQUASHD_PLATFORM, SQUASHD_LAYER_COMPRESSION, the tag the command line writes, a full
-squash). The web's requests and the scheduled pre-squash ask alike.
+(SQUASHD_PLATFORM, SQUASHD_LAYER_COMPRESSION at SQUASHD_COMPRESSION_LEVEL, the tag the
+command line writes, a full squash). The web's requests and the scheduled pre-squash ask alike.
 """
 
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ class Asked:
     tag: str | None
     compression: str
     keep_base: int
+    level: int | None = None  # SQUASHD_COMPRESSION_LEVEL, for the service's own compression
 
     def spec(self, digest: str) -> ExportSpec:
         ref = self.ref
@@ -30,7 +31,7 @@ class Asked:
         tag = self.tag or default_tag(ref.registry, ref.repository, reference)
         return ExportSpec(
             ref.registry, ref.repository, reference, digest, self.platform, tag,
-            self.compression, self.keep_base,
+            self.compression, self.keep_base, self.level,
         )  # fmt: skip
 
 
@@ -62,14 +63,16 @@ def ask(
         raise Denied(
             f"registry {ref.registry} is not served here (SQUASHD_ALLOWED_REGISTRIES)", 403
         )
-    return Asked(ref, platform, tag, compression, keep_base)
+    level = settings.compression_level if compression == settings.layer_compression else None
+    return Asked(ref, platform, tag, compression, keep_base, level)
 
 
 def has_default_options(spec: ExportSpec, settings: Settings) -> bool:
     """Built with the options a plain /c1 request (and the pre-squash) uses?"""
-    return (spec.platform, spec.compression, spec.tag, spec.keep_base) == (
+    return (spec.platform, spec.compression, spec.tag, spec.keep_base, spec.level) == (
         settings.default_platform,
         settings.layer_compression,
         default_tag(spec.registry, spec.repository, spec.reference),
         0,
+        settings.compression_level,
     )

@@ -153,6 +153,7 @@ def _squash(
             DockerArchive(sink, beside),
             tag=spec.tag,
             compression=spec.compression,
+            level=spec.level,
             keep=spec.keep_base,
             tmpdir=tmpdir,
             limits=limits,

@@ -9,8 +9,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from squash.codec import COMPRESSIONS
-from squash.errors import BadReference
+from squash.codec import COMPRESSIONS, check_level
+from squash.errors import BadReference, SquashError
 from squash.limits import Limits, parse_size
 from squash.provenance import SERVICE_BUILDER
 from squash.reference import Platform
@@ -31,6 +31,18 @@ def _number(env: dict[str, str], name: str, default: float, minimum: float = 0) 
     if value < minimum:
         raise SettingsError(f"{name}={text!r} must be at least {minimum:g}")
     return value
+
+
+def _level(env: dict[str, str], compression: str) -> int | None:
+    """SQUASHD_COMPRESSION_LEVEL, for layers of SQUASHD_LAYER_COMPRESSION."""
+    text = env.get("SQUASHD_COMPRESSION_LEVEL", "").strip()
+    if not text:
+        return None
+    try:
+        check_level(compression, level := int(text))
+    except (ValueError, SquashError) as exc:
+        raise SettingsError(f"SQUASHD_COMPRESSION_LEVEL={text!r}: {exc}") from None
+    return level
 
 
 def _flag(env: dict[str, str], name: str, *, default: bool = False) -> bool:
@@ -105,6 +117,7 @@ class Settings:
     mirror_prefixes: dict[str, str] = field(default_factory=dict)
     mirror_cold: str = "wait"  # a tag not squashed yet: "wait" for it, or hand out the "original"
     layer_compression: str = "gzip"
+    compression_level: int | None = None  # of layer_compression's layers (None: its default)
     platform: str = "linux/amd64"
     wait_seconds: float = 60.0  # how long a /c1 request waits for a build before a 202
     # a manifest HEAD at the registry front builds and waits as a GET does (containerd,
@@ -188,6 +201,7 @@ class Settings:
             raise SettingsError(
                 f"SQUASHD_LAYER_COMPRESSION={compression!r} is not one of {', '.join(COMPRESSIONS)}"
             )
+        level = _level(env, compression)
         platform = env.get("SQUASHD_PLATFORM") or "linux/amd64"
         try:
             Platform.parse(platform)
@@ -204,6 +218,7 @@ class Settings:
             mirror_prefixes={prefix: host for prefix, (host, _) in prefixes.items()},
             mirror_cold=cold,
             layer_compression=compression,
+            compression_level=level,
             platform=platform,
             wait_seconds=_number(env, "SQUASHD_WAIT_SECONDS", 60),
             head_builds=_flag(env, "SQUASHD_HEAD_BUILDS"),

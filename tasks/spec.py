@@ -25,6 +25,7 @@ class ExportSpec:
     tag: str  # NAME:TAG written into the archive
     compression: str  # of the squashed layer
     keep_base: int = 0  # bottom layers kept as they are (a partial squash)
+    level: int | None = None  # of the compression (None: its default)
 
     @property
     def key(self) -> str:
@@ -38,6 +39,8 @@ class ExportSpec:
         }
         if self.keep_base:  # absent for a full squash: the keys built before it stay valid
             determinants["keep_base"] = self.keep_base
+        if self.level is not None:  # absent at the default level, likewise
+            determinants["level"] = self.level
         return hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -66,14 +69,21 @@ class ExportSpec:
         return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}_{tag}") + ".tar"
 
     def to_dict(self) -> dict[str, str]:
-        """As flat strings (a Redis hash, a task's arguments)."""
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        """As flat strings (a Redis hash, a task's arguments); the default level as ""."""
+        return {
+            f.name: "" if (v := getattr(self, f.name)) is None else str(v) for f in fields(self)
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExportSpec":
-        """From `to_dict`'s strings (a record written before keep_base existed keeps 0)."""
-        text = {f.name: str(data[f.name]) for f in fields(cls) if f.name != "keep_base"}
-        return cls(**text, keep_base=int(data.get("keep_base") or 0))
+        """From `to_dict`'s strings (a record written before keep_base or level existed
+        keeps 0 or the default)."""
+        numbers = ("keep_base", "level")
+        text = {f.name: str(data[f.name]) for f in fields(cls) if f.name not in numbers}
+        level = data.get("level")
+        return cls(
+            **text, keep_base=int(data.get("keep_base") or 0), level=int(level) if level else None
+        )
 
 
 def default_tag(registry: str, repository: str, reference: str) -> str:

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import ipaddress
 import json
 import re
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from squash.distribution.bodies import BodyPool
 from squash.distribution.credentials import lookup
 from squash.distribution.heads import HeadPool
 from squash.distribution.options import RegistryOptions
 from squash.distribution.reach import Reach
 from squash.errors import RegistryError, TransientError
 from squash.oci import DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_MANIFEST
+from squash.streams import Stream, read_up_to
 from squash.verify import verify_bytes
 
 if TYPE_CHECKING:
@@ -80,6 +83,20 @@ def _error_text(response: httpx.Response) -> str:
         body = response.read()[:65536]
     except httpx.HTTPError:
         return ""
+    return _said(body)
+
+
+def _read_said(body: Stream) -> str:
+    """The registry's own words from an error body read below httpx."""
+    try:
+        return _said(read_up_to(body, 65536))
+    except (OSError, http.client.HTTPException):
+        return ""
+
+
+def _said(body: bytes) -> str:
+    """The registry's own words in an error body: its errors' codes and messages, or
+    the body's first line."""
     try:
         errors = json.loads(body).get("errors") or []
         return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
@@ -114,6 +131,9 @@ class Registry:
         )
         # resolve's HEAD without httpx's layers on top (see `_quick_head`)
         self._heads = HeadPool(self.base, tls, self.options.timeout)
+        # blob bodies below httpx's pieces (see `body`), until the registry redirects one
+        self._bodies = BodyPool(self.base, tls, self.options.timeout)
+        self._direct_bodies = True
         self._credentials = self.options.credentials
         if self._credentials is None and self.options.ambient and not self.options.bearer:
             self._credentials = lookup(name)
@@ -125,6 +145,7 @@ class Registry:
     def close(self) -> None:
         self._http.close()
         self._heads.close()
+        self._bodies.close()
 
     # -- requests
 
@@ -151,20 +172,24 @@ class Registry:
         scope: str | None = None,
         content: bytes | list[bytes] | None = None,
         retry: bool = True,
+        redirected: str | None = None,
     ) -> httpx.Response:
         """A request to /v2/<repository>/<path> (or to `path` itself if it is a URL, an
         upload's location), authenticated for `scope` (default: pull). Transient failures
         are retried if `retry`, else raised as TransientError; the response is streamed.
-        `content` as pieces is sent as they are (the caller sets Content-Length)."""
+        `content` as pieces is sent as they are (the caller sets Content-Length).
+        `redirected`: the registry already answered it with a redirect there (a body asked
+        below httpx), followed first."""
         scope = scope or self._pull(repository)
         url = urljoin(f"{self.base}/v2/{repository}/", path)
         what = what or f"{self.name}/{repository}"
         authenticated = False
         failures = 0  # transient ones; pause() gives up after the last allowed attempt
         while True:
+            first, redirected = redirected, None
             try:
                 response = self._send(
-                    method, url, {**(headers or {}), **self._authorization(scope)}, content
+                    method, url, {**(headers or {}), **self._authorization(scope)}, content, first
                 )
             except httpx.TransportError as exc:
                 self._again(retry, failures, None, f"{what}: {self._describe(exc)}")
@@ -197,15 +222,26 @@ class Registry:
         url: str,
         headers: dict[str, str],
         content: bytes | list[bytes] | None = None,
+        redirected: str | None = None,
     ) -> httpx.Response:
-        """Send, following redirects; Authorization never goes to another host."""
+        """Send, following redirects (from `redirected` on, if the answer was one
+        already); Authorization never goes to another host.
+
+        Pieces go as an iterator of their own per request: once sent, an exhausted
+        iterator lets go of them. httpx keeps the request in a reference cycle with its
+        response (the response's stream points back at it), freed only when the cyclic
+        collector runs; with the list itself, every chunk a push sent stayed in memory
+        until then (pushes peaked 120 MiB above a file's)."""
         for _ in range(8):
-            request = self._http.build_request(method, url, headers=headers, content=content)
-            response = self._http.send(request, stream=True)
-            if response.status_code not in _REDIRECTS or "location" not in response.headers:
-                return response
-            target = urljoin(url, response.headers["location"])
-            response.close()
+            if redirected is None:
+                body = iter(content) if isinstance(content, list) else content
+                request = self._http.build_request(method, url, headers=headers, content=body)
+                response = self._http.send(request, stream=True)
+                if response.status_code not in _REDIRECTS or "location" not in response.headers:
+                    return response
+                redirected = response.headers["location"]
+                response.close()
+            target, redirected = urljoin(url, redirected), None
             if urlsplit(target).netloc != urlsplit(url).netloc:
                 self._reach.check(target, f"{self.name}: a redirect")
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -228,7 +264,7 @@ class Registry:
         time.sleep(delay)
 
     @staticmethod
-    def _describe(exc: httpx.TransportError) -> str:
+    def _describe(exc: Exception) -> str:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     def _refusal(self, status: int, what: str, detail: str) -> str:
@@ -403,6 +439,62 @@ class Registry:
         """A blob's bytes; with `limit`, only its first bytes (a Range request)."""
         return BlobStream(self, repository, digest, size, what, limit)
 
+    def body(
+        self, repository: str, path: str, headers: dict[str, str], what: str
+    ) -> tuple[int, Stream]:
+        """(status, body) of GET /v2/<repository>/<path>, a blob: read straight from its
+        socket when the registry answers it plainly (squash/distribution/bodies.py), else
+        through `get` (authentication, redirects, retries, errors). A registry that
+        redirects blobs elsewhere is asked through `get` from then on."""
+        redirected = None
+        if self._direct_bodies:
+            fields = {
+                "User-Agent": "squashd",
+                **headers,
+                **self._authorization(self._pull(repository)),
+            }
+            answer = self._bodies.get(f"/v2/{repository}/{path}", fields)
+            if answer is not None:
+                status, body = answer
+                if status in (200, 206):
+                    return status, body
+                refused = 400 <= status < 500 and status not in (401, 429)
+                with body:
+                    if refused:  # as `request` would say it, without asking again
+                        raise RegistryError(self._refusal(status, what, _read_said(body)), status)
+                    if status in _REDIRECTS:  # followed from here, and asked there from now on
+                        self._direct_bodies = False
+                        redirected = body.header("location")
+                # else authenticate, or retry, as `request` does
+        response = self.request("GET", repository, path, headers, what, redirected=redirected)
+        return response.status_code, _Pieces(response)
+
+
+class _Pieces(io.RawIOBase):
+    """An httpx response's body as a stream, in the pieces httpcore reads (as bytes
+    arrive: a cut loses nothing)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks = response.iter_raw()
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if not self._pending:
+            self._pending = memoryview(next(self._chunks, b""))
+        with memoryview(buffer) as view:
+            n = min(len(view), len(self._pending))
+            view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]  # a memoryview: no copy
+        return n
+
+    def close(self) -> None:
+        self._response.close()
+        super().close()
+
 
 class BlobStream(io.RawIOBase):
     """A blob's bytes; a connection lost mid-way resumes with a Range request."""
@@ -419,9 +511,7 @@ class BlobStream(io.RawIOBase):
         self._registry, self._repository, self._digest = registry, repository, digest
         self._size, self._what, self._limit = size, what, limit
         self._position = 0
-        self._response: httpx.Response | None = None
-        self._chunks: Iterator[bytes] = iter(())
-        self._pending = memoryview(b"")
+        self._body: Stream | None = None
         self._failures = 0
 
     def readable(self) -> bool:
@@ -430,22 +520,20 @@ class BlobStream(io.RawIOBase):
     def _open(self) -> None:
         end = "" if self._limit is None else self._limit - 1
         headers = {"Range": f"bytes={self._position}-{end}"} if self._position or end else {}
-        response = self._registry.get(
+        status, self._body = self._registry.body(
             self._repository, f"blobs/{self._digest}", headers, self._what
         )
-        self._response = response
-        self._chunks = response.iter_raw()  # as bytes arrive: a cut loses nothing
-        if self._position and response.status_code != 206:
-            self._skip(self._position)  # the server ignored Range: read past what we have
+        if self._position and status != 206:
+            self._skip(self._body, self._position)  # the server ignored Range
 
-    def _skip(self, count: int) -> None:
+    def _skip(self, body: Stream, count: int) -> None:
+        """Read past what we have."""
+        scratch = memoryview(bytearray(min(count, _CHUNK)))
         while count > 0:
-            chunk = next(self._chunks, b"")
-            if not chunk:
+            n = body.readinto(scratch[:count])
+            if not n:
                 raise TransientError(f"{self._what}: blob ended before the resume point")
-            if len(chunk) > count:
-                self._pending = memoryview(chunk)[count:]
-            count -= len(chunk)
+            count -= n
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer)
@@ -453,25 +541,23 @@ class BlobStream(io.RawIOBase):
             view = view[: max(self._limit - self._position, 0)]
             if not len(view):
                 return 0
-        while not self._pending:
-            if self._response is None:
+        while True:
+            if self._body is None:
                 self._open()
+                assert self._body is not None
             try:
-                self._pending = memoryview(next(self._chunks, b""))
-            except httpx.TransportError as exc:
-                self._lost(f"{Registry._describe(exc)}")
+                n = self._body.readinto(view) or 0
+            except (httpx.TransportError, OSError, http.client.HTTPException) as exc:
+                self._lost(Registry._describe(exc))
                 continue
-            if not self._pending:
-                if self._position < self._expected():
-                    self._lost("connection closed early")
-                    continue
-                return 0
-        n = min(len(view), len(self._pending))
-        view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]  # a memoryview: no copy
-        self._position += n
-        self._failures = 0
-        return n
+            if n:
+                self._position += n
+                self._failures = 0
+                return n
+            if self._position < self._expected():
+                self._lost("connection closed early")
+                continue
+            return 0
 
     def _expected(self) -> int:
         """How many bytes this stream should deliver (0 when unknown)."""
@@ -485,9 +571,9 @@ class BlobStream(io.RawIOBase):
         self._registry.pause(self._failures - 1, None, f"{self._what}: {why}")
 
     def close_response(self) -> None:
-        if self._response is not None:
-            self._response.close()
-            self._response = None
+        if self._body is not None:
+            self._body.close()
+            self._body = None
 
     def close(self) -> None:
         self.close_response()

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 import time
 from urllib.parse import urlsplit
 
 import httptools
+
+from squash.distribution.kept import Kept
 
 MAX_HEADER = 64 << 10  # a manifest HEAD's header block is under 1 KiB
 MAX_IDLE = 64  # kept connections; more at once are opened and closed
@@ -47,8 +48,7 @@ class HeadPool:
         self._port = parts.port or (443 if self._tls else 80)
         self._authority = parts.netloc
         self._timeout = timeout
-        self._idle: list[socket.socket] = []
-        self._mutex = threading.Lock()
+        self._idle: Kept[socket.socket] = Kept(MAX_IDLE)
 
     def head(self, path: str, headers: list[tuple[str, str]]) -> tuple[int, dict[str, str]] | None:
         """(status, lower-cased headers) of `HEAD path`, or None when no answer could be
@@ -61,7 +61,7 @@ class HeadPool:
         lines += [f"{name}: {value}" for name, value in headers]
         request = "\r\n".join([*lines, "", ""]).encode("ascii")
         deadline = time.monotonic() + self._timeout  # for the whole HEAD, retry included
-        conn = self._take()
+        conn = self._idle.take()
         block = self._exchange(conn, request, deadline) if conn is not None else None
         if conn is None or block is None:
             if conn is not None:  # closed while it was idle, most likely: a new one
@@ -76,7 +76,7 @@ class HeadPool:
             conn.close()
             return None
         status, found, keep = answer
-        self._give(conn) if keep else conn.close()
+        self._idle.give(conn) if keep else conn.close()
         return status, found
 
     def _exchange(self, conn: socket.socket, request: bytes, deadline: float) -> bytes | None:
@@ -118,22 +118,8 @@ class HeadPool:
                 raise
         return conn
 
-    def _take(self) -> socket.socket | None:
-        with self._mutex:
-            return self._idle.pop() if self._idle else None
-
-    def _give(self, conn: socket.socket) -> None:
-        with self._mutex:
-            if len(self._idle) < MAX_IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
-
     def close(self) -> None:
-        with self._mutex:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._idle.close()
 
 
 def _parse(block: bytes) -> tuple[int, dict[str, str], bool] | None:

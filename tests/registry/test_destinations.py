@@ -11,13 +11,18 @@ that leave no tag.
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
 import math
+import tracemalloc
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 
+from squash.distribution.client import Registry
+from squash.distribution.push import BlobUpload
 from testbed.tools import run
 from tests.integration.helpers import compare_trees, format_diffs, umoci_unpack
 
@@ -121,6 +126,31 @@ def test_a_failed_patch_is_resumed(tools, registry, pushed, images, work) -> Non
         statuses = proxy.requests(r"^/v2/pushed/resumed/blobs/uploads/.", "GET")
         assert statuses, "the upload's status was not asked after the failure"
     same_tree(images.umoci_rootfs, pulled_tree(registry.ref("pushed/resumed", "v1"), work))
+
+
+def test_a_push_holds_one_chunk_at_a_time(registry) -> None:
+    """What a PATCH sent is let go of once it is acknowledged. httpx keeps each request
+    in a reference cycle with its response, freed only by the cyclic collector (off
+    here, as it is most of a push's time): every chunk sent stayed in memory with it."""
+    chunk, pieces = 4 << 20, 32  # a 32 MiB blob in 1 MiB pieces, 8 PATCHes
+    session = Registry(registry.host, registry.host)
+    digest = hashlib.sha256()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        upload = BlobUpload(session, "pushed/held", "a push", chunk)
+        for n in range(pieces):
+            piece = bytes([n]) * (1 << 20)
+            digest.update(piece)
+            upload.write(piece)
+            del piece
+        upload.finish("sha256:" + digest.hexdigest())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+        session.close()
+    assert peak < 2 * chunk, f"a push of {pieces} MiB held {peak / (1 << 20):.1f} MiB"
 
 
 @pytest.mark.parametrize("broken", ["every PATCH", "the manifest PUT"])

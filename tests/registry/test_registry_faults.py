@@ -46,6 +46,23 @@ def test_each_blob_is_downloaded_once(tools, registry, pushed, fault_proxy, base
         )
 
 
+@pytest.mark.parametrize("dest", ["tar", "oci"])
+def test_a_kept_layer_is_downloaded_once(tools, registry, pushed, fault_proxy, work, dest):
+    """A partial squash reads its kept layers for the merge and places them in the
+    destination as they are stored: from the one download, not a second one."""
+    out = work / "out.tar"
+    target = str(out) if dest == "tar" else f"oci:{work / 'layout'}:t"
+    proc = export(fault_proxy.ref(pushed.oci, pushed.tag), target, "--keep-base", "2")
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")[-3000:]
+    manifest = _manifest(registry, pushed.oci, pushed.tag)
+    for desc in manifest["layers"][:2]:
+        full = [s for s in fault_proxy.blob_gets(desc["digest"]) if not s.range]
+        assert len(full) == 1, (
+            f"kept layer {desc['digest']} ({desc['size']} bytes) was requested in full "
+            f"{len(full)} times\n{fault_proxy.describe()}"
+        )
+
+
 def _range_start(header: str) -> int:
     m = re.fullmatch(r"bytes=(\d+)-(\d*)", header)
     assert m, f"unexpected Range header {header!r}"

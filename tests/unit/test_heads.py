@@ -7,85 +7,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from squash.distribution.heads import MAX_HEADER, HeadPool
+from tests.unit.scripted_server import Server
 
 OK = (
     b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n"
     b"Docker-Content-Digest: sha256:abc\r\nContent-Type: application/x\r\n\r\n"
 )
-# what one accepted connection does with each request it reads: the bytes to answer
-# (None: close the connection without answering)
-Script = Callable[[int, bytes], bytes | None]
-
-
-class Server:
-    """Accepts connections on 127.0.0.1; answers each request as `script` says, written
-    one byte at a time when `trickle`."""
-
-    def __init__(self, script: Script, trickle: bool = False) -> None:
-        self.script = script
-        self.trickle = trickle
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                request, _, data = data.partition(b"\r\n\r\n")
-                self.requests.append(request)
-                answer = self.script(len(self.requests), request)
-                if answer is None:
-                    return
-                if self.trickle:
-                    for i in range(len(answer)):
-                        conn.sendall(answer[i : i + 1])
-                        time.sleep(0.0005)
-                else:
-                    conn.sendall(answer)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(script: Script, trickle: bool = False) -> Server:
-        servers.append(Server(script, trickle))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def test_answer_in_one_byte_pieces_and_the_connection_kept(serve: Callable[..., Server]) -> None:
@@ -148,7 +80,7 @@ def test_what_cannot_be_read_as_an_answer_is_none(
     server = serve(lambda n, request: answer if n == 1 else None)
     pool = HeadPool(server.base, None, 5.0)
     assert pool.head("/x", []) is None
-    assert pool._idle == [], "a connection with an unreadable answer was kept"
+    assert not len(pool._idle), "a connection with an unreadable answer was kept"
 
 
 def test_a_field_that_would_break_the_request_is_not_sent(serve: Callable[..., Server]) -> None:

@@ -50,12 +50,24 @@ def test_head_builds_is_a_flag_off_by_default() -> None:
         ("SQUASHD_WAIT_SECONDS", "soon", "not a number"),
         ("SQUASHD_BUILD_LEASE", "0", "at least 1"),
         ("SQUASHD_LAYER_COMPRESSION", "lzma", "not one of"),
+        ("SQUASHD_COMPRESSION_LEVEL", "12", "0 to 9, not 12"),
+        ("SQUASHD_COMPRESSION_LEVEL", "best", "invalid literal"),
         ("SQUASHD_HEAD_BUILDS", "maybe", "not one of 1, true"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=rf"{name}=.*{message}"):
         Settings.from_env({name: value})
+
+
+def test_the_compression_level_is_the_service_compressions_own() -> None:
+    settings = Settings.from_env(
+        {"SQUASHD_LAYER_COMPRESSION": "zstd", "SQUASHD_COMPRESSION_LEVEL": "19"}
+    )
+    assert (settings.layer_compression, settings.compression_level) == ("zstd", 19)
+    assert Settings.from_env({}).compression_level is None
+    with pytest.raises(SettingsError, match="none layers are not compressed"):
+        Settings.from_env({"SQUASHD_LAYER_COMPRESSION": "none", "SQUASHD_COMPRESSION_LEVEL": "1"})
 
 
 def test_transient_failures_are_retried_permanent_ones_not(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def test_the_key_is_stable_and_plain() -> None:
         {"repository": "ns/other"},
         {"registry": "127.0.0.1:5001"},
         {"keep_base": 2},
+        {"level": 6},
     ],
 )
 def test_every_determinant_changes_the_key(change: dict) -> None:
@@ -42,6 +43,17 @@ def test_a_full_squash_keeps_the_key_it_had_before_partial_squashes() -> None:
     assert ExportSpec.from_dict(record) == SPEC
     partial = dataclasses.replace(SPEC, keep_base=3)
     assert ExportSpec.from_dict(partial.to_dict()) == partial
+
+
+def test_the_default_level_keeps_the_key_it_had_before_levels() -> None:
+    """No level (the compression's default) adds nothing to the key; a record without
+    the field reads as the default, and a level survives the round trip."""
+    record = {k: v for k, v in SPEC.to_dict().items() if k != "level"}
+    assert ExportSpec.from_dict(record) == SPEC
+    assert SPEC.to_dict()["level"] == ""
+    leveled = dataclasses.replace(SPEC, level=0)
+    assert ExportSpec.from_dict(leveled.to_dict()) == leveled
+    assert leveled.key != SPEC.key
 
 
 def test_the_tag_asked_for_does_not_name_the_bytes() -> None:
