@@ -504,6 +504,11 @@ class Stack:
     def object_key(self, key: str) -> str:
         return f"artifacts/{key}.tar"
 
+    def stored(self, key: str) -> list[str]:
+        """What a finished build leaves in the bucket, as it lists them: the archive and
+        its provenance statement beside it."""
+        return sorted([self.object_key(key), f"artifacts/{key}.intoto.json"])
+
     def objects(self) -> list[str]:
         assert self.moto is not None and self.bucket
         return self.moto.keys(self.bucket)

@@ -87,8 +87,16 @@ class Body(io.RawIOBase):
         return self._response.getheader(name)
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        n = self._response.readinto(buffer)
-        if not n and self._response.length and memoryview(buffer).nbytes:
+        """What one read of the socket brings, as a raw stream must: the response's own
+        readinto waits until the whole buffer is filled, so a slow upstream would hold
+        back bytes (and the progress that counts them) already here."""
+        view = memoryview(buffer).cast("B")
+        data = self._response.read1(len(view))
+        n = len(data)
+        view[:n] = data
+        if self._response.length == 0:
+            self._response.read()  # read1 leaves the answer open at its end; this ends it
+        if not n and self._response.length and len(view):
             # http.client ends a cut body quietly (only its read() raises)
             raise http.client.IncompleteRead(b"", self._response.length)
         return n

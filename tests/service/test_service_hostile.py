@@ -34,7 +34,7 @@ def test_a_dead_build_is_sent_again_when_its_status_link_is_read(
         explain=stack.describe,
     )
     assert doc["builds"] == 2 and stack.uploads() == []
-    assert stack.objects() == [stack.object_key(key)]
+    assert stack.objects() == stack.stored(key)
 
 
 def test_the_sweep_resends_a_dead_build_nobody_asks_about(
@@ -50,7 +50,7 @@ def test_the_sweep_resends_a_dead_build_nobody_asks_about(
     stack.add_beat()
     wait_until(
         "the artifact to appear in the bucket",
-        lambda: stack.objects() == [stack.object_key(key)],
+        lambda: stack.objects() == stack.stored(key),
         timeout=90,
         explain=stack.describe,
     )
