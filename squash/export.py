@@ -26,6 +26,7 @@ from squash.oci import (
     JSONObject,
     image_index,
     image_manifest,
+    platform_text,
 )
 from squash.provenance import Asked, Provenance, attestation, statement
 from squash.reference import check_repo_tag, full_name, squash_tag
@@ -156,12 +157,6 @@ class Squashed:
             destination.attach(attestation(self.statement, self.manifest))
 
 
-def _platform(config: JSONObject) -> str:
-    """OS/ARCH[/VARIANT] of an image config."""
-    parts = (config.get("os"), config.get("architecture"), config.get("variant"))
-    return "/".join(str(part) for part in parts if part)
-
-
 def squash_into(image: Image, destination: Destination[object], options: Options) -> Squashed:
     """Squash `image` into `destination`: the layer, the kept layers, config and manifest.
     With `options.keep`, the bottom layers stay as they are and the rest become one
@@ -203,7 +198,7 @@ def squash_into(image: Image, destination: Destination[object], options: Options
     )
     asked = Asked(
         options.provenance.source or image.reference, image.manifest_digest,
-        _platform(image.config), repo_tag, options.compression, keep, FORMAT_VERSION,
+        platform_text(image.config), repo_tag, options.compression, keep, FORMAT_VERSION,
     )  # fmt: skip
     return Squashed(repo_tag, full, manifest, diff_id, blob, stats, keep, asked, started)
 

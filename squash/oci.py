@@ -270,15 +270,19 @@ def choose_platform(index: JSONObject, platform: Platform, what: str) -> JSONObj
     for entry in entries:
         if platform.matches(entry.get("platform") or {}):
             return entry
-    found = sorted({str(Platform.parse(_platform_text(e))) for e in entries if e.get("platform")})
+    found = sorted(
+        {str(Platform.parse(platform_text(e["platform"]))) for e in entries if e.get("platform")}
+    )
     raise SquashError(
         f"{what}: no image for platform {platform}; it has: {', '.join(found) or 'none'}"
     )
 
 
-def _platform_text(entry: JSONObject) -> str:
-    p = entry["platform"]
-    return "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
+def platform_text(fields: JSONObject) -> str:
+    """OS/ARCH[/VARIANT] of an index entry's `platform`, or of an image config (both
+    name them with the same keys)."""
+    parts = (fields.get("os"), fields.get("architecture"), fields.get("variant"))
+    return "/".join(str(part) for part in parts if part)
 
 
 def parse_manifest(data: bytes, what: str) -> tuple[JSONObject, list[JSONObject]]:
