@@ -23,7 +23,7 @@ import httpx
 from service.access import Access, Caller
 from service.front.documents import Document
 from service.front.upstreams import Route
-from squash.distribution.client import Registry
+from squash.distribution.client import Registry, read_bounded
 from squash.errors import DigestMismatch, RegistryError, SquashError
 from squash.oci import JSONObject, parse_object
 from tasks.errors import NotFound, ServiceError
@@ -116,7 +116,7 @@ class PassThrough:
         def read(session: Registry) -> tuple[bytes, str]:
             response = session.get(route.repository, path, None, what)
             try:
-                body = _bounded(response, MAX_TAGS, what)
+                body = read_bounded(response, MAX_TAGS, f"{what}:")
             finally:
                 response.close()
             return body, response.headers.get("link", "")
@@ -133,15 +133,6 @@ def _parsed(body: bytes, what: str) -> JSONObject:
         return parse_object(body, what)
     except SquashError as exc:
         raise ServiceError(str(exc), 502) from None
-
-
-def _bounded(response: httpx.Response, limit: int, what: str) -> bytes:
-    body = b""
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > limit:
-            raise ServiceError(f"{what}: larger than {limit} bytes", 502)
-    return body
 
 
 def _next_query(link: str) -> str | None:

@@ -77,6 +77,17 @@ def _headed(headers: Mapping[str, str], reference: str) -> tuple[str, str]:
     return digest, headers.get("content-type", "").split(";")[0].strip()
 
 
+def read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
+    """A small document's whole body (a manifest, a tags list): more than `limit` bytes
+    is the registry's error, not a reason to hold them all."""
+    body = b""
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise RegistryError(f"{what} larger than {limit} bytes")
+    return body
+
+
 def _error_text(response: httpx.Response) -> str:
     """The registry's own words from an error body, if it sent any."""
     try:
@@ -383,11 +394,7 @@ class Registry:
         for attempt in range(self.options.attempts):
             response = self.get(repository, f"manifests/{reference}", {"Accept": ACCEPT}, what)
             try:
-                body = b""
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_MANIFEST:
-                        raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
+                body = read_bounded(response, MAX_MANIFEST, f"{what}: manifest")
                 break
             except httpx.TransportError as exc:
                 self.pause(attempt, None, f"{what}: {self._describe(exc)}")
