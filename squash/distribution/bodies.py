@@ -2,8 +2,8 @@
 
 httpx hands a body on in the 64 KiB pieces httpcore reads, each copied into h11's
 buffer, out of it, and into the reader's: 0.08 s of CPU per 88 MiB blob, a tenth of a
-squash from a registry. `http.client` reads a body straight into the caller's buffer
-(`recv_into`, a megabyte a call): 0.02 s. The caller reads a plain answer's body
+squash from a registry. `http.client` reads a body with one `recv` of up to a megabyte
+a call, copied once into the caller's buffer. The caller reads a plain answer's body
 here (200, or 206 to a Range) and refusals; it asks again through httpx for what needs
 more (a 401 to authenticate, a redirect, a 5xx to retry, a connection that fails).
 """
