@@ -42,6 +42,8 @@ from squash_bench import (
     squashd_bin,
 )
 
+from squash.oci import REF_NAME
+
 COMPRESSIONS = ("none", "gzip", "zstd")
 KEEPS = (0, 2)
 WAYS = [(s, d) for s in ("layout", "registry") for d in ("file", "oci", "push")]
@@ -122,8 +124,14 @@ def _squashed_layer(mode: Mode, local: LocalImage, dest: str) -> str:
             manifest = json.load(arc.extractfile("manifest.json"))  # type: ignore[arg-type]
         return "sha256:" + os.path.basename(manifest[0]["Layers"][-1])
     if mode.dest == "oci":
-        layout = Path(dest.removeprefix("oci:").rsplit(":", 1)[0])
-        top = json.loads((layout / "index.json").read_text())["manifests"][-1]["digest"]
+        layout_text, _, tag = dest.removeprefix("oci:").rpartition(":")
+        layout = Path(layout_text)
+        # the image's entry is the one tagged `tag`; its provenance referrer has no tag
+        top = next(
+            entry["digest"]
+            for entry in json.loads((layout / "index.json").read_text())["manifests"]
+            if (entry.get("annotations") or {}).get(REF_NAME) == tag
+        )
         blobs = layout / "blobs" / "sha256"
         return str(
             json.loads((blobs / top.removeprefix("sha256:")).read_bytes())["layers"][-1]["digest"]
